@@ -1,0 +1,1 @@
+"""Ringwise local platform and test harness."""

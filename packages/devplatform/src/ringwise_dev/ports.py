@@ -1,0 +1,86 @@
+"""The loopback ports of one local platform instance.
+
+The dev platform uses base 20000 and the test harness base 30000, so a developer can keep
+the dev platform up while the tests run. Every port is derived from the base.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HOST = "127.0.0.1"
+# The PSTN test caller (sipp) sends from its own loopback address so Asterisk can tell the
+# "pstn" trunk (identified by source IP) from phones, which register from 127.0.0.1.
+PSTN_HOST = "127.0.0.2"
+
+
+@dataclass(frozen=True)
+class PortPlan:
+    base: int = 20000
+
+    @property
+    def sip(self) -> int:
+        return self.base + 60
+
+    @property
+    def ari_http(self) -> int:
+        return self.base + 88
+
+    @property
+    def rtp_start(self) -> int:
+        return self.base + 1000
+
+    @property
+    def rtp_end(self) -> int:
+        return self.base + 1999
+
+    @property
+    def nats(self) -> int:
+        return self.base + 222
+
+    @property
+    def nats_monitor(self) -> int:
+        return self.base + 223
+
+    @property
+    def redis(self) -> int:
+        return self.base + 379
+
+    @property
+    def mongo(self) -> int:
+        return self.base + 17
+
+    @property
+    def s3(self) -> int:
+        return self.base + 333
+
+    @property
+    def s3_base(self) -> int:
+        """SeaweedFS opens many ports; they are kept in base+300..base+339."""
+        return self.base + 300
+
+    @property
+    def smtp(self) -> int:
+        return self.base + 25
+
+    def service_http(self, service: str) -> int:
+        return self.base + 100 + SERVICE_SLOTS[service]
+
+    @property
+    def phones(self) -> int:
+        """First SIP port for sipp phones (each phone takes the next one)."""
+        return self.base + 500
+
+
+SERVICE_SLOTS = {
+    "gateway": 0,
+    "routing": 1,
+    "directory": 2,
+    "billing": 3,
+    "voicemail": 4,
+    "recording": 5,
+    "messaging": 6,
+}
+
+DEV_PORTS = PortPlan(20000)
+TEST_PORTS = PortPlan(30000)

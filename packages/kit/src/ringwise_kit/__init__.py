@@ -1,0 +1,1 @@
+"""The shared kit every Ringwise service uses."""

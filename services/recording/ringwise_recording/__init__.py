@@ -1,0 +1,1 @@
+"""Ringwise recording service."""

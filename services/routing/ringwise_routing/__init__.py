@@ -1,0 +1,1 @@
+"""Ringwise routing service."""

@@ -1,0 +1,1 @@
+"""Ringwise voicemail service."""
