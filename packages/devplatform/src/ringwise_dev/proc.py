@@ -102,7 +102,8 @@ class ManagedProcess:
         if self._popen.poll() is None:
             self.signal(self.stop_signal)
             deadline = time.monotonic() + self.stop_timeout_s
-            while self._popen.poll() is None and time.monotonic() < deadline:
+            # A child's exit has no awaitable here (Popen); poll it briefly.
+            while self._popen.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             if self._popen.poll() is None:
                 self.kill()

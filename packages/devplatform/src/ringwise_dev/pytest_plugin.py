@@ -1,0 +1,1 @@
+"""Pytest fixtures for Ringwise's real-component tests."""

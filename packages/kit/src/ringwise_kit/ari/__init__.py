@@ -1,0 +1,48 @@
+"""A thin asyncio client for Asterisk's REST Interface (ARI), with typed models.
+
+Why our own: the `ari` package named by the product card is Python-2 only; the async
+alternatives build their API at run time from Asterisk's old Swagger files. ARI's core is one
+event WebSocket plus a few dozen REST calls (docs/deviations.md).
+"""
+
+from ringwise_kit.ari.client import AriClient, AriError, AriNotFound
+from ringwise_kit.ari.models import (
+    AriEvent,
+    Bridge,
+    CallerId,
+    Channel,
+    ChannelDestroyed,
+    ChannelDtmfReceived,
+    ChannelHangupRequest,
+    ChannelStateChange,
+    Dial,
+    DialplanCep,
+    Playback,
+    PlaybackFinished,
+    PlaybackStarted,
+    StasisEnd,
+    StasisStart,
+    parse_event,
+)
+
+__all__ = [
+    "AriClient",
+    "AriError",
+    "AriEvent",
+    "AriNotFound",
+    "Bridge",
+    "CallerId",
+    "Channel",
+    "ChannelDestroyed",
+    "ChannelDtmfReceived",
+    "ChannelHangupRequest",
+    "ChannelStateChange",
+    "Dial",
+    "DialplanCep",
+    "Playback",
+    "PlaybackFinished",
+    "PlaybackStarted",
+    "StasisEnd",
+    "StasisStart",
+    "parse_event",
+]

@@ -1,0 +1,319 @@
+"""The ARI client: REST calls plus the event WebSocket, with reconnect and reconcile.
+
+Asterisk does not buffer events while the WebSocket is down, so after every (re)connect the
+client calls the registered reconcile hooks; the owner lists channels and bridges through
+REST and rebuilds its state from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import aiohttp
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import BaseModel
+
+from ringwise_kit.ari.models import AriEvent, Bridge, Channel, Playback, parse_event
+from ringwise_kit.logs import get_logger
+
+log = get_logger("ringwise_kit.ari")
+
+EventHandler = Callable[[AriEvent], Awaitable[None] | None]
+ConnectHook = Callable[[], Awaitable[None]]
+T = TypeVar("T", bound=BaseModel)
+
+ARI_CONNECTED = Gauge("ringwise_ari_connected", "1 while the ARI event WebSocket is up")
+ARI_RECONNECTS = Counter("ringwise_ari_reconnects_total", "ARI WebSocket (re)connections")
+ARI_EVENTS = Counter("ringwise_ari_events_total", "ARI events received", ["type"])
+ARI_REST_SECONDS = Histogram(
+    "ringwise_ari_rest_seconds",
+    "ARI REST call latency",
+    ["method"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
+)
+
+
+class AriError(Exception):
+    def __init__(self, status: int, message: str, method: str, path: str) -> None:
+        super().__init__(f"ARI {method} {path} -> {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class AriNotFound(AriError):
+    """The channel, bridge or playback is gone (404), usually because it hung up."""
+
+
+class AriClient:
+    def __init__(
+        self,
+        base_url: str,
+        user: str,
+        password: str,
+        app: str,
+        *,
+        request_timeout_s: float = 5.0,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.app = app
+        self._auth = aiohttp.BasicAuth(user, password)
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
+        self._max_backoff_s = max_backoff_s
+        self._session: aiohttp.ClientSession | None = None
+        self._handlers: dict[str, list[EventHandler]] = defaultdict(list)
+        self._any_handlers: list[EventHandler] = []
+        self._connect_hooks: list[ConnectHook] = []
+        self._ws_task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._closing = False
+        self.asterisk_id = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def start(self) -> None:
+        """Open the HTTP session and keep the event WebSocket connected in the background."""
+        self._session = aiohttp.ClientSession(
+            auth=self._auth,
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
+        )
+        self._ws_task = asyncio.create_task(self._ws_loop(), name="ari-events")
+
+    async def wait_connected(self, timeout_s: float = 10.0) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout_s)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws_task:
+            self._ws_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ws_task
+        if self._session:
+            await self._session.close()
+        self._connected.clear()
+        ARI_CONNECTED.set(0)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def on(self, event_type: str, handler: EventHandler) -> None:
+        """Call handler for every event of that type (several handlers per type are fine)."""
+        self._handlers[event_type].append(handler)
+
+    def on_any(self, handler: EventHandler) -> None:
+        self._any_handlers.append(handler)
+
+    def on_connected(self, hook: ConnectHook) -> None:
+        """Run hook after each (re)connect, before new events are dispatched (reconcile)."""
+        self._connect_hooks.append(hook)
+
+    async def _dispatch(self, event: AriEvent) -> None:
+        for handler in (*self._handlers.get(event.type, ()), *self._any_handlers):
+            try:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("ari_handler_failed", event_type=event.type)
+
+    async def _ws_loop(self) -> None:
+        assert self._session is not None
+        url = self.base_url.replace("http", "ws", 1) + "/ari/events"
+        params = {"app": self.app, "subscribeAll": "false"}
+        backoff = 0.1
+        while not self._closing:
+            try:
+                async with self._session.ws_connect(
+                    url, params=params, heartbeat=15, timeout=aiohttp.ClientWSTimeout(ws_close=5)
+                ) as ws:
+                    backoff = 0.1
+                    info = await self.request("GET", "/asterisk/info")
+                    self.asterisk_id = str((info or {}).get("system", {}).get("entity_id", ""))
+                    log.info("ari_connected", app=self.app, asterisk_id=self.asterisk_id)
+                    ARI_RECONNECTS.inc()
+                    # Reconcile before dispatching anything new, so state is rebuilt first.
+                    for hook in self._connect_hooks:
+                        try:
+                            await hook()
+                        except Exception:
+                            log.exception("ari_reconcile_failed")
+                    self._connected.set()
+                    ARI_CONNECTED.set(1)
+                    async for frame in ws:
+                        if frame.type is aiohttp.WSMsgType.TEXT:
+                            await self._on_frame(frame.data)
+                        elif frame.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                            break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("ari_connect_failed", error=repr(exc), retry_in_s=backoff)
+            if self._connected.is_set():
+                log.warning("ari_disconnected")
+            self._connected.clear()
+            ARI_CONNECTED.set(0)
+            if self._closing:
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff_s)
+
+    async def _on_frame(self, text: str) -> None:
+        try:
+            event = parse_event(json.loads(text))
+        except Exception as exc:
+            log.warning("ari_event_unparsable", error=repr(exc))
+            return
+        ARI_EVENTS.labels(event.type).inc()
+        await self._dispatch(event)
+
+    # -- REST --------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int | float] | None = None,
+        body: Any = None,
+    ) -> Any:
+        """One ARI REST call; returns the decoded JSON (or None). Raises AriError/AriNotFound."""
+        if self._session is None:
+            raise RuntimeError("AriClient.start() was not called")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        clean = {k: str(v) for k, v in (params or {}).items()}
+        async with self._session.request(
+            method, f"{self.base_url}/ari{path}", params=clean, json=body
+        ) as resp:
+            text = await resp.text()
+        ARI_REST_SECONDS.labels(method).observe(loop.time() - started)
+        if resp.status >= 400:
+            message = text
+            with contextlib.suppress(ValueError):
+                message = json.loads(text).get("message", text)
+            error = AriNotFound if resp.status == 404 else AriError
+            raise error(resp.status, message, method, path)
+        if not text:
+            return None
+        return json.loads(text)
+
+    async def _model(self, model: type[T], method: str, path: str, **kwargs: Any) -> T:
+        return model.model_validate(await self.request(method, path, **kwargs))
+
+    async def list_channels(self) -> list[Channel]:
+        return [Channel.model_validate(c) for c in await self.request("GET", "/channels")]
+
+    async def get_channel(self, channel_id: str) -> Channel | None:
+        try:
+            return await self._model(Channel, "GET", f"/channels/{channel_id}")
+        except AriNotFound:
+            return None
+
+    async def list_bridges(self) -> list[Bridge]:
+        return [Bridge.model_validate(b) for b in await self.request("GET", "/bridges")]
+
+    async def answer(self, channel_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/answer")
+
+    async def ring(self, channel_id: str) -> None:
+        """Indicate ringing (180) to the channel."""
+        await self.request("POST", f"/channels/{channel_id}/ring")
+
+    async def hangup(
+        self, channel_id: str, *, reason: str | None = None, reason_code: int | None = None
+    ) -> bool:
+        """Hang up; False if the channel was already gone. reason_code is a Q.850 cause."""
+        params: dict[str, str | int] = {}
+        if reason_code is not None:
+            params["reason_code"] = reason_code
+        elif reason is not None:
+            params["reason"] = reason
+        try:
+            await self.request("DELETE", f"/channels/{channel_id}", params=params)
+        except AriNotFound:
+            return False
+        return True
+
+    async def play(
+        self, channel_id: str, media: str | Sequence[str], playback_id: str, *, lang: str = "en"
+    ) -> Playback:
+        """Start playing; the id is chosen by us so PlaybackFinished cannot race the reply."""
+        medias = [media] if isinstance(media, str) else list(media)
+        return await self._model(
+            Playback,
+            "POST",
+            f"/channels/{channel_id}/play/{playback_id}",
+            params={"media": ",".join(medias), "lang": lang},
+        )
+
+    async def stop_playback(self, playback_id: str) -> None:
+        with contextlib.suppress(AriNotFound):
+            await self.request("DELETE", f"/playbacks/{playback_id}")
+
+    async def create_channel(
+        self,
+        endpoint: str,
+        *,
+        channel_id: str,
+        app_args: Sequence[str] = (),
+        originator: str | None = None,
+        variables: Mapping[str, str] | None = None,
+        formats: str | None = None,
+    ) -> Channel:
+        """Create (but do not dial) an outgoing channel in our Stasis app."""
+        params: dict[str, str] = {
+            "endpoint": endpoint,
+            "app": self.app,
+            "channelId": channel_id,
+        }
+        if app_args:
+            params["appArgs"] = ",".join(app_args)
+        if originator:
+            params["originator"] = originator
+        if formats:
+            params["formats"] = formats
+        body = {"variables": dict(variables)} if variables else None
+        return await self._model(Channel, "POST", "/channels/create", params=params, body=body)
+
+    async def dial(
+        self, channel_id: str, *, caller: str | None = None, timeout_s: int | None = None
+    ) -> None:
+        params: dict[str, str | int] = {}
+        if caller:
+            params["caller"] = caller
+        if timeout_s:
+            params["timeout"] = timeout_s
+        await self.request("POST", f"/channels/{channel_id}/dial", params=params)
+
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        await self.request(
+            "POST", f"/channels/{channel_id}/variable", params={"variable": name, "value": value}
+        )
+
+    async def create_bridge(self, bridge_id: str, bridge_type: str = "mixing") -> Bridge:
+        return await self._model(
+            Bridge, "POST", f"/bridges/{bridge_id}", params={"type": bridge_type}
+        )
+
+    async def add_to_bridge(self, bridge_id: str, channel_ids: Sequence[str]) -> None:
+        await self.request(
+            "POST", f"/bridges/{bridge_id}/addChannel", params={"channel": ",".join(channel_ids)}
+        )
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        with contextlib.suppress(AriNotFound):
+            await self.request("DELETE", f"/bridges/{bridge_id}")
+
+    async def asterisk_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = await self.request("GET", "/asterisk/info")
+        return info

@@ -1,0 +1,168 @@
+"""Typed models for the ARI resources and events Ringwise uses (Asterisk 22 ARI).
+
+Only the fields we read are declared; unknown fields are ignored so newer Asterisk versions
+parse too. Unknown event types parse as the base AriEvent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def parse_ari_time(value: str) -> datetime:
+    """ARI writes '2026-11-25T12:00:00.123+0000'."""
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class CallerId(_Model):
+    name: str = ""
+    number: str = ""
+
+
+class DialplanCep(_Model):
+    context: str = ""
+    exten: str = ""
+    priority: int = 0
+    app_name: str = ""
+    app_data: str = ""
+
+
+class Channel(_Model):
+    id: str
+    name: str = ""
+    state: str = ""
+    protocol_id: str = ""
+    caller: CallerId = CallerId()
+    connected: CallerId = CallerId()
+    dialplan: DialplanCep = DialplanCep()
+    creationtime: datetime | None = None
+    language: str = "en"
+    channelvars: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("creationtime", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        return parse_ari_time(value) if isinstance(value, str) else value
+
+
+class Bridge(_Model):
+    id: str
+    technology: str = ""
+    bridge_type: str = ""
+    bridge_class: str = ""
+    name: str = ""
+    channels: list[str] = Field(default_factory=list)
+
+
+class Playback(_Model):
+    id: str
+    media_uri: str = ""
+    target_uri: str = ""
+    state: str = ""
+
+
+class AriEvent(_Model):
+    type: str
+    application: str = ""
+    asterisk_id: str = ""
+    timestamp: datetime
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        return parse_ari_time(value) if isinstance(value, str) else value
+
+
+class StasisStart(AriEvent):
+    args: list[str] = Field(default_factory=list)
+    channel: Channel
+    replace_channel: Channel | None = None
+
+
+class StasisEnd(AriEvent):
+    channel: Channel
+
+
+class ChannelStateChange(AriEvent):
+    channel: Channel
+
+
+class ChannelDestroyed(AriEvent):
+    cause: int = 0
+    cause_txt: str = ""
+    channel: Channel
+
+
+class ChannelHangupRequest(AriEvent):
+    cause: int = 0
+    soft: bool = False
+    channel: Channel
+
+
+class ChannelDtmfReceived(AriEvent):
+    digit: str
+    duration_ms: int = 0
+    channel: Channel
+
+
+class Dial(AriEvent):
+    """Progress of a dial: dialstatus is '', RINGING, PROGRESS, ANSWER, BUSY, NOANSWER,
+    CANCEL, CONGESTION, CHANUNAVAIL..."""
+
+    dialstatus: str = ""
+    dialstring: str = ""
+    peer: Channel
+    caller: Channel | None = None
+
+
+class PlaybackStarted(AriEvent):
+    playback: Playback
+
+
+class PlaybackFinished(AriEvent):
+    playback: Playback
+
+
+class ChannelEnteredBridge(AriEvent):
+    bridge: Bridge
+    channel: Channel
+
+
+class ChannelLeftBridge(AriEvent):
+    bridge: Bridge
+    channel: Channel
+
+
+class BridgeDestroyed(AriEvent):
+    bridge: Bridge
+
+
+EVENT_TYPES: dict[str, type[AriEvent]] = {
+    cls.__name__: cls
+    for cls in (
+        StasisStart,
+        StasisEnd,
+        ChannelStateChange,
+        ChannelDestroyed,
+        ChannelHangupRequest,
+        ChannelDtmfReceived,
+        Dial,
+        PlaybackStarted,
+        PlaybackFinished,
+        ChannelEnteredBridge,
+        ChannelLeftBridge,
+        BridgeDestroyed,
+    )
+}
+
+
+def parse_event(data: dict[str, Any]) -> AriEvent:
+    model = EVENT_TYPES.get(str(data.get("type", "")), AriEvent)
+    return model.model_validate(data)

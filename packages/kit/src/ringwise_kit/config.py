@@ -1,0 +1,44 @@
+"""Settings from the environment: one prefix (RINGWISE_) for every service.
+
+Each service subclasses KitSettings with its own fields; README lists them all.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KitSettings(BaseSettings):
+    """Settings every service shares. Values come from RINGWISE_* environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="RINGWISE_", extra="ignore")
+
+    service_name: str = "ringwise"
+    log_level: str = "info"
+    http_host: str = "127.0.0.1"
+    http_port: int = 9100
+    nats_url: str = "nats://127.0.0.1:4222"
+    # Time a service gives in-flight work to finish on SIGTERM before it stops.
+    shutdown_grace_s: float = 10.0
+
+
+class RedisSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RINGWISE_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
+class MongoSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RINGWISE_", extra="ignore")
+
+    mongo_url: str = "mongodb://127.0.0.1:27017"
+
+
+class AriSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RINGWISE_", extra="ignore")
+
+    ari_url: str = "http://127.0.0.1:8088"
+    ari_user: str = "ringwise"
+    ari_password: SecretStr = SecretStr("")
+    ari_app: str = "ringwise"

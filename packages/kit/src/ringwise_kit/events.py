@@ -1,0 +1,77 @@
+"""Building and reading the call events of proto/ringwise/events/v1."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TypeAlias
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.msg import Msg
+from ringwise.events.v1 import call_pb2
+
+from ringwise_kit import subjects
+from ringwise_kit.bus import PermanentError, message_type
+
+CallEvent: TypeAlias = (
+    call_pb2.CallStarted | call_pb2.CallRouted | call_pb2.CallAnswered | call_pb2.CallEnded
+)
+
+EVENT_TYPES: dict[str, type[CallEvent]] = {
+    cls.DESCRIPTOR.full_name: cls
+    for cls in (
+        call_pb2.CallStarted,
+        call_pb2.CallRouted,
+        call_pb2.CallAnswered,
+        call_pb2.CallEnded,
+    )
+}
+
+# The subject suffix of each event type (ringwise.v1.call.<tenant>.<suffix>).
+EVENT_SUFFIX: dict[type[Message], str] = {
+    call_pb2.CallStarted: subjects.CALL_STARTED,
+    call_pb2.CallRouted: subjects.CALL_ROUTED,
+    call_pb2.CallAnswered: subjects.CALL_ANSWERED,
+    call_pb2.CallEnded: subjects.CALL_ENDED,
+}
+
+
+def to_timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def from_timestamp(stamp: Timestamp) -> datetime | None:
+    """None for an unset timestamp (e.g. answered_at of an unanswered call)."""
+    if stamp.seconds == 0 and stamp.nanos == 0:
+        return None
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def event_header(
+    tenant_id: str, call_id: str, kind: str, occurred_at: datetime
+) -> call_pb2.EventHeader:
+    """event_id is derived from the call and the event kind: each kind happens once per call,
+    so a re-publish after a crash de-duplicates in JetStream and at every consumer."""
+    return call_pb2.EventHeader(
+        event_id=f"{call_id}:{kind}",
+        tenant_id=tenant_id,
+        call_id=call_id,
+        occurred_at=to_timestamp(occurred_at),
+    )
+
+
+def subject_for(event: CallEvent) -> str:
+    return subjects.call_event(event.header.tenant_id, EVENT_SUFFIX[type(event)])
+
+
+def decode(msg: Msg) -> CallEvent:
+    """Decode a call event by its type header; unknown types can never succeed."""
+    kind = message_type(msg)
+    model = EVENT_TYPES.get(kind)
+    if model is None:
+        raise PermanentError(f"unknown event type {kind!r} on {msg.subject}")
+    event = model()
+    event.ParseFromString(msg.data)
+    return event

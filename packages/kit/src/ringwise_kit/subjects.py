@@ -1,0 +1,55 @@
+"""The one subject grammar of Ringwise on NATS: ringwise.v1.<domain>.<tenant|verb>.<event>.
+
+docs/subjects.md lists every subject with its contract in proto/. Keep this file and that
+table in step.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "ringwise.v1"
+# Token used where an event belongs to no tenant (e.g. a call to an unassigned number).
+NO_TENANT = "_"
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+# JetStream stream of call lifecycle events, and the events on it.
+CALLS_STREAM = "CALLS"
+CALL_EVENTS = f"{PREFIX}.call.>"
+CALL_STARTED = "started"
+CALL_ROUTED = "routed"
+CALL_ANSWERED = "answered"
+CALL_ENDED = "ended"
+
+# Dead letters: messages a durable consumer gave up on after N failed deliveries.
+DLQ_STREAM = "DLQ"
+DLQ_EVENTS = f"{PREFIX}.dlq.>"
+
+# Request/reply.
+DIRECTORY_RESOLVE_NUMBER = f"{PREFIX}.directory.resolve_number"
+DIRECTORY_CHANGES = f"{PREFIX}.directory.*.number_changed"
+
+
+def tenant_token(tenant_id: str) -> str:
+    if not tenant_id:
+        return NO_TENANT
+    if not _TOKEN.match(tenant_id):
+        raise ValueError(f"tenant id {tenant_id!r} is not a valid subject token")
+    return tenant_id
+
+
+def call_event(tenant_id: str, event: str) -> str:
+    return f"{PREFIX}.call.{tenant_token(tenant_id)}.{event}"
+
+
+def call_events_of_kind(event: str) -> str:
+    """Filter subject for one kind of call event across all tenants."""
+    return f"{PREFIX}.call.*.{event}"
+
+
+def dead_letter(consumer: str) -> str:
+    return f"{PREFIX}.dlq.{consumer}"
+
+
+def number_changed(tenant_id: str) -> str:
+    return f"{PREFIX}.directory.{tenant_token(tenant_id)}.number_changed"

@@ -1,0 +1,39 @@
+"""The subject grammar and the call-bound, secret-free JSON logs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ringwise_kit import subjects
+from ringwise_kit.logs import bind_call, configure_logging, get_logger
+
+
+def test_call_event_subjects_follow_the_grammar() -> None:
+    assert subjects.call_event("acme", "ended") == "ringwise.v1.call.acme.ended"
+    assert subjects.call_event("", "started") == "ringwise.v1.call._.started"
+    assert subjects.call_events_of_kind("ended") == "ringwise.v1.call.*.ended"
+    assert subjects.dead_letter("billing") == "ringwise.v1.dlq.billing"
+
+
+@pytest.mark.parametrize("bad", ["a.b", "a b", "*", ">", "a>"])
+def test_tenant_ids_that_would_break_subjects_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="not a valid subject token"):
+        subjects.call_event(bad, "ended")
+
+
+def test_log_lines_are_json_with_call_context_and_no_secrets(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("routing", "info")
+    log = get_logger("test")
+    with bind_call("call-1", tenant_id="acme"):
+        log.info("pin_checked", pin="1234", user="alice")
+    log.info("outside")
+    first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert first["event"] == "pin_checked"
+    assert first["call_id"] == "call-1"
+    assert first["tenant_id"] == "acme"
+    assert first["service"] == "routing"
+    assert first["pin"] == "***"
+    assert "call_id" not in second

@@ -1,0 +1,82 @@
+"""CDR storage: one document per call, keyed by call_id, written at most once."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+from ringwise.events.v1 import call_pb2
+from ringwise_kit.events import from_timestamp
+
+Doc = dict[str, Any]
+
+
+def cdr_document(event: call_pb2.CallEnded, stored_at: datetime) -> Doc:
+    header = event.header
+    return {
+        "_id": header.call_id,
+        "event_id": header.event_id,
+        "tenant_id": header.tenant_id,
+        "direction": call_pb2.Direction.Name(event.direction),
+        "from_number": event.from_number,
+        "to_number": event.to_number,
+        "user_id": event.user_id,
+        "device_id": event.device_id,
+        "started_at": from_timestamp(event.started_at),
+        "answered_at": from_timestamp(event.answered_at),
+        "ended_at": from_timestamp(event.ended_at),
+        "billable_seconds": event.billable_seconds,
+        "billable_ms": event.billable_ms,
+        "duration_ms": event.duration_ms,
+        "disposition": call_pb2.Disposition.Name(event.disposition),
+        "hangup_cause": event.hangup_cause,
+        "hangup_by": event.hangup_by,
+        "stored_at": stored_at,
+    }
+
+
+class CdrStore:
+    def __init__(self, client: AsyncMongoClient[Doc], database: str) -> None:
+        self._cdrs: AsyncCollection[Doc] = client[database].cdrs
+
+    async def ensure_indexes(self) -> None:
+        await self._cdrs.create_index([("tenant_id", ASCENDING), ("ended_at", ASCENDING)])
+        await self._cdrs.create_index([("ended_at", ASCENDING), ("_id", ASCENDING)])
+
+    async def insert_once(self, doc: Doc) -> bool:
+        """True if stored now, False if this call's CDR was already there (a redelivery)."""
+        try:
+            await self._cdrs.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def get(self, call_id: str) -> Doc | None:
+        return await self._cdrs.find_one({"_id": call_id})
+
+    async def list(
+        self,
+        *,
+        tenant_id: str | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Doc]:
+        """Oldest first; `after` is the (ended_at, call_id) of the last item already seen."""
+        query: Doc = {}
+        if tenant_id is not None:
+            query["tenant_id"] = tenant_id
+        if after is not None:
+            ended_at, call_id = after
+            query["$or"] = [
+                {"ended_at": {"$gt": ended_at}},
+                {"ended_at": ended_at, "_id": {"$gt": call_id}},
+            ]
+        cursor = self._cdrs.find(query).sort([("ended_at", ASCENDING), ("_id", ASCENDING)])
+        return await cursor.limit(limit).to_list(length=limit)
+
+    async def count(self, tenant_id: str | None = None) -> int:
+        query = {} if tenant_id is None else {"tenant_id": tenant_id}
+        return await self._cdrs.count_documents(query)

@@ -1,0 +1,11 @@
+"""Billing service settings (RINGWISE_* environment variables)."""
+
+from __future__ import annotations
+
+from ringwise_kit.config import KitSettings, MongoSettings
+
+
+class BillingSettings(KitSettings, MongoSettings):
+    service_name: str = "billing"
+    http_port: int = 9103
+    billing_db: str = "ringwise_billing"

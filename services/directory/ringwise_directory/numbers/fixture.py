@@ -1,0 +1,68 @@
+"""Loads the demo/test directory data from a JSON file (the real admin API is issue #4's).
+
+Format: {"tenants": [{tenant_id, name}], "users": [{tenant_id, user_id, name, ring_timeout_s,
+devices: [{device_id, kind, label, dial_string}]}], "numbers": [{number, tenant_id, user_id}]}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ringwise_kit.logs import get_logger
+
+from ringwise_directory.numbers.store import DirectoryStore
+
+log = get_logger(__name__)
+
+
+class FixtureError(ValueError):
+    pass
+
+
+def read_fixture(path: Path) -> dict[str, list[dict[str, Any]]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FixtureError(f"cannot read directory fixture {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise FixtureError("directory fixture must be a JSON object")
+    result: dict[str, list[dict[str, Any]]] = {}
+    required = {
+        "tenants": ("tenant_id",),
+        "users": ("tenant_id", "user_id"),
+        "numbers": ("number", "tenant_id", "user_id"),
+    }
+    for section, keys in required.items():
+        rows = data.get(section, [])
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise FixtureError(f"{section} must be a list of objects")
+        for row in rows:
+            missing = [k for k in keys if not row.get(k)]
+            if missing:
+                raise FixtureError(f"{section} entry {row!r} lacks {', '.join(missing)}")
+        result[section] = rows
+    return result
+
+
+async def load_fixture(store: DirectoryStore, path: Path) -> list[tuple[str, str, int]]:
+    """Upsert the fixture; returns (tenant_id, number, version) of numbers that changed."""
+    data = read_fixture(path)
+    version = await store.next_version()
+    for tenant in data["tenants"]:
+        await store.upsert_tenant(tenant)
+    for user in data["users"]:
+        await store.upsert_user(user)
+    changed = []
+    for number in data["numbers"]:
+        if await store.upsert_number(number, version):
+            changed.append((number["tenant_id"], number["number"], version))
+    log.info(
+        "directory_fixture_loaded",
+        tenants=len(data["tenants"]),
+        users=len(data["users"]),
+        numbers=len(data["numbers"]),
+        changed=len(changed),
+    )
+    return changed

@@ -1,0 +1,40 @@
+"""Messaging service: runs, is healthy and owns its durable consumer on the call events.
+
+Its behaviour is its own issue's; until then it only notes the events it will act on.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from ringwise_kit import bus, service, subjects
+from ringwise_kit.config import KitSettings
+from ringwise_kit.observer import observer_ctx
+
+
+class MessagingSettings(KitSettings):
+    service_name: str = "messaging"
+    http_port: int = 9106
+
+
+def create_app(settings: MessagingSettings | None = None) -> web.Application:
+    settings = settings or MessagingSettings()
+    app = service.create_app(settings)
+    app.cleanup_ctx.append(service.nats_ctx(settings, bus.CALLS, bus.DEAD_LETTERS))
+    app.cleanup_ctx.append(
+        observer_ctx(
+            "messaging",
+            {
+                subjects.CALL_ENDED: "send lost-call and delegated-call SMS alerts",
+            },
+        )
+    )
+    return app
+
+
+def main() -> None:
+    settings = MessagingSettings()
+    service.run(create_app(settings), settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Inbound calls: from StasisStart to the CDR (policy, ARI executor, events)."""

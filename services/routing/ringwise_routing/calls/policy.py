@@ -1,0 +1,186 @@
+"""Routing policy for inbound calls: pure functions, no I/O (fully unit-tested).
+
+decide() turns what the directory said about the dialled number into a decision (data);
+the ARI executor (session.py) carries it out. treatment_for() says what the caller gets when
+nobody answered. Every decision records its reasons, in order, for CallRouted and for
+"why did my call go there?" questions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ringwise.directory.v1 import resolve_pb2
+from ringwise.events.v1 import call_pb2
+
+# Q.850 causes we use (SIP mapping per RFC 3398 as Asterisk applies it).
+CAUSE_UNALLOCATED = 1  # -> 404 Not Found
+CAUSE_NORMAL_CLEARING = 16
+CAUSE_USER_BUSY = 17  # -> 486 Busy Here
+CAUSE_NO_USER_RESPONSE = 18
+CAUSE_NO_ANSWER = 19  # -> 480 Temporarily Unavailable
+CAUSE_SUBSCRIBER_ABSENT = 20  # -> 480
+CAUSE_CONGESTION = 34  # -> 503
+CAUSE_TEMPORARY_FAILURE = 41  # -> 503 Service Unavailable
+
+PROMPT_NOT_IN_SERVICE = ("sound:ss-noservice",)
+PROMPT_UNAVAILABLE = ("sound:the-party-you-are-calling", "sound:is-curntly-unavail")
+PROMPT_PLATFORM_FAILURE = ("sound:all-circuits-busy-now",)
+
+DEFAULT_RING_TIMEOUT_S = 20
+MIN_RING_TIMEOUT_S = 5
+MAX_RING_TIMEOUT_S = 120
+
+Disposition = call_pb2.Disposition
+
+
+class Action(Enum):
+    RING = "ring"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True)
+class Target:
+    device_id: str
+    dial_string: str
+    ring_timeout_s: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reasons: tuple[str, ...]
+    tenant_id: str = ""
+    user_id: str = ""
+    targets: tuple[Target, ...] = ()
+    # For REJECT: what the caller hears, the cause, and how the CDR records it.
+    prompt: tuple[str, ...] = ()
+    hangup_cause: int = 0
+    disposition: Disposition.ValueType = Disposition.DISPOSITION_UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class LookupFailed:
+    """The directory could not be asked (timeout, no responder): not the caller's fault."""
+
+    reason: str
+
+
+Lookup = resolve_pb2.ResolveNumberReply | LookupFailed
+
+_DIGITS = re.compile(r"^\+?[0-9]{2,20}$")
+
+
+def normalize_number(dialled: str) -> str:
+    """E.164-ish form of what the trunk sent: '0044...' and '44...' become '+44...'."""
+    number = re.sub(r"[\s().-]", "", dialled)
+    if number.startswith("00"):
+        number = "+" + number[2:]
+    if number and not number.startswith("+") and number.isdigit():
+        number = "+" + number
+    return number
+
+
+def is_dialable(number: str) -> bool:
+    return bool(_DIGITS.match(number))
+
+
+def clamp_timeout(seconds: int) -> int:
+    if seconds <= 0:
+        return DEFAULT_RING_TIMEOUT_S
+    return max(MIN_RING_TIMEOUT_S, min(MAX_RING_TIMEOUT_S, seconds))
+
+
+def decide(number: str, lookup: Lookup) -> Decision:
+    if isinstance(lookup, LookupFailed):
+        return Decision(
+            Action.REJECT,
+            reasons=(f"directory unavailable ({lookup.reason})", "caller hears a retry-later"),
+            prompt=PROMPT_PLATFORM_FAILURE,
+            hangup_cause=CAUSE_TEMPORARY_FAILURE,
+            disposition=Disposition.DISPOSITION_FAILED,
+        )
+    if lookup.status != resolve_pb2.ResolveNumberReply.STATUS_FOUND:
+        return Decision(
+            Action.REJECT,
+            reasons=(f"number {number} is not assigned",),
+            prompt=PROMPT_NOT_IN_SERVICE,
+            hangup_cause=CAUSE_UNALLOCATED,
+            disposition=Disposition.DISPOSITION_NOT_IN_SERVICE,
+        )
+    reasons = [f"number {number} belongs to user {lookup.user_id} of tenant {lookup.tenant_id}"]
+    timeout = clamp_timeout(lookup.ring_timeout_s)
+    targets = tuple(
+        Target(device.device_id, device.dial_string, timeout)
+        for device in lookup.devices
+        if device.dial_string
+    )
+    if not targets:
+        reasons.append("the user has no reachable device")
+        return Decision(
+            Action.REJECT,
+            reasons=tuple(reasons),
+            tenant_id=lookup.tenant_id,
+            user_id=lookup.user_id,
+            prompt=PROMPT_UNAVAILABLE,
+            hangup_cause=CAUSE_SUBSCRIBER_ABSENT,
+            disposition=Disposition.DISPOSITION_UNREACHABLE,
+        )
+    # The spine rings the user's first device; availability, locations and simultaneous
+    # ring are the routing-policy issue's.
+    first = targets[0]
+    reasons.append(f"ring {first.device_id} for {first.ring_timeout_s}s")
+    return Decision(
+        Action.RING,
+        reasons=tuple(reasons),
+        tenant_id=lookup.tenant_id,
+        user_id=lookup.user_id,
+        targets=(first,),
+    )
+
+
+@dataclass(frozen=True)
+class Treatment:
+    """What the caller gets when the ringing ended without an answer."""
+
+    disposition: Disposition.ValueType
+    hangup_cause: int
+    prompt: tuple[str, ...] = field(default=())
+
+
+def treatment_for(dialstatus: str) -> Treatment:
+    """Map Asterisk's dial status to the caller's experience and the CDR disposition."""
+    status = dialstatus.upper()
+    if status == "BUSY":
+        # Busy goes back to the caller's network as 486; their network plays the busy tone.
+        return Treatment(Disposition.DISPOSITION_BUSY, CAUSE_USER_BUSY)
+    if status == "NOANSWER":
+        return Treatment(Disposition.DISPOSITION_NO_ANSWER, CAUSE_NO_ANSWER, PROMPT_UNAVAILABLE)
+    if status == "CONGESTION":
+        return Treatment(Disposition.DISPOSITION_UNREACHABLE, CAUSE_CONGESTION, PROMPT_UNAVAILABLE)
+    # CHANUNAVAIL, and anything unexpected: the device could not be reached.
+    return Treatment(
+        Disposition.DISPOSITION_UNREACHABLE, CAUSE_SUBSCRIBER_ABSENT, PROMPT_UNAVAILABLE
+    )
+
+
+def to_proto(decision: Decision) -> call_pb2.RoutingDecision:
+    action = (
+        call_pb2.RoutingDecision.ACTION_RING
+        if decision.action is Action.RING
+        else call_pb2.RoutingDecision.ACTION_REJECT
+    )
+    return call_pb2.RoutingDecision(
+        action=action,
+        targets=[
+            call_pb2.RouteTarget(
+                device_id=t.device_id, dial_string=t.dial_string, ring_timeout_s=t.ring_timeout_s
+            )
+            for t in decision.targets
+        ],
+        reasons=list(decision.reasons),
+        hangup_cause=decision.hangup_cause,
+        prompt=",".join(decision.prompt),
+    )

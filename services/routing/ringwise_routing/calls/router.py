@@ -1,0 +1,123 @@
+"""Hands every ARI event of our Stasis app to the call it belongs to.
+
+New inbound channels (StasisStart with args ["inbound"]) start a CallSession; every other
+event is routed by channel id (or a playback's target channel). After an ARI reconnect,
+reconcile() compares what Asterisk has with what we track.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import Gauge
+from ringwise_kit.ari import AriClient, AriEvent, Dial, PlaybackFinished, StasisStart
+from ringwise_kit.logs import get_logger
+
+from ringwise_routing.calls.directory_client import NumberDirectory
+from ringwise_routing.calls.publisher import EventPublisher
+from ringwise_routing.calls.session import CallSession
+
+log = get_logger(__name__)
+
+ACTIVE_CALLS = Gauge("ringwise_routing_active_calls", "Calls being handled by this instance")
+
+
+def _event_channel(event: AriEvent) -> str | None:
+    if isinstance(event, Dial):
+        return event.peer.id
+    if isinstance(event, PlaybackFinished):
+        target = event.playback.target_uri
+        return target.split(":", 1)[1] if target.startswith("channel:") else None
+    channel = getattr(event, "channel", None)
+    return channel.id if channel is not None else None
+
+
+class CallRouter:
+    def __init__(
+        self, ari: AriClient, directory: NumberDirectory, publisher: EventPublisher
+    ) -> None:
+        self._ari = ari
+        self._directory = directory
+        self._publisher = publisher
+        self._by_channel: dict[str, CallSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        ari.on_any(self.on_event)
+        ari.on_connected(self.reconcile)
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._tasks)
+
+    def on_event(self, event: AriEvent) -> None:
+        if isinstance(event, StasisStart) and event.args[:1] == ["inbound"]:
+            self._start_call(event)
+            return
+        channel_id = _event_channel(event)
+        if channel_id is None:
+            return
+        session = self._by_channel.get(channel_id)
+        if session is not None:
+            session.feed(event)
+
+    def _register(self, channel_id: str, session: CallSession) -> None:
+        self._by_channel[channel_id] = session
+
+    def _start_call(self, start: StasisStart) -> None:
+        session = CallSession(start, self._ari, self._directory, self._publisher, self._register)
+        self._register(session.caller_id, session)
+        task = asyncio.create_task(session.run(), name=f"call-{session.call_id}")
+        self._tasks.add(task)
+        ACTIVE_CALLS.set(len(self._tasks))
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            for channel_id in session.channels:
+                if self._by_channel.get(channel_id) is session:
+                    del self._by_channel[channel_id]
+            ACTIVE_CALLS.set(len(self._tasks))
+
+        task.add_done_callback(done)
+
+    async def reconcile(self) -> None:
+        """Asterisk sent no events while the link was down: compare and repair.
+
+        - A call we track whose caller channel is gone ended during the outage: finish it.
+        - A channel in our app that no session owns (this process restarted) cannot be
+          resumed yet: hang it up if it is not bridged, so nothing rings forever; a bridged
+          conversation is left to end by itself. (Resuming such calls from state kept in
+          Redis is the routing-policy issue's.)
+        """
+        channels = await self._ari.list_channels()
+        present = {channel.id for channel in channels}
+        sessions = {id(s): s for s in self._by_channel.values()}
+        for session in sessions.values():
+            if session.caller_id not in present:
+                session.gone_during_outage()
+        bridges = await self._ari.list_bridges()
+        bridged = {cid for bridge in bridges if len(bridge.channels) > 1 for cid in bridge.channels}
+        orphans = [
+            channel
+            for channel in channels
+            if channel.id not in self._by_channel
+            and channel.dialplan.app_name == "Stasis"
+            and channel.dialplan.app_data.split(",", 1)[0] == self._ari.app
+        ]
+        for channel in orphans:
+            if channel.id in bridged:
+                log.warning("orphan_bridged_channel_left_up", channel_id=channel.id)
+                continue
+            log.warning("orphan_channel_hung_up", channel_id=channel.id, state=channel.state)
+            await self._ari.hangup(channel.id, reason_code=41)
+        log.info("ari_reconciled", channels=len(channels), orphans=len(orphans))
+
+    async def drain(self, timeout_s: float) -> None:
+        """At shutdown, give calls in progress a moment to finish their current step."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    async def abandon(self) -> None:
+        """Stop tracking calls still in progress (shutdown): their channels stay in Asterisk."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=1.0)

@@ -1,0 +1,13 @@
+"""Routing service settings (RINGWISE_* environment variables)."""
+
+from __future__ import annotations
+
+from ringwise_kit.config import AriSettings, KitSettings, RedisSettings
+
+
+class RoutingSettings(KitSettings, RedisSettings, AriSettings):
+    service_name: str = "routing"
+    http_port: int = 9101
+    directory_timeout_s: float = 1.0
+    number_cache_ttl_s: int = 300
+    number_negative_cache_ttl_s: int = 30
