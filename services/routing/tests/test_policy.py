@@ -72,7 +72,7 @@ def test_a_user_without_devices_is_unreachable() -> None:
     decision = policy.decide("+15550100", found())
     assert decision.action is Action.REJECT
     assert decision.disposition == call_pb2.DISPOSITION_UNREACHABLE
-    assert decision.prompt == policy.PROMPT_UNAVAILABLE
+    assert decision.prompt == policy.PROMPT_UNREACHABLE
     assert decision.reasons[-1] == "the user has no reachable device"
 
 
@@ -105,4 +105,26 @@ def test_decisions_convert_to_the_contract() -> None:
     proto = policy.to_proto(policy.decide("+15550100", found("PJSIP/x")))
     assert proto.action == call_pb2.RoutingDecision.ACTION_RING
     assert [t.dial_string for t in proto.targets] == ["PJSIP/x"]
-    assert list(proto.reasons)[0].startswith("number +15550100 belongs")
+    assert proto.reasons[0].startswith("number +15550100 belongs")
+
+
+@pytest.mark.parametrize(
+    ("cause", "rang", "status"),
+    [
+        (17, True, "BUSY"),
+        (17, False, "BUSY"),
+        (19, True, "NOANSWER"),
+        (18, True, "NOANSWER"),
+        (19, False, "CHANUNAVAIL"),
+        (18, False, "CHANUNAVAIL"),
+        (34, True, "CONGESTION"),
+        (41, False, "CONGESTION"),
+        (20, False, "CHANUNAVAIL"),
+        (3, False, "CHANUNAVAIL"),
+        (0, True, "CHANUNAVAIL"),
+    ],
+)
+def test_a_called_legs_hangup_cause_maps_to_a_dial_status(
+    cause: int, rang: bool, status: str
+) -> None:
+    assert policy.dialstatus_for(cause, rang) == status

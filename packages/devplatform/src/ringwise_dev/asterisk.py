@@ -9,6 +9,7 @@ dev platform (ports base 20000) and the tests (base 30000) can run at the same t
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -116,6 +117,11 @@ class AsteriskInstance:
     def ari_password(self) -> str:
         return self._ari_password
 
+    def ari_auth_headers(self) -> dict[str, str]:
+        """HTTP basic auth for ARI requests and the events websocket."""
+        token = base64.b64encode(f"{self._ari_user}:{self._ari_password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
     @property
     def log_path(self) -> Path:
         """The process's console output (Asterisk also writes log/messages there)."""
@@ -172,10 +178,9 @@ class AsteriskInstance:
         out = await self.rx("core waitfullybooted", timeout_s=5.0)
         if "fully booted" not in out:
             return False
-        auth = aiohttp.BasicAuth(self._ari_user, self._ari_password)
         timeout = aiohttp.ClientTimeout(total=2.0)
         async with (
-            aiohttp.ClientSession(auth=auth, timeout=timeout) as session,
+            aiohttp.ClientSession(headers=self.ari_auth_headers(), timeout=timeout) as session,
             session.get(f"{self.ari_url}/ari/asterisk/info") as resp,
         ):
             return resp.status == 200

@@ -1,1 +1,50 @@
-"""Pytest fixtures for Ringwise's real-component tests."""
+"""Pytest fixtures for Ringwise's real-component tests.
+
+- `infra`: NATS, Redis, Mongo-wire, S3 and SMTP as real local processes (TEST_PORTS).
+- `platform`: the whole platform on top of `infra`: Asterisk in its chroot + every service.
+Both are started once per test session; data and logs go to .run/test in the clone (kept
+after the run, so a CI failure can be read). Tests that kill or restart a component must
+leave it running again.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from ringwise_dev.asterisk import repo_root
+from ringwise_dev.infra import Infra
+from ringwise_dev.platform import LocalPlatform
+from ringwise_dev.ports import TEST_PORTS
+
+
+def _test_data_dir() -> Path:
+    path = repo_root() / ".run" / "test"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_data_dir() -> Path:
+    return _test_data_dir()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def infra(test_data_dir: Path) -> AsyncIterator[Infra]:
+    components = Infra(TEST_PORTS, test_data_dir / "infra")
+    await components.start()
+    yield components
+    await components.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def platform(infra: Infra, test_data_dir: Path) -> AsyncIterator[LocalPlatform]:
+    local = LocalPlatform(TEST_PORTS, test_data_dir / "platform", "test", infra=infra)
+    await local.start()
+    yield local
+    await local.stop()

@@ -37,6 +37,7 @@ STATIC_TRUNK_HOST = "127.0.0.3"
 CALLER_SCENARIO = "pstn_caller.xml"
 # "Wait for the far end's BYE": hold long enough that only the far end ends the call.
 FOREVER_MS = 3_600_000
+OLD_RUN_S = 6 * 3600
 _run_ids = itertools.count(1)
 
 
@@ -271,6 +272,12 @@ class SippWorkspace:
         scen.mkdir(parents=True, exist_ok=True)
         for path in scenarios_dir().glob("*.xml"):
             shutil.copyfile(path, scen / path.name)
+        # Traces of earlier sessions pile up otherwise; anything this old is no longer running.
+        cutoff = time.time() - OLD_RUN_S
+        for run in (self.host_dir / "runs").glob("*"):
+            with contextlib.suppress(OSError):
+                if run.stat().st_mtime < cutoff:
+                    shutil.rmtree(run)
         self._prepared = True
 
     def _new_run(self, label: str) -> tuple[Path, PurePosixPath]:

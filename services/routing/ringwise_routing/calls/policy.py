@@ -25,9 +25,18 @@ CAUSE_SUBSCRIBER_ABSENT = 20  # -> 480
 CAUSE_CONGESTION = 34  # -> 503
 CAUSE_TEMPORARY_FAILURE = 41  # -> 503 Service Unavailable
 
-PROMPT_NOT_IN_SERVICE = ("sound:ss-noservice",)
-PROMPT_UNAVAILABLE = ("sound:the-party-you-are-calling", "sound:is-curntly-unavail")
-PROMPT_PLATFORM_FAILURE = ("sound:all-circuits-busy-now",)
+# Asterisk core sounds (asterisk-core-sounds-en); tests check every one is installed.
+# Prompts play as early media (183): the caller's network does not charge an unanswered call.
+PROMPT_NOT_IN_SERVICE = ("sound:ss-noservice",)  # "The number you have dialed is not in service"
+PROMPT_NOT_ANSWERING = ("sound:number-not-answering",)  # "The number is not answering"
+PROMPT_UNREACHABLE = ("sound:followme/sorry",)  # "...unable to locate the person you are calling"
+PROMPT_PLATFORM_FAILURE = ("sound:all-circuits-busy-now",)  # "All circuits are busy now"
+ALL_PROMPTS = (
+    PROMPT_NOT_IN_SERVICE,
+    PROMPT_NOT_ANSWERING,
+    PROMPT_UNREACHABLE,
+    PROMPT_PLATFORM_FAILURE,
+)
 
 DEFAULT_RING_TIMEOUT_S = 20
 MIN_RING_TIMEOUT_S = 5
@@ -124,7 +133,7 @@ def decide(number: str, lookup: Lookup) -> Decision:
             reasons=tuple(reasons),
             tenant_id=lookup.tenant_id,
             user_id=lookup.user_id,
-            prompt=PROMPT_UNAVAILABLE,
+            prompt=PROMPT_UNREACHABLE,
             hangup_cause=CAUSE_SUBSCRIBER_ABSENT,
             disposition=Disposition.DISPOSITION_UNREACHABLE,
         )
@@ -157,13 +166,28 @@ def treatment_for(dialstatus: str) -> Treatment:
         # Busy goes back to the caller's network as 486; their network plays the busy tone.
         return Treatment(Disposition.DISPOSITION_BUSY, CAUSE_USER_BUSY)
     if status == "NOANSWER":
-        return Treatment(Disposition.DISPOSITION_NO_ANSWER, CAUSE_NO_ANSWER, PROMPT_UNAVAILABLE)
+        return Treatment(Disposition.DISPOSITION_NO_ANSWER, CAUSE_NO_ANSWER, PROMPT_NOT_ANSWERING)
     if status == "CONGESTION":
-        return Treatment(Disposition.DISPOSITION_UNREACHABLE, CAUSE_CONGESTION, PROMPT_UNAVAILABLE)
+        return Treatment(Disposition.DISPOSITION_UNREACHABLE, CAUSE_CONGESTION, PROMPT_UNREACHABLE)
     # CHANUNAVAIL, and anything unexpected: the device could not be reached.
     return Treatment(
-        Disposition.DISPOSITION_UNREACHABLE, CAUSE_SUBSCRIBER_ABSENT, PROMPT_UNAVAILABLE
+        Disposition.DISPOSITION_UNREACHABLE, CAUSE_SUBSCRIBER_ABSENT, PROMPT_UNREACHABLE
     )
+
+
+def dialstatus_for(cause: int, rang: bool) -> str:
+    """The dial status a Q.850 hang-up cause of the called leg amounts to.
+
+    Asterisk sends no final Dial event for failed ARI dials, only the leg's cause. A device
+    that never rang did not answer because it was not reachable (e.g. SIP timer B).
+    """
+    if cause == CAUSE_USER_BUSY:
+        return "BUSY"
+    if cause in (CAUSE_NO_USER_RESPONSE, CAUSE_NO_ANSWER):
+        return "NOANSWER" if rang else "CHANUNAVAIL"
+    if cause in (CAUSE_CONGESTION, CAUSE_TEMPORARY_FAILURE, 42, 44):
+        return "CONGESTION"
+    return "CHANUNAVAIL"
 
 
 def to_proto(decision: Decision) -> call_pb2.RoutingDecision:

@@ -56,6 +56,14 @@ class CallRouter:
         if channel_id is None:
             return
         session = self._by_channel.get(channel_id)
+        log.debug(
+            "ari_event",
+            type=event.type,
+            channel_id=channel_id,
+            call_id=session.call_id if session else None,
+            dialstatus=getattr(event, "dialstatus", None),
+            cause=getattr(event, "cause", None),
+        )
         if session is not None:
             session.feed(event)
 

@@ -50,6 +50,7 @@ FINAL_DIAL_STATUSES = frozenset(
 HANGUP_EVENTS = (ChannelHangupRequest, StasisEnd, ChannelDestroyed)
 PROMPT_TIMEOUT_S = 30.0
 HANGUP_CONFIRM_TIMEOUT_S = 2.0
+CHANNEL_CREATE_TIMEOUT_S = 2.0
 
 
 class CallerHungUp(Exception):
@@ -81,7 +82,6 @@ class CallSession:
         self._publisher = publisher
         self._register_channel = register_channel
         self._events: asyncio.Queue[AriEvent] = asyncio.Queue()
-        self._caller_answered = False
         self._callee_id: str | None = None
         self._bridge_id: str | None = None
         self._playbacks = 0
@@ -203,6 +203,13 @@ class CallSession:
                 app_args=("dialed", self.call_id),
                 originator=self.caller_id,
             )
+            # The new channel must be in our Stasis app before it can be dialled.
+            entered = await self._wait_for(
+                lambda e: isinstance(e, StasisStart) and e.channel.id == callee_id,
+                CHANNEL_CREATE_TIMEOUT_S,
+            )
+            if entered is None:
+                raise AriError(504, "callee channel never entered Stasis", "POST", "/dial")
             await self._ari.dial(callee_id, caller=self.caller_id, timeout_s=target.ring_timeout_s)
         except AriError as exc:
             log.warning("dial_failed", device_id=target.device_id, error=str(exc))
@@ -211,17 +218,27 @@ class CallSession:
         ROUTE_SECONDS.observe((datetime.now(UTC) - self._start.timestamp).total_seconds())
         log.info("ringing", device_id=target.device_id, timeout_s=target.ring_timeout_s)
 
+        rang = False
+
         def dial_result(event: AriEvent) -> bool:
+            nonlocal rang
             if isinstance(event, Dial) and event.peer.id == callee_id:
+                rang = rang or event.dialstatus in ("RINGING", "PROGRESS")
                 return event.dialstatus in FINAL_DIAL_STATUSES
-            return isinstance(event, HANGUP_EVENTS) and _channel_of(event) == callee_id
+            return isinstance(event, ChannelDestroyed) and event.channel.id == callee_id
 
         # Asterisk enforces the ring timeout; ours is only a guard against a lost event.
         result = await self._wait_for(dial_result, target.ring_timeout_s + 5)
         if result is None:
             await self._unanswered("NOANSWER")
             return
-        status = result.dialstatus if isinstance(result, Dial) else "CHANUNAVAIL"
+        # Without a final Dial event (e.g. the ring timeout), the leg's destruction cause
+        # says what happened: 19 no answer, 17 busy, 20 absent...
+        status = (
+            result.dialstatus
+            if isinstance(result, Dial)
+            else policy.dialstatus_for(getattr(result, "cause", 0), rang)
+        )
         if status != "ANSWER":
             await self._unanswered(status)
             return
@@ -233,7 +250,6 @@ class CallSession:
         record = self.record
         bridge_id = self.call_id
         await self._ari.answer(self.caller_id)
-        self._caller_answered = True
         await self._ari.create_bridge(bridge_id)
         self._bridge_id = bridge_id
         await self._ari.add_to_bridge(bridge_id, [self.caller_id, callee_id])
@@ -271,9 +287,8 @@ class CallSession:
 
     async def _announce_and_hang_up(self, prompt: tuple[str, ...], cause: int) -> None:
         if prompt:
-            if not self._caller_answered:
-                await self._ari.answer(self.caller_id)
-                self._caller_answered = True
+            # Unanswered, Asterisk plays this as early media (183), then the hang-up cause
+            # reaches the caller as the final response (1 -> 404, 19 -> 480, 17 -> 486...).
             self._playbacks += 1
             playback_id = f"{self.call_id}-p{self._playbacks}"
             await self._ari.play(self.caller_id, prompt, playback_id)

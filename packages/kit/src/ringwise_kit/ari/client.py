@@ -63,7 +63,7 @@ class AriClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.app = app
-        self._auth = aiohttp.BasicAuth(user, password)
+        self._auth_header = {"Authorization": aiohttp.encode_basic_auth(user, password)}
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self._max_backoff_s = max_backoff_s
         self._session: aiohttp.ClientSession | None = None
@@ -84,7 +84,7 @@ class AriClient:
     async def start(self) -> None:
         """Open the HTTP session and keep the event WebSocket connected in the background."""
         self._session = aiohttp.ClientSession(
-            auth=self._auth,
+            headers=self._auth_header,
             timeout=self._timeout,
             connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
         )

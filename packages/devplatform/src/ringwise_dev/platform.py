@@ -1,0 +1,100 @@
+"""The whole Ringwise platform as local processes: infrastructure, Asterisk, services.
+
+Used by `ringwise-dev up` (base port 20000, data under .run/dev) and by the pytest harness
+(base port 30000), so the demo and the tests exercise exactly the same wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ringwise_dev.asterisk import AsteriskInstance
+from ringwise_dev.fixture import write_fixture
+from ringwise_dev.infra import Infra
+from ringwise_dev.ports import HOST, PortPlan
+from ringwise_dev.proc import ManagedProcess, ProcessFailed
+from ringwise_dev.services import SERVICES, service_process
+from ringwise_dev.sipp import SippWorkspace
+
+
+class LocalPlatform:
+    def __init__(
+        self,
+        ports: PortPlan,
+        data_dir: Path,
+        instance_name: str,
+        *,
+        infra: Infra | None = None,
+        log_level: str = "info",
+    ) -> None:
+        self.ports = ports
+        self.data_dir = data_dir.resolve()
+        self.infra = infra or Infra(ports, self.data_dir / "infra")
+        self._own_infra = infra is None
+        self.asterisk = AsteriskInstance(ports, instance_name)
+        self.sipp = SippWorkspace.for_asterisk(self.asterisk)
+        self.fixture_path = write_fixture(ports, self.data_dir / "directory-fixture.json")
+        self.log_level = log_level
+        self.services: dict[str, ManagedProcess] = {
+            name: service_process(name, ports, self.data_dir / "logs", self.service_env(name))
+            for name in SERVICES
+        }
+
+    def service_env(self, name: str) -> dict[str, str]:
+        endpoints = self.infra.endpoints
+        env = {
+            "RINGWISE_LOG_LEVEL": self.log_level,
+            "RINGWISE_NATS_URL": endpoints.nats_url,
+            "RINGWISE_REDIS_URL": endpoints.redis_url,
+            "RINGWISE_MONGO_URL": endpoints.mongo_url,
+        }
+        if name == "routing":
+            env |= {
+                "RINGWISE_ARI_URL": self.asterisk.ari_url,
+                "RINGWISE_ARI_USER": self.asterisk.ari_user,
+                "RINGWISE_ARI_PASSWORD": self.asterisk.ari_password,
+                "RINGWISE_ARI_APP": self.asterisk.ari_app,
+            }
+        if name == "directory":
+            env["RINGWISE_DIRECTORY_FIXTURE"] = str(self.fixture_path)
+        return env
+
+    def service_url(self, name: str, path: str = "") -> str:
+        return f"http://{HOST}:{self.ports.service_http(name)}{path}"
+
+    async def start(self) -> None:
+        try:
+            starts: list[Any] = [self.asterisk.start()]
+            if self._own_infra:
+                starts.append(self.infra.start())
+            await asyncio.gather(*starts)
+            for proc in self.services.values():
+                proc.start()
+            await asyncio.gather(*(p.wait_ready() for p in self.services.values()))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(p.stop() for p in self.services.values()), return_exceptions=True)
+        await self.asterisk.stop()
+        if self._own_infra:
+            await self.infra.stop()
+
+    async def restart_service(self, name: str) -> None:
+        proc = self.services[name]
+        await proc.stop()
+        await proc.start_and_wait()
+
+    async def get_json(self, service: str, path: str, *, status: int = 200) -> Any:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.get(self.service_url(service, path)) as resp,
+        ):
+            if resp.status != status:
+                raise ProcessFailed(f"GET {service}{path} -> {resp.status}: {await resp.text()}")
+            return await resp.json(content_type=None)

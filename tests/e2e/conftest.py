@@ -1,0 +1,27 @@
+"""Per-test phones for end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest_asyncio
+from ringwise_dev.fixture import Person
+from ringwise_dev.platform import LocalPlatform
+from ringwise_dev.sipp import PhoneKind, SippPhone
+from ringwise_dev.testing import StartPhone
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def start_phone(platform: LocalPlatform) -> AsyncIterator[StartPhone]:
+    """Start sipp phones on a person's port; all are stopped after the test."""
+    phones: list[SippPhone] = []
+
+    async def start(kind: PhoneKind, person: Person, **options: Any) -> SippPhone:
+        phone = await platform.sipp.start_phone(kind, person.phone_port(platform.ports), **options)
+        phones.append(phone)
+        return phone
+
+    yield start
+    for phone in phones:
+        await phone.stop()
