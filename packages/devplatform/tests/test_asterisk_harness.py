@@ -14,13 +14,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from ringwise_dev.asterisk import AsteriskInstance
-from ringwise_dev.ports import PortPlan
+from ringwise_dev.ports import HARNESS_TEST_PORTS
 from ringwise_dev.sipp import STATIC_TRUNK_HOST, PhoneKind, SippWorkspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
-# Its own port base, so these tests never collide with the shared test platform (30000).
-PORTS = PortPlan(31000)
+# Its own port base, so these tests never collide with the shared test platform (22000).
+PORTS = HARNESS_TEST_PORTS
 Event = dict[str, Any]
 
 

@@ -20,13 +20,13 @@ from nats.js.api import ConsumerConfig
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 from ringwise_dev.infra import Infra
-from ringwise_dev.ports import HOST, PortPlan
+from ringwise_dev.ports import HOST, INFRA_TEST_PORTS
 from ringwise_dev.proc import tcp_open
 
 pytestmark = pytest.mark.integration
 
-# Its own base, so this runs beside the dev platform (20000) and the test platform (30000).
-PORTS = PortPlan(32000)
+# Its own base, so this runs beside the dev platform (20000) and the test platform (22000).
+PORTS = INFRA_TEST_PORTS
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

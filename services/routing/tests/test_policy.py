@@ -62,7 +62,7 @@ def test_an_unassigned_number_is_not_in_service_with_cause_unallocated() -> None
 def test_a_directory_outage_gives_a_retry_later_not_a_dead_call() -> None:
     decision = policy.decide("+15550100", LookupFailed("TimeoutError"))
     assert decision.action is Action.REJECT
-    assert decision.hangup_cause == policy.CAUSE_TEMPORARY_FAILURE
+    assert decision.hangup_cause == policy.CAUSE_CONGESTION  # 503: the caller may retry
     assert decision.prompt == policy.PROMPT_PLATFORM_FAILURE
     assert decision.disposition == call_pb2.DISPOSITION_FAILED
     assert "directory unavailable (TimeoutError)" in decision.reasons[0]

@@ -3,7 +3,7 @@
 Asterisk is not packaged for the host's Debian, so asterisk/build-chroot.sh builds a small
 Debian-unstable chroot once (cached under RINGWISE_CACHE). Each AsteriskInstance gets its own
 folder inside that chroot (config, logs, spool, run, db), rendered from asterisk/etc/, so the
-dev platform (ports base 20000) and the tests (base 30000) can run at the same time.
+dev platform (ports base 20000) and the tests (base 22000) can run at the same time.
 """
 
 from __future__ import annotations

@@ -134,10 +134,9 @@ def seaweedfs_ports(ports: PortPlan) -> dict[str, int]:
     """
     b = ports.s3_base
     # weed mini 4.48's maintenance workers dial the admin at admin.port + 10000 whatever
-    # admin.port.grpc says (they then just retry). For the dev instance that lands in the test
-    # instance's range, so the admin offset alternates with base // 10000 and such a dial hits
-    # an offset the neighbour instance leaves unused instead of its admin server.
-    admin = b + (36 if (ports.base // 10000) % 2 == 0 else 38)
+    # admin.port.grpc says (they then just retry). All our bases are below 30000, so that
+    # dial never reaches another instance's server.
+    admin = b + 36
     plan = {
         "master.port": b,
         "master.port.grpc": b + 1,

@@ -1,7 +1,7 @@
 """The whole Ringwise platform as local processes: infrastructure, Asterisk, services.
 
 Used by `ringwise-dev up` (base port 20000, data under .run/dev) and by the pytest harness
-(base port 30000), so the demo and the tests exercise exactly the same wiring.
+(base port 22000), so the demo and the tests exercise exactly the same wiring.
 """
 
 from __future__ import annotations

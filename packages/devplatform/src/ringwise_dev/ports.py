@@ -1,7 +1,9 @@
 """The loopback ports of one local platform instance.
 
-The dev platform uses base 20000 and the test harness base 30000, so a developer can keep
-the dev platform up while the tests run. Every port is derived from the base.
+Every port is derived from the base and lies in base..base+1999, so instances with different
+bases run side by side (the dev platform stays up while the tests run). All bases keep their
+ports below 32768, where Linux starts handing out ephemeral client ports: a server port in
+that range can be taken at random by any outgoing connection.
 """
 
 from __future__ import annotations
@@ -14,9 +16,17 @@ HOST = "127.0.0.1"
 PSTN_HOST = "127.0.0.2"
 
 
+EPHEMERAL_PORTS_START = 32768
+SPAN = 2000
+
+
 @dataclass(frozen=True)
 class PortPlan:
     base: int = 20000
+
+    def __post_init__(self) -> None:
+        if not self.base >= 1024 or self.base + SPAN > EPHEMERAL_PORTS_START:
+            raise ValueError(f"base {self.base}: ports must lie in 1024..{EPHEMERAL_PORTS_START}")
 
     @property
     def sip(self) -> int:
@@ -82,5 +92,8 @@ SERVICE_SLOTS = {
     "messaging": 6,
 }
 
-DEV_PORTS = PortPlan(20000)
-TEST_PORTS = PortPlan(30000)
+DEV_PORTS = PortPlan(20000)  # ringwise-dev up
+TEST_PORTS = PortPlan(22000)  # the pytest platform
+HARNESS_TEST_PORTS = PortPlan(24000)  # the Asterisk/sipp harness's own tests
+INFRA_TEST_PORTS = PortPlan(26000)  # the infrastructure runner's own tests
+BENCH_PORTS = PortPlan(28000)  # bench/

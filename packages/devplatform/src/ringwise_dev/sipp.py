@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 # The benchmark's baseline trunk: Asterisk identifies it by this source address.
 STATIC_TRUNK_HOST = "127.0.0.3"
 CALLER_SCENARIO = "pstn_caller.xml"
+# The caller gives up (CANCEL) after ringing for a while.
+CANCELLING_CALLER_SCENARIO = "pstn_caller_cancel.xml"
 # "Wait for the far end's BYE": hold long enough that only the far end ends the call.
 FOREVER_MS = 3_600_000
 OLD_RUN_S = 6 * 3600
@@ -323,6 +325,7 @@ class SippWorkspace:
         local_port: int | None = None,
         hold_ms: int = 1000,
         wait_for_far_bye: bool = False,
+        cancel_after_ms: int | None = None,
         calls: int = 1,
         rate: float | None = None,
         rate_period_ms: int = 1000,
@@ -333,7 +336,8 @@ class SippWorkspace:
         """Place `calls` calls to `number` (sipp uac) and wait until sipp ends.
 
         hold_ms: we hang up that long after the answer, unless the far end hangs up first;
-        wait_for_far_bye: only the far end ends the call. rate/limit: sipp -r/-l.
+        wait_for_far_bye: only the far end ends the call. cancel_after_ms: the caller hangs up
+        (CANCEL) that long after the 180, before any answer. rate/limit: sipp -r/-l.
         source_ip PSTN_HOST reaches the Stasis trunk, STATIC_TRUNK_HOST the bench-static one.
         """
         await asyncio.to_thread(self._prepare)
@@ -347,7 +351,13 @@ class SippWorkspace:
             "caller",
             caller,
             "-d",
-            str(FOREVER_MS if wait_for_far_bye else hold_ms),
+            str(
+                cancel_after_ms
+                if cancel_after_ms is not None
+                else FOREVER_MS
+                if wait_for_far_bye
+                else hold_ms
+            ),
             "-m",
             str(calls),
             "-trace_rtt",
@@ -363,7 +373,11 @@ class SippWorkspace:
         args += [*extra_args, self.target]
         proc = ManagedProcess(
             name=f"sipp-caller-{number}",
-            argv=self._argv(run_chroot, CALLER_SCENARIO, args),
+            argv=self._argv(
+                run_chroot,
+                CALLER_SCENARIO if cancel_after_ms is None else CANCELLING_CALLER_SCENARIO,
+                args,
+            ),
             log_path=run_host / "sipp.log",
         )
         proc.start()

@@ -49,20 +49,20 @@ async def wait_cdrs(
         await asyncio.sleep(0.2)
 
 
-async def call_events(platform: LocalPlatform, call_id: str) -> list[CallEvent]:
-    """Every event of one call on the CALLS stream, in stream order."""
+async def stream_events(platform: LocalPlatform) -> list[CallEvent]:
+    """Every call event on the CALLS stream so far, in stream order."""
     nc = await bus.connect(platform.infra.endpoints.nats_url, "e2e-reader")
     try:
         js = nc.jetstream()
-        sub = await js.subscribe("ringwise.v1.call.>", ordered_consumer=True)
         pending = (await js.stream_info("CALLS")).state.messages
-        events: list[CallEvent] = []
-        for _ in range(pending):
-            msg = await sub.next_msg(timeout=5)
-            event = decode(msg)
-            if event.header.call_id == call_id:
-                events.append(event)
+        sub = await js.subscribe("ringwise.v1.call.>", ordered_consumer=True)
+        events = [decode(await sub.next_msg(timeout=5)) for _ in range(pending)]
         await sub.unsubscribe()
         return events
     finally:
         await nc.drain()
+
+
+async def call_events(platform: LocalPlatform, call_id: str) -> list[CallEvent]:
+    """Every event of one call, in stream order."""
+    return [e for e in await stream_events(platform) if e.header.call_id == call_id]

@@ -23,7 +23,9 @@ CAUSE_NO_USER_RESPONSE = 18
 CAUSE_NO_ANSWER = 19  # -> 480 Temporarily Unavailable
 CAUSE_SUBSCRIBER_ABSENT = 20  # -> 480
 CAUSE_CONGESTION = 34  # -> 503
-CAUSE_TEMPORARY_FAILURE = 41  # -> 503 Service Unavailable
+CAUSE_TEMPORARY_FAILURE = 41  # Asterisk's PJSIP sends this as 603 Decline (not retryable)
+# What the caller's network gets when the platform fails: 503, so it may retry elsewhere.
+CAUSE_PLATFORM_FAILURE = CAUSE_CONGESTION
 
 # Asterisk core sounds (asterisk-core-sounds-en); tests check every one is installed.
 # Prompts play as early media (183): the caller's network does not charge an unanswered call.
@@ -108,7 +110,7 @@ def decide(number: str, lookup: Lookup) -> Decision:
             Action.REJECT,
             reasons=(f"directory unavailable ({lookup.reason})", "caller hears a retry-later"),
             prompt=PROMPT_PLATFORM_FAILURE,
-            hangup_cause=CAUSE_TEMPORARY_FAILURE,
+            hangup_cause=CAUSE_PLATFORM_FAILURE,
             disposition=Disposition.DISPOSITION_FAILED,
         )
     if lookup.status != resolve_pb2.ResolveNumberReply.STATUS_FOUND:

@@ -13,6 +13,7 @@ from prometheus_client import Gauge
 from ringwise_kit.ari import AriClient, AriEvent, Dial, PlaybackFinished, StasisStart
 from ringwise_kit.logs import get_logger
 
+from ringwise_routing.calls import policy
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.session import CallSession
@@ -115,7 +116,7 @@ class CallRouter:
                 log.warning("orphan_bridged_channel_left_up", channel_id=channel.id)
                 continue
             log.warning("orphan_channel_hung_up", channel_id=channel.id, state=channel.state)
-            await self._ari.hangup(channel.id, reason_code=41)
+            await self._ari.hangup(channel.id, reason_code=policy.CAUSE_PLATFORM_FAILURE)
         log.info("ari_reconciled", channels=len(channels), orphans=len(orphans))
 
     async def drain(self, timeout_s: float) -> None:

@@ -158,10 +158,10 @@ class CallSession:
             except Exception:
                 log.exception("call_failed")
                 record.disposition = record.disposition or call_pb2.DISPOSITION_FAILED
-                record.hangup_cause = policy.CAUSE_TEMPORARY_FAILURE
+                record.hangup_cause = policy.CAUSE_PLATFORM_FAILURE
                 record.hangup_by = "platform"
                 with contextlib.suppress(Exception):
-                    await self._hangup_caller(policy.CAUSE_TEMPORARY_FAILURE)
+                    await self._hangup_caller(policy.CAUSE_PLATFORM_FAILURE)
             await self._cleanup()
             self._finish()
 
