@@ -41,12 +41,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import nats
 from ringwise_dev.asterisk import repo_root
 from ringwise_dev.fixture import BENCH
 from ringwise_dev.platform import LocalPlatform
 from ringwise_dev.ports import BENCH_PORTS, PSTN_HOST
 from ringwise_dev.sipp import STATIC_TRUNK_HOST, PhoneKind, SippPhone, SippResult, percentile
-from ringwise_kit import bus, subjects
+from ringwise_kit import subjects
 
 INSTANCE = "bench"
 HOLD_MS = 500
@@ -221,7 +222,7 @@ class Bench:
         self._messages_offset = 0
 
     async def start(self) -> None:
-        self.nc = await bus.connect(self.platform.infra.endpoints.nats_url, "bench")
+        self.nc = await nats.connect(self.platform.infra.endpoints.nats_url, name="bench")
         self._messages_offset = self._messages_size()
 
     async def close(self) -> None:
