@@ -72,6 +72,8 @@ TARGET_ADDED_PDD_P99_MS = 10.0
 PATHS = {"a": "static", "b": "routed"}
 SERVICE_NAMES = ("routing", "directory", "billing", "voicemail", "recording", "messaging")
 INFRA_NAMES = ("nats", "redis", "mongo")
+# Not on a call's path, but on the same cores: only in the JSON and in "busy cores".
+OTHER_INFRA_NAMES = ("s3", "smtp")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -128,8 +130,8 @@ class CpuProbe:
         for name in SERVICE_NAMES:
             self.roots[name] = platform.services[name].pid
         infra = platform.infra
-        for name, proc in (("nats", infra.nats), ("redis", infra.redis), ("mongo", infra.mongo)):
-            self.roots[name] = proc.pid
+        for name in (*INFRA_NAMES, *OTHER_INFRA_NAMES):
+            self.roots[name] = getattr(infra, name).pid
         self.roots["sipp_phone"] = phone.process.pid
 
     def describe(self) -> dict[str, str]:
@@ -723,7 +725,12 @@ async def run(args: argparse.Namespace) -> int:
                     f"warm-up calls on path {path} all failed: {warm.final_codes}; "
                     f"see {platform.sipp.host_dir / 'runs'}"
                 )
-        meta["idle_cpu_ms_per_s"] = await idle_cpu(bench, 3.0 if args.quick else 5.0)
+        idle = await idle_cpu(bench, 3.0 if args.quick else 5.0)
+        meta["idle_cpu_ms_per_s"] = idle
+        print(
+            "idle CPU ms/s: " + ", ".join(f"{n} {v:.0f}" for n, v in idle.items() if v >= 0.5),
+            flush=True,
+        )
         consecutive = {"a": 0, "b": 0}
         for index, rate in enumerate(rates):
             for path in ("a", "b"):

@@ -1,0 +1,112 @@
+"""Routing's number lookups: directory over real NATS, cached in real Redis, invalidated."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from nats.aio.client import Client as NatsClient
+from ringwise.directory.v1 import resolve_pb2
+from ringwise_dev.infra import Infra
+from ringwise_kit import bus, subjects
+from ringwise_routing.calls.directory_client import NumberDirectory, cache_key
+from ringwise_routing.calls.policy import LookupFailed
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+Reply = resolve_pb2.ResolveNumberReply
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def links(infra: Infra) -> AsyncIterator[tuple[NatsClient, aioredis.Redis]]:
+    nc = await bus.connect(infra.endpoints.nats_url, "routing-cache-test")
+    redis = aioredis.from_url(infra.endpoints.redis_url)
+    await redis.delete(cache_key("+15550100"), cache_key("+15559999"))
+    yield nc, redis
+    await redis.aclose()
+    await nc.drain()
+
+
+async def test_lookups_are_cached_and_dropped_when_the_number_changes(
+    links: tuple[NatsClient, aioredis.Redis],
+) -> None:
+    nc, redis = links
+    asked: list[str] = []
+    owner = {"+15550100": "alice"}
+
+    async def directory(req: resolve_pb2.ResolveNumberRequest) -> Reply:
+        asked.append(req.number)
+        if req.number not in owner:
+            return Reply(status=Reply.STATUS_NOT_FOUND)
+        return Reply(status=Reply.STATUS_FOUND, tenant_id="acme", user_id=owner[req.number])
+
+    sub = await bus.serve(
+        nc,
+        subjects.DIRECTORY_RESOLVE_NUMBER,
+        "directory",
+        resolve_pb2.ResolveNumberRequest,
+        directory,
+    )
+    numbers = NumberDirectory(nc, redis, ttl_s=300, negative_ttl_s=30)
+    await numbers.start()
+    try:
+        first = await numbers.resolve("+15550100")
+        second = await numbers.resolve("+15550100")
+        assert isinstance(first, Reply) and isinstance(second, Reply)
+        assert first.user_id == second.user_id == "alice"
+        assert asked == ["+15550100"]
+        assert 0 < await redis.ttl(cache_key("+15550100")) <= 300
+
+        unknown = await numbers.resolve("+15559999")
+        assert isinstance(unknown, Reply) and unknown.status == Reply.STATUS_NOT_FOUND
+        assert 0 < await redis.ttl(cache_key("+15559999")) <= 30
+
+        owner["+15550100"] = "bob"
+        change = resolve_pb2.NumberChanged(tenant_id="acme", number="+15550100", version=2)
+        await nc.publish(subjects.number_changed("acme"), change.SerializeToString())
+        for _ in range(100):
+            if not await redis.exists(cache_key("+15550100")):
+                break
+            await asyncio.sleep(0.02)
+        moved = await numbers.resolve("+15550100")
+        assert isinstance(moved, Reply) and moved.user_id == "bob"
+        assert asked == ["+15550100", "+15559999", "+15550100"]
+    finally:
+        await numbers.stop()
+        await sub.unsubscribe()
+
+
+async def test_without_a_directory_the_lookup_fails_cleanly(
+    links: tuple[NatsClient, aioredis.Redis],
+) -> None:
+    nc, redis = links
+    numbers = NumberDirectory(nc, redis, timeout_s=0.2)
+    result = await numbers.resolve("+15550177")
+    assert isinstance(result, LookupFailed)
+    assert result.reason == "NoRespondersError"
+
+
+async def test_with_redis_down_lookups_go_straight_to_the_directory(
+    links: tuple[NatsClient, aioredis.Redis],
+) -> None:
+    nc, _ = links
+    dead_redis = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+
+    async def directory(req: resolve_pb2.ResolveNumberRequest) -> Reply:
+        return Reply(status=Reply.STATUS_FOUND, tenant_id="acme", user_id="carol")
+
+    sub = await bus.serve(
+        nc,
+        subjects.DIRECTORY_RESOLVE_NUMBER,
+        "directory",
+        resolve_pb2.ResolveNumberRequest,
+        directory,
+    )
+    try:
+        result = await NumberDirectory(nc, dead_redis).resolve("+15550102")
+        assert isinstance(result, Reply) and result.user_id == "carol"
+    finally:
+        await sub.unsubscribe()
+        await dead_redis.aclose()
