@@ -61,6 +61,9 @@ MIN_CALLS_PER_STEP = 20
 ACHIEVED_SHARE = 0.9
 CONSECUTIVE_FAILS_TO_STOP = 2
 SETTLE_TIMEOUT_S = 60.0
+# Settled = the measured processes use at most this many cores over a window.
+QUIET_WINDOW_S = 0.5
+QUIET_CORES = 0.1
 # sipp aborts a call that waits longer than this for an expected message.
 RECV_TIMEOUT_MS = 20_000
 
@@ -175,6 +178,9 @@ class StepResult:
     cdr_total: int | None = None
     cdr_expected: int | None = None
     settle_s: float = 0.0
+    sipp_s: float = 0.0
+    busy_cores: float = 0.0
+    """All measured CPU while sipp ran / that time (a step may finish its work later)."""
     leftover_channels: int = 0
     asterisk_warnings: dict[str, int] = field(default_factory=dict)
 
@@ -263,6 +269,17 @@ class Bench:
             if pending == 0 and time.monotonic() - stable_since >= 0.75:
                 break
             await asyncio.sleep(0.25)
+        # Asterisk may still be delivering a backlog of ARI events to routing (its Stasis app
+        # queue) with no channel left: wait until the processes are (nearly) idle again.
+        previous = self.probe.snapshot()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(QUIET_WINDOW_S)
+            current = self.probe.snapshot()
+            on_path = [n for n in current if n not in OTHER_INFRA_NAMES]
+            busy = sum(current[n] - previous[n] for n in on_path) / QUIET_WINDOW_S
+            previous = current
+            if busy <= QUIET_CORES:
+                break
         return time.monotonic() - started, max(channels, 0)
 
     # ------------------------------------------------------------------ CDRs
@@ -306,7 +323,7 @@ class Bench:
         self._messages_offset += len(data)
         counts: Counter[str] = Counter()
         for line in data.decode(errors="replace").splitlines():
-            match = re.search(r"\b(WARNING|ERROR)\[\d+\](?:\[[^\]]*\])?:\s*(.*)", line)
+            match = re.search(r"\b(WARNING|ERROR)\[\d+\](?:\[[^\]]*\])?:?\s+(.*)", line)
             if match:
                 counts[f"{match.group(1)} {_normalise(match.group(2))}"] += 1
         return dict(counts.most_common())
@@ -332,6 +349,8 @@ class Bench:
             extra_args=("-recv_timeout", str(RECV_TIMEOUT_MS)),
         )
         sipp_cpu = _children_cpu() - children_before
+        sipp_s = time.monotonic() - started
+        during = self.probe.snapshot()
         settle_s, leftover = await self.settle()
         after = self.probe.snapshot()
         wall = time.monotonic() - started
@@ -339,6 +358,8 @@ class Bench:
         cpu["sipp_caller"] = sipp_cpu
         step = _step_result(path, rate, caller, calls, result, cpu, wall)
         step.settle_s = settle_s
+        step.sipp_s = sipp_s
+        step.busy_cores = (sum(during[n] - before[n] for n in before) + sipp_cpu) / sipp_s
         step.leftover_channels = leftover
         step.asterisk_warnings = self.new_asterisk_warnings()
         if leftover:
@@ -513,7 +534,6 @@ def cpu_table(steps: Sequence[StepResult]) -> str:
         if s.completed:
             sipp_s = s.cpu_s.get("sipp_caller", 0.0) + s.cpu_s.get("sipp_phone", 0.0)
             sipp_ms = 1000.0 * sipp_s / s.completed
-        busy = sum(s.cpu_s.values()) / s.wall_s if s.wall_s > 0 else None
         rows.append(
             [
                 f"{s.rate:g}",
@@ -523,7 +543,7 @@ def cpu_table(steps: Sequence[StepResult]) -> str:
                 *(_fmt(s.cpu_ms_per_call(n)) for n in SERVICE_NAMES),
                 *(_fmt(s.cpu_ms_per_call(n)) for n in INFRA_NAMES),
                 _fmt(sipp_ms),
-                _fmt(busy),
+                _fmt(s.busy_cores),
             ]
         )
     return _table(headers, rows)
@@ -774,7 +794,7 @@ async def run(args: argparse.Namespace) -> int:
     print()
     print(
         "CPU ms per completed call (incl. settling after the step; sipp = caller + phone; "
-        "busy cores = all measured CPU / step wall time)"
+        "busy cores = measured CPU while sipp ran / that time)"
     )
     print(cpu_table(steps))
     warnings: Counter[str] = Counter()

@@ -88,7 +88,7 @@ async def test_asterisk_restarts_and_answers_cli(asterisk: AsteriskInstance) -> 
     endpoints = await asterisk.rx("pjsip show endpoints")
     for name in ("pstn", "pstn-static", "phones"):
         assert f"Endpoint:  {name} " in endpoints
-    assert "127.0.0.1:31060" in endpoints
+    assert f"127.0.0.1:{PORTS.sip}" in endpoints
     for log in (asterisk.log_path, asterisk.messages_log_path):
         assert asterisk.ari_password not in log.read_text()
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 
 import pytest
+import structlog
 from ringwise_kit import subjects
 from ringwise_kit.logs import bind_call, configure_logging, get_logger
 
@@ -22,6 +25,16 @@ def test_tenant_ids_that_would_break_subjects_are_refused(bad: str) -> None:
         subjects.call_event(bad, "ended")
 
 
+@pytest.fixture
+def service_logging() -> Iterator[None]:
+    """configure_logging is process-wide: undo it so later tests log as before."""
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    logging.getLogger().handlers.clear()
+
+
+@pytest.mark.usefixtures("service_logging")
 def test_log_lines_are_json_with_call_context_and_no_secrets(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -19,6 +19,7 @@ from ringwise_kit.ari import (
     AriClient,
     AriError,
     AriEvent,
+    AriNotFound,
     ChannelDestroyed,
     ChannelHangupRequest,
     Dial,
@@ -155,15 +156,31 @@ class CallSession:
                 # Shutdown with the call still up: it stays in Asterisk; no CDR is invented.
                 log.warning("call_left_running_at_shutdown")
                 raise
+            except AriNotFound as exc:
+                await self._not_found(exc)
             except Exception:
                 log.exception("call_failed")
-                record.disposition = record.disposition or call_pb2.DISPOSITION_FAILED
-                record.hangup_cause = policy.CAUSE_PLATFORM_FAILURE
-                record.hangup_by = "platform"
-                with contextlib.suppress(Exception):
-                    await self._hangup_caller(policy.CAUSE_PLATFORM_FAILURE)
+                await self._fail()
             await self._cleanup()
             self._finish()
+
+    async def _not_found(self, exc: AriNotFound) -> None:
+        """A REST call raced a hang-up: if it was the caller's, the call simply ended."""
+        if await self._ari.get_channel(self.caller_id) is None:
+            log.info("caller_gone_during_request", error=str(exc))
+            await self._caller_left(CallerHungUp(_now(), policy.CAUSE_NORMAL_CLEARING))
+            return
+        log.error("call_failed", error=str(exc))
+        await self._fail()
+
+    async def _fail(self) -> None:
+        """The platform broke mid-call: end it with a retryable cause, never in silence."""
+        record = self.record
+        record.disposition = record.disposition or call_pb2.DISPOSITION_FAILED
+        record.hangup_cause = policy.CAUSE_PLATFORM_FAILURE
+        record.hangup_by = "platform"
+        with contextlib.suppress(Exception):
+            await self._hangup_caller(policy.CAUSE_PLATFORM_FAILURE)
 
     async def _route(self) -> None:
         record = self.record
