@@ -6,9 +6,9 @@ Its behaviour is its own issue's; until then it only notes the events it will ac
 from __future__ import annotations
 
 from aiohttp import web
-from ringwise_kit import bus, service, subjects
+from ringwise_kit import service, subjects
 from ringwise_kit.config import KitSettings
-from ringwise_kit.observer import observer_ctx
+from ringwise_kit.observer import create_observer_app
 
 
 class MessagingSettings(KitSettings):
@@ -16,19 +16,13 @@ class MessagingSettings(KitSettings):
     http_port: int = 9106
 
 
+PLANS = {
+    subjects.CALL_ENDED: "send lost-call and delegated-call SMS alerts",
+}
+
+
 def create_app(settings: MessagingSettings | None = None) -> web.Application:
-    settings = settings or MessagingSettings()
-    app = service.create_app(settings)
-    app.cleanup_ctx.append(service.nats_ctx(settings, bus.CALLS, bus.DEAD_LETTERS))
-    app.cleanup_ctx.append(
-        observer_ctx(
-            "messaging",
-            {
-                subjects.CALL_ENDED: "send lost-call and delegated-call SMS alerts",
-            },
-        )
-    )
-    return app
+    return create_observer_app(settings or MessagingSettings(), PLANS)
 
 
 def main() -> None:

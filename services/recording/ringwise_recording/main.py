@@ -6,9 +6,9 @@ Its behaviour is its own issue's; until then it only notes the events it will ac
 from __future__ import annotations
 
 from aiohttp import web
-from ringwise_kit import bus, service, subjects
+from ringwise_kit import service, subjects
 from ringwise_kit.config import KitSettings
-from ringwise_kit.observer import observer_ctx
+from ringwise_kit.observer import create_observer_app
 
 
 class RecordingSettings(KitSettings):
@@ -16,20 +16,14 @@ class RecordingSettings(KitSettings):
     http_port: int = 9105
 
 
+PLANS = {
+    subjects.CALL_ANSWERED: "start the recording policy of the tenant, team or user",
+    subjects.CALL_ENDED: "archive the finished recording into the WORM S3 bucket",
+}
+
+
 def create_app(settings: RecordingSettings | None = None) -> web.Application:
-    settings = settings or RecordingSettings()
-    app = service.create_app(settings)
-    app.cleanup_ctx.append(service.nats_ctx(settings, bus.CALLS, bus.DEAD_LETTERS))
-    app.cleanup_ctx.append(
-        observer_ctx(
-            "recording",
-            {
-                subjects.CALL_ANSWERED: "start the recording policy of the tenant, team or user",
-                subjects.CALL_ENDED: "archive the finished recording into the WORM S3 bucket",
-            },
-        )
-    )
-    return app
+    return create_observer_app(settings or RecordingSettings(), PLANS)
 
 
 def main() -> None:

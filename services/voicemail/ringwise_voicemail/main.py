@@ -6,9 +6,9 @@ Its behaviour is its own issue's; until then it only notes the events it will ac
 from __future__ import annotations
 
 from aiohttp import web
-from ringwise_kit import bus, service, subjects
+from ringwise_kit import service, subjects
 from ringwise_kit.config import KitSettings
-from ringwise_kit.observer import observer_ctx
+from ringwise_kit.observer import create_observer_app
 
 
 class VoicemailSettings(KitSettings):
@@ -16,20 +16,14 @@ class VoicemailSettings(KitSettings):
     http_port: int = 9104
 
 
+PLANS = {
+    subjects.CALL_ROUTED: "offer the caller a mailbox when the plan ends in voicemail",
+    subjects.CALL_ENDED: "count missed calls for message-waiting and alerts",
+}
+
+
 def create_app(settings: VoicemailSettings | None = None) -> web.Application:
-    settings = settings or VoicemailSettings()
-    app = service.create_app(settings)
-    app.cleanup_ctx.append(service.nats_ctx(settings, bus.CALLS, bus.DEAD_LETTERS))
-    app.cleanup_ctx.append(
-        observer_ctx(
-            "voicemail",
-            {
-                subjects.CALL_ROUTED: "offer the caller a mailbox when the plan ends in voicemail",
-                subjects.CALL_ENDED: "count missed calls for message-waiting and alerts",
-            },
-        )
-    )
-    return app
+    return create_observer_app(settings or VoicemailSettings(), PLANS)
 
 
 def main() -> None:

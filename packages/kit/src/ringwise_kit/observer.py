@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from ringwise.events.v1 import call_pb2
 
 from ringwise_kit import bus, service, subjects
+from ringwise_kit.config import KitSettings
 from ringwise_kit.events import decode
 from ringwise_kit.logs import bind_call, get_logger
 
@@ -42,3 +43,11 @@ def observer_ctx(durable: str, plans: Mapping[str, str]) -> service.CleanupCtx:
         return note
 
     return service.consumer_ctx(spec, handler_factory)
+
+
+def create_observer_app(settings: KitSettings, plans: Mapping[str, str]) -> web.Application:
+    """A whole service that only notes events: ops routes, NATS, one durable consumer."""
+    app = service.create_app(settings)
+    app.cleanup_ctx.append(service.nats_ctx(settings, bus.CALLS, bus.DEAD_LETTERS))
+    app.cleanup_ctx.append(observer_ctx(settings.service_name, plans))
+    return app

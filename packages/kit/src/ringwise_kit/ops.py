@@ -17,15 +17,21 @@ Check = Callable[[], Awaitable[bool] | bool]
 
 
 class Readiness:
-    """Named dependency checks; ready when all of them pass."""
+    """Named dependency checks; ready when all of them pass.
 
-    def __init__(self) -> None:
+    An async check that takes longer than timeout_s counts as failed.
+    """
+
+    def __init__(self, timeout_s: float = 2.0) -> None:
         self._checks: dict[str, Check] = {}
+        self.timeout_s = timeout_s
 
     def add(self, name: str, check: Check) -> None:
         self._checks[name] = check
 
-    async def evaluate(self, timeout_s: float = 2.0) -> dict[str, bool]:
+    async def evaluate(self, timeout_s: float | None = None) -> dict[str, bool]:
+        if timeout_s is None:
+            timeout_s = self.timeout_s
         results: dict[str, bool] = {}
         for name, check in self._checks.items():
             try:
@@ -41,9 +47,14 @@ class Readiness:
 READINESS_KEY = web.AppKey("readiness", Readiness)
 
 
-def add_ops_routes(app: web.Application, registry: CollectorRegistry = REGISTRY) -> Readiness:
+def add_ops_routes(
+    app: web.Application,
+    registry: CollectorRegistry = REGISTRY,
+    *,
+    readiness_timeout_s: float = 2.0,
+) -> Readiness:
     """Mount /metrics, /healthz and /readyz on app and return its Readiness."""
-    readiness = Readiness()
+    readiness = Readiness(readiness_timeout_s)
     app[READINESS_KEY] = readiness
 
     async def metrics(_request: web.Request) -> web.Response:
