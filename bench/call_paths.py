@@ -382,8 +382,7 @@ def _cursor_of(cdr: Mapping[str, Any]) -> str:
 
 def _normalise(message: str) -> str:
     """A log message with its variable parts (ids, numbers, addresses) masked."""
-    message = re.sub(r"(?<![A-Za-z])'[^']*'", "'…'", message)
-    message = re.sub(r"\b[0-9a-f]{8,}(?:[-.][0-9a-f]+)*\b", "#", message)
+    message = re.sub(r"\b(?:0x[0-9a-f]+|[0-9a-f]{8,}(?:[-.][0-9a-f]+)*)\b", "#", message)
     message = re.sub(r"\d+", "N", message)
     return message[:160]
 
