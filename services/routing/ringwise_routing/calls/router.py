@@ -20,6 +20,16 @@ from ringwise_routing.calls.session import CallSession
 
 log = get_logger(__name__)
 
+# The only ARI events a call session waits for; the client does not even parse the others.
+ROUTED_EVENT_TYPES = (
+    "StasisStart",
+    "StasisEnd",
+    "ChannelHangupRequest",
+    "ChannelDestroyed",
+    "Dial",
+    "PlaybackFinished",
+)
+
 ACTIVE_CALLS = Gauge("ringwise_routing_active_calls", "Calls being handled by this instance")
 
 
@@ -42,7 +52,8 @@ class CallRouter:
         self._publisher = publisher
         self._by_channel: dict[str, CallSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        ari.on_any(self.on_event)
+        for event_type in ROUTED_EVENT_TYPES:
+            ari.on(event_type, self.on_event)
         ari.on_connected(self.reconcile)
 
     @property

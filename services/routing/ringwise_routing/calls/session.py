@@ -84,6 +84,7 @@ class CallSession:
         self._register_channel = register_channel
         self._events: asyncio.Queue[AriEvent] = asyncio.Queue()
         self._callee_id: str | None = None
+        self._callee_gone = False
         self._bridge_id: str | None = None
         self._playbacks = 0
         self.channels: set[str] = {self.caller_id}
@@ -126,6 +127,8 @@ class CallSession:
                 event = await asyncio.wait_for(self._events.get(), remaining)
             except TimeoutError:
                 return None
+            if isinstance(event, HANGUP_EVENTS) and _channel_of(event) == self._callee_id:
+                self._callee_gone = True
             if match(event):
                 return event
             if isinstance(event, HANGUP_EVENTS) and _channel_of(event) == self.caller_id:
@@ -339,7 +342,7 @@ class CallSession:
 
     async def _cleanup(self) -> None:
         """Nothing of this call may be left ringing or bridged."""
-        if self._callee_id:
+        if self._callee_id and not self._callee_gone:
             with contextlib.suppress(Exception):
                 await self._ari.hangup(self._callee_id)
         if self._bridge_id:
