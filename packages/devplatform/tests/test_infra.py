@@ -41,6 +41,7 @@ async def infra(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Infra
 
 def s3_client(infra: Infra) -> Any:
     import boto3  # type: ignore[import-untyped]  # noqa: PLC0415
+    from botocore.config import Config  # type: ignore[import-untyped]  # noqa: PLC0415
 
     ep = infra.endpoints
     return boto3.client(
@@ -49,6 +50,9 @@ def s3_client(infra: Infra) -> Any:
         aws_access_key_id=ep.s3_access_key,
         aws_secret_access_key=ep.s3_secret_key,
         region_name=ep.s3_region,
+        # As the recording archive will: retry transient 5xx with backoff (SeaweedFS may
+        # answer 500 for a few hundred ms while a restarted volume re-registers).
+        config=Config(retries={"max_attempts": 8, "mode": "standard"}),
     )
 
 

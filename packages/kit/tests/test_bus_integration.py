@@ -206,3 +206,42 @@ async def test_request_reply_carries_replies_and_errors(nc: NatsClient) -> None:
     await sub.unsubscribe()
     with pytest.raises(nats.errors.NoRespondersError):
         await bus.request(nc, "kittest.rpc", event("+7"), resolve_pb2.ResolveNumberReply)
+
+
+async def test_a_batch_handler_that_blows_up_does_not_stop_the_consumer(nc: NatsClient) -> None:
+    js = nc.jetstream()
+    spec, prefix = await fresh_stream(nc)
+    calls = 0
+    handled: list[str] = []
+
+    async def fragile(msgs: list[Msg]) -> list[Exception | None]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("bug in the batch handler")
+        for msg in msgs:
+            request = resolve_pb2.ResolveNumberRequest()
+            request.ParseFromString(msg.data)
+            handled.append(request.number)
+        return [None] * len(msgs)
+
+    consumer = bus.DurableConsumer(
+        js,
+        bus.ConsumerSpec(spec.name, "fragile", [f"{prefix}.>"], ack_wait_s=1.0),
+        batch_handler=fragile,
+        fetch_timeout_s=0.2,
+    )
+    await consumer.start()
+    await bus.publish_event(js, f"{prefix}.x", event("+5"), "fragile-1")
+    await until(lambda: handled, timeout_s=15)
+    assert consumer.connected
+    await consumer.stop()
+    assert not consumer.connected
+    assert handled == ["+5"]
+    assert calls >= 2
+
+
+async def test_a_consumer_takes_exactly_one_kind_of_handler() -> None:
+    spec = bus.ConsumerSpec("S", "d", ["x.>"])
+    with pytest.raises(ValueError, match="exactly one"):
+        bus.DurableConsumer(None, spec)  # type: ignore[arg-type]

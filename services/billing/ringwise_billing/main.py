@@ -29,7 +29,9 @@ def create_app(settings: BillingSettings | None = None) -> web.Application:
     app.cleanup_ctx.append(service.mongo_ctx(settings.mongo_url))
     app.cleanup_ctx.append(store_ctx(settings))
     app.cleanup_ctx.append(
-        service.consumer_ctx(consumer.CONSUMER, lambda a: consumer.handler(a[http.STORE_KEY]))
+        service.consumer_ctx(
+            consumer.CONSUMER, batch_handler=lambda a: consumer.batch_handler(a[http.STORE_KEY])
+        )
     )
     http.add_routes(app)
     return app

@@ -79,21 +79,22 @@ async def test_a_crash_between_store_and_ack_redelivers_without_a_second_cdr(
     spec = bus.StreamSpec("BILLTEST", ["billtest.call.>"])
     await bus.ensure_stream(js, spec)
     await bus.ensure_stream(js, bus.DEAD_LETTERS)
-    real = consumer.handler(store)
+    real = consumer.batch_handler(store)
     deliveries: list[int] = []
 
-    async def crash_after_storing_once(msg: Msg) -> None:
-        deliveries.append(msg.metadata.num_delivered or 0)
-        await real(msg)
+    async def crash_after_storing_once(msgs: list[Msg]) -> list[Exception | None]:
+        deliveries.extend(msg.metadata.num_delivered or 0 for msg in msgs)
+        outcomes = await real(msgs)
         if len(deliveries) == 1:
-            raise ConnectionError("process died before the ack")
+            return [ConnectionError("process died before the ack")]
+        return outcomes
 
     durable = bus.DurableConsumer(
         js,
         bus.ConsumerSpec(
             spec.name, "billtest", ["billtest.call.>"], backoff_s=(0.05,), ack_wait_s=5
         ),
-        crash_after_storing_once,
+        batch_handler=crash_after_storing_once,
         fetch_timeout_s=0.2,
     )
     await durable.start()
@@ -111,16 +112,37 @@ async def test_a_crash_between_store_and_ack_redelivers_without_a_second_cdr(
     ) == 1
 
 
-async def test_an_event_of_the_wrong_type_is_refused_for_the_dead_letter_queue(
+class FakeMsg:
+    """What the batch handler reads of a JetStream message."""
+
+    def __init__(self, event: call_pb2.CallStarted | call_pb2.CallEnded) -> None:
+        self.subject = "ringwise.v1.call.acme.x"
+        self.headers = {bus.TYPE_HEADER: event.DESCRIPTOR.full_name}
+        self.data = event.SerializeToString()
+
+
+async def test_a_batch_stores_new_cdrs_skips_known_ones_and_refuses_wrong_events(
     store: CdrStore,
 ) -> None:
-    class FakeMsg:
-        subject = "ringwise.v1.call.acme.started"
-        headers = {bus.TYPE_HEADER: "ringwise.events.v1.CallStarted"}
-        data = call_pb2.CallStarted().SerializeToString()
-
-    with pytest.raises(bus.PermanentError):
-        await consumer.handler(store)(FakeMsg())  # type: ignore[arg-type]
+    await store.insert_once(cdr_document(call_ended("b-known"), T0))
+    batch = [
+        FakeMsg(call_ended("b-new-1")),
+        FakeMsg(call_ended("b-known")),
+        FakeMsg(call_pb2.CallStarted()),
+        FakeMsg(call_ended("b-new-2")),
+        FakeMsg(call_ended("b-new-1")),  # the same CDR twice in one batch
+    ]
+    outcomes = await consumer.batch_handler(store)(batch)  # type: ignore[arg-type]
+    assert [type(o).__name__ if o else None for o in outcomes] == [
+        None,
+        None,
+        "PermanentError",
+        None,
+        None,
+    ]
+    ids = {d["_id"] for d in await store.list(tenant_id="acme", after=None, limit=100)}
+    assert {"b-new-1", "b-new-2", "b-known"} <= ids
+    assert await store.count() == len(ids)
 
 
 async def api(store: CdrStore) -> TestClient[web.Request, web.Application]:

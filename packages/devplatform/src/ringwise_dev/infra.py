@@ -31,6 +31,7 @@ from ringwise_dev.proc import ManagedProcess, ProcessFailed, tcp_open
 
 SECANTUSDB_VERSION = "0.7.0b3"
 S3_REGION = "us-east-1"
+READINESS_BUCKET = "ringwise-readiness"
 
 
 def cache_dir() -> Path:
@@ -416,7 +417,7 @@ class Infra:
         finally:
             await client.close()
 
-    def _s3_list_buckets(self) -> bool:
+    def _s3_serves_objects(self) -> bool:
         if self._s3_client is None:
             # boto3 comes from the workspace's dev group; imported here so that importing
             # this module stays cheap.
@@ -436,11 +437,18 @@ class Infra:
                     s3={"addressing_style": "path"},
                 ),
             )
-        self._s3_client.list_buckets()
-        return True
+        client = self._s3_client
+        # Ready means the data path works too: after a crash the S3 API can list buckets
+        # before the volume server serves objects again.
+        buckets = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if READINESS_BUCKET not in buckets:
+            client.create_bucket(Bucket=READINESS_BUCKET)
+        client.put_object(Bucket=READINESS_BUCKET, Key="probe", Body=b"ok")
+        body: bytes = client.get_object(Bucket=READINESS_BUCKET, Key="probe")["Body"].read()
+        return body == b"ok"
 
     async def _s3_ready(self) -> bool:
-        return await asyncio.to_thread(self._s3_list_buckets)
+        return await asyncio.to_thread(self._s3_serves_objects)
 
     async def _smtp_ready(self) -> bool:
         return await tcp_open(HOST, self.ports.smtp)

@@ -30,6 +30,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    PubAck,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -170,11 +171,27 @@ async def publish_event(
     return not duplicate
 
 
+async def publish_event_async(
+    js: JetStreamContext, subject: str, event: Message, msg_id: str
+) -> asyncio.Future[PubAck]:
+    """Publish without waiting: events published in one go share one socket write, and their
+    acks are awaited together (the future has no timeout of its own: wait with one)."""
+    future = await js.publish_async(
+        subject,
+        event.SerializeToString(),
+        headers={MSG_ID_HEADER: msg_id, TYPE_HEADER: event.DESCRIPTOR.full_name},
+    )
+    PUBLISHED.labels(_subject_kind(subject), "unknown").inc()
+    return future
+
+
 def message_type(msg: Msg) -> str:
     return (msg.headers or {}).get(TYPE_HEADER, "")
 
 
 Handler = Callable[[Msg], Awaitable[None]]
+# Handles a whole fetched batch; returns, per message, None (done) or the exception it raised.
+BatchHandler = Callable[[list[Msg]], Awaitable[list[Exception | None]]]
 
 
 class PermanentError(Exception):
@@ -183,39 +200,53 @@ class PermanentError(Exception):
 
 @dataclass
 class DurableConsumer:
-    """Pull loop over one durable consumer with explicit, server-confirmed acks.
+    """Pull loop over one durable consumer with explicit acks.
 
     The handler must be idempotent: a crash between its side effect and the ack means the
     message comes again (at-least-once delivery + idempotent handler = exactly-once effect).
+    Give either `handler` (one message at a time) or `batch_handler` (a fetched batch at
+    once, e.g. one database write for many messages).
+
+    Every socket write costs a context switch on the server side too, so the loop works in
+    batches: after a short batch it lingers (linger_s) to let messages gather, and the acks of
+    a batch leave together.
     """
 
     js: JetStreamContext
     spec: ConsumerSpec
-    handler: Handler
-    batch: int = 50
+    handler: Handler | None = None
+    batch_handler: BatchHandler | None = None
+    batch: int = 100
     fetch_timeout_s: float = 1.0
+    linger_s: float = 0.05
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _sub: JetStreamContext.PullSubscription | None = field(default=None, init=False)
-    connected: bool = field(default=False, init=False)
+
+    @property
+    def connected(self) -> bool:
+        """Ready: subscribed and the pull loop is alive."""
+        return self._task is not None and not self._task.done()
+
+    def __post_init__(self) -> None:
+        if (self.handler is None) == (self.batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
 
     async def start(self) -> None:
         await ensure_consumer(self.js, self.spec)
         self._sub = await self.js.pull_subscribe_bind(
             durable=self.spec.durable, stream=self.spec.stream
         )
-        self.connected = True
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.spec.durable}")
 
     async def stop(self) -> None:
-        """Stop fetching, let the message in hand finish, then return (for SIGTERM)."""
+        """Stop fetching, let the batch in hand finish, then return (for SIGTERM)."""
         self._stopping.set()
         if self._task:
             await self._task
         if self._sub:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
-        self.connected = False
 
     async def _run(self) -> None:
         assert self._sub is not None
@@ -230,46 +261,83 @@ class DurableConsumer:
                 log.warning("consumer_fetch_failed", consumer=self.spec.durable, error=str(exc))
                 await asyncio.sleep(0.5)
                 continue
-            for msg in msgs:
-                # Finish the batch even when stopping: those messages are already ours and
-                # will otherwise only come back after ack_wait.
-                await self._handle(msg)
+            if not msgs:  # nats-py can return an empty batch (e.g. after a status message)
+                continue
+            # Finish the batch even when stopping: those messages are already ours and
+            # would otherwise only come back after ack_wait.
+            try:
+                await self._handle_batch(msgs)
+            except Exception:
+                # Never let the loop die: unacked messages come back after ack_wait.
+                log.exception("consumer_batch_failed", consumer=self.spec.durable)
+                await asyncio.sleep(0.5)
+            if len(msgs) < self.batch and self.linger_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.linger_s)
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle_batch(self, msgs: list[Msg]) -> None:
         durable = self.spec.durable
         started = time.perf_counter()
-        delivered = msg.metadata.num_delivered or 1
-        try:
-            await self.handler(msg)
-        except Exception as exc:
-            permanent = isinstance(exc, PermanentError | DecodeError)
-            if permanent or delivered >= self.spec.max_deliver:
-                await self._dead_letter(msg, exc, delivered)
-                return
-            delay = self.spec.backoff_s[min(delivered, len(self.spec.backoff_s)) - 1]
-            log.warning(
-                "message_failed_will_retry",
-                consumer=durable,
-                subject=msg.subject,
-                delivered=delivered,
-                retry_in_s=delay,
-                error=repr(exc),
-            )
-            CONSUMED.labels(durable, "retry").inc()
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=delay)
+        if self.batch_handler is not None:
+            outcomes = await self.batch_handler(msgs)
+        else:
+            assert self.handler is not None
+            outcomes = []
+            for msg in msgs:
+                try:
+                    await self.handler(msg)
+                    outcomes.append(None)
+                except Exception as exc:
+                    outcomes.append(exc)
+        HANDLE_SECONDS.labels(durable).observe((time.perf_counter() - started) / len(msgs))
+        done = [msg for msg, outcome in zip(msgs, outcomes, strict=True) if outcome is None]
+        for msg, outcome in zip(msgs, outcomes, strict=True):
+            if outcome is not None:
+                await self._failed(msg, outcome)
+        await self._ack(done)
+
+    async def _ack(self, msgs: list[Msg]) -> None:
+        if not msgs:
             return
-        finally:
-            HANDLE_SECONDS.labels(durable).observe(time.perf_counter() - started)
-        try:
-            if self.spec.confirm_acks:
-                await msg.ack_sync()
+        durable = self.spec.durable
+        results: list[object]
+        if self.spec.confirm_acks:
+            results = list(
+                await asyncio.gather(*(msg.ack_sync() for msg in msgs), return_exceptions=True)
+            )
+        else:
+            results = []
+            for msg in msgs:
+                try:
+                    await msg.ack()
+                    results.append(None)
+                except Exception as exc:
+                    results.append(exc)
+        for msg, result in zip(msgs, results, strict=True):
+            if isinstance(result, BaseException):
+                # The effect is stored; redelivery will find it done (idempotent handler).
+                log.warning("ack_failed", consumer=durable, subject=msg.subject, error=repr(result))
             else:
-                await msg.ack()
-            CONSUMED.labels(durable, "ok").inc()
-        except Exception as exc:
-            # The effect is stored; redelivery will find it already done (idempotent handler).
-            log.warning("ack_failed", consumer=durable, subject=msg.subject, error=repr(exc))
+                CONSUMED.labels(durable, "ok").inc()
+
+    async def _failed(self, msg: Msg, exc: Exception) -> None:
+        delivered = msg.metadata.num_delivered or 1
+        permanent = isinstance(exc, PermanentError | DecodeError)
+        if permanent or delivered >= self.spec.max_deliver:
+            await self._dead_letter(msg, exc, delivered)
+            return
+        delay = self.spec.backoff_s[min(delivered, len(self.spec.backoff_s)) - 1]
+        log.warning(
+            "message_failed_will_retry",
+            consumer=self.spec.durable,
+            subject=msg.subject,
+            delivered=delivered,
+            retry_in_s=delay,
+            error=repr(exc),
+        )
+        CONSUMED.labels(self.spec.durable, "retry").inc()
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=delay)
 
     async def _dead_letter(self, msg: Msg, exc: Exception, delivered: int) -> None:
         headers = dict(msg.headers or {})

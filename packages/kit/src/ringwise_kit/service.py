@@ -121,12 +121,21 @@ def _cached_ping(client: AsyncMongoClient[dict[str, Any]], ttl_s: float = 1.0) -
 
 
 def consumer_ctx(
-    spec: bus.ConsumerSpec, handler_factory: Callable[[web.Application], bus.Handler]
+    spec: bus.ConsumerSpec,
+    handler: Callable[[web.Application], bus.Handler] | None = None,
+    *,
+    batch_handler: Callable[[web.Application], bus.BatchHandler] | None = None,
 ) -> CleanupCtx:
-    """Run a durable consumer for the app's lifetime; stop it (finishing in-flight) first."""
+    """Run a durable consumer for the app's lifetime; stop it (finishing in-flight) first.
+    handler / batch_handler build the consumer's handler from the started app."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        consumer = bus.DurableConsumer(app[JS_KEY], spec, handler_factory(app))
+        consumer = bus.DurableConsumer(
+            app[JS_KEY],
+            spec,
+            handler=handler(app) if handler else None,
+            batch_handler=batch_handler(app) if batch_handler else None,
+        )
         await consumer.start()
         app[READINESS_KEY].add(f"consumer:{spec.durable}", lambda: consumer.connected)
         log.info("consumer_started", consumer=spec.durable)

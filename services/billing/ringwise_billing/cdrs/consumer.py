@@ -28,19 +28,42 @@ CONSUMER = bus.ConsumerSpec(
 )
 
 
-def handler(store: CdrStore) -> bus.Handler:
-    async def on_call_ended(msg: Msg) -> None:
-        event = decode(msg)
-        if not isinstance(event, call_pb2.CallEnded):
-            raise bus.PermanentError(f"billing consumer got {type(event).__name__}")
-        header = event.header
-        with bind_call(header.call_id, tenant_id=header.tenant_id or None):
-            stored = await store.insert_once(cdr_document(event, datetime.now(UTC)))
-            CDRS.labels("stored" if stored else "duplicate").inc()
-            log.info(
-                "cdr_stored" if stored else "cdr_duplicate_ignored",
-                disposition=call_pb2.Disposition.Name(event.disposition),
-                billable_seconds=event.billable_seconds,
-            )
+def batch_handler(store: CdrStore) -> bus.BatchHandler:
+    """Stores a fetched batch of CDRs with one database write."""
 
-    return on_call_ended
+    async def on_calls_ended(msgs: list[Msg]) -> list[Exception | None]:
+        outcomes: list[Exception | None] = [None] * len(msgs)
+        events: dict[int, call_pb2.CallEnded] = {}
+        for index, msg in enumerate(msgs):
+            try:
+                event = decode(msg)
+                if not isinstance(event, call_pb2.CallEnded):
+                    raise bus.PermanentError(f"billing consumer got {type(event).__name__}")
+                events[index] = event
+            except Exception as exc:
+                outcomes[index] = exc
+        if not events:
+            return outcomes
+        now = datetime.now(UTC)
+        try:
+            stored = await store.insert_many_once(
+                [cdr_document(event, now) for event in events.values()]
+            )
+        except Exception as exc:
+            log.warning("cdr_batch_not_stored", size=len(events), error=repr(exc))
+            for index in events:
+                outcomes[index] = exc
+            return outcomes
+        for event in events.values():
+            header = event.header
+            new = header.call_id in stored
+            CDRS.labels("stored" if new else "duplicate").inc()
+            with bind_call(header.call_id, tenant_id=header.tenant_id or None):
+                log.info(
+                    "cdr_stored" if new else "cdr_duplicate_ignored",
+                    disposition=call_pb2.Disposition.Name(event.disposition),
+                    billable_seconds=event.billable_seconds,
+                )
+        return outcomes
+
+    return on_calls_ended

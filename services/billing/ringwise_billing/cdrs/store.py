@@ -7,11 +7,12 @@ from typing import Any
 
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from ringwise.events.v1 import call_pb2
 from ringwise_kit.events import from_timestamp
 
 Doc = dict[str, Any]
+DUPLICATE_KEY = 11000
 
 
 def cdr_document(event: call_pb2.CallEnded, stored_at: datetime) -> Doc:
@@ -53,6 +54,19 @@ class CdrStore:
         except DuplicateKeyError:
             return False
         return True
+
+    async def insert_many_once(self, docs: list[Doc]) -> set[str]:
+        """Insert a batch in one round trip; returns the call ids stored now (the others were
+        there already). Any error other than a duplicate key is raised."""
+        try:
+            await self._cdrs.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            duplicates = {docs[error["index"]]["_id"] for error in errors}
+            return {doc["_id"] for doc in docs} - duplicates
+        return {doc["_id"] for doc in docs}
 
     async def get(self, call_id: str) -> Doc | None:
         return await self._cdrs.find_one({"_id": call_id})

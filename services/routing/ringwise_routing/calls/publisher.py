@@ -1,8 +1,10 @@
 """Publishes call events without ever holding up a call.
 
-Events go into an in-order outbox; one worker publishes them to JetStream and retries with
-backoff while NATS is away. event_id is the Nats-Msg-Id, so a retry after an ack that got
-lost is de-duplicated by JetStream.
+Events go into an outbox; one worker publishes everything queued in one go (one socket
+write, acks awaited together) and retries what was not acknowledged, with backoff, while
+NATS is away. event_id is the Nats-Msg-Id, so a retry after an ack that got lost is
+de-duplicated by JetStream. A retried event may land after a later event of the same call;
+consumers key on the event kind, not on order.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ import asyncio
 import contextlib
 
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 from prometheus_client import Gauge
 from ringwise_kit import bus
 from ringwise_kit.events import CallEvent, subject_for
 from ringwise_kit.logs import get_logger
 
 log = get_logger(__name__)
+
+MAX_BATCH = 256
+ACK_TIMEOUT_S = 5.0
 
 OUTBOX_DEPTH = Gauge("ringwise_routing_outbox_depth", "Call events waiting to be published")
 
@@ -53,22 +59,50 @@ class EventPublisher:
 
     async def _run(self) -> None:
         while True:
-            event = await self._queue.get()
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < MAX_BATCH:
+                batch.append(self._queue.get_nowait())
+            pending = batch
             backoff = 0.1
-            while True:
-                try:
-                    await bus.publish_event(
-                        self._js, subject_for(event), event, event.header.event_id
-                    )
-                    break
-                except Exception as exc:
+            while pending:
+                pending = await self._publish(pending)
+                if pending:
                     log.warning(
                         "event_publish_failed",
-                        event_id=event.header.event_id,
-                        error=repr(exc),
+                        events=len(pending),
+                        first_event_id=pending[0].header.event_id,
                         retry_in_s=backoff,
                     )
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self._max_backoff_s)
-            self._queue.task_done()
+            for _ in batch:
+                self._queue.task_done()
             OUTBOX_DEPTH.set(self._queue.qsize())
+
+    async def _publish(self, events: list[CallEvent]) -> list[CallEvent]:
+        """Publish all; return those not acknowledged."""
+        futures: list[asyncio.Future[PubAck]] = []
+        try:
+            for event in events:
+                futures.append(
+                    await bus.publish_event_async(
+                        self._js, subject_for(event), event, event.header.event_id
+                    )
+                )
+        except Exception as exc:
+            log.warning("event_publish_error", error=repr(exc))
+        if futures:
+            await asyncio.wait(futures, timeout=ACK_TIMEOUT_S)
+        failed = [
+            event
+            for index, event in enumerate(events)
+            if index >= len(futures) or not _acknowledged(futures[index])
+        ]
+        for future in futures:
+            if not future.done():
+                future.cancel()
+        return failed
+
+
+def _acknowledged(future: asyncio.Future[PubAck]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None

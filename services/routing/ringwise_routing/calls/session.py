@@ -87,6 +87,7 @@ class CallSession:
         self._callee_gone = False
         self._bridge_id: str | None = None
         self._playbacks = 0
+        self._started_event: call_pb2.CallStarted | None = None
         self.channels: set[str] = {self.caller_id}
         channel = start.channel
         self.record = CallRecord(
@@ -141,15 +142,14 @@ class CallSession:
         record = self.record
         with bind_call(self.call_id, channel_id=self.caller_id):
             log.info("call_started", from_number=record.from_number, to_number=record.to_number)
-            self._publisher.publish(
-                call_pb2.CallStarted(
-                    header=event_header("", self.call_id, CALL_STARTED, record.started_at),
-                    direction=call_pb2.DIRECTION_INBOUND,
-                    from_number=record.from_number,
-                    to_number=record.to_number,
-                    channel_id=self.caller_id,
-                    asterisk_id=self._start.asterisk_id,
-                )
+            # Published together with CallRouted (one write); its time is the call's start.
+            self._started_event = call_pb2.CallStarted(
+                header=event_header("", self.call_id, CALL_STARTED, record.started_at),
+                direction=call_pb2.DIRECTION_INBOUND,
+                from_number=record.from_number,
+                to_number=record.to_number,
+                channel_id=self.caller_id,
+                asterisk_id=self._start.asterisk_id,
             )
             try:
                 await self._route()
@@ -193,6 +193,7 @@ class CallSession:
         record.user_id = decision.user_id
         with bind_call(self.call_id, tenant_id=record.tenant_id or None):
             log.info("call_routed", action=decision.action.value, reasons=list(decision.reasons))
+            self._publish_started()
             self._publisher.publish(
                 call_pb2.CallRouted(
                     header=event_header(
@@ -349,7 +350,13 @@ class CallSession:
             with contextlib.suppress(Exception):
                 await self._ari.destroy_bridge(self._bridge_id)
 
+    def _publish_started(self) -> None:
+        if self._started_event is not None:
+            self._publisher.publish(self._started_event)
+            self._started_event = None
+
     def _finish(self) -> None:
+        self._publish_started()  # the call ended before it was routed
         record = self.record
         record.ended_at = record.ended_at or _now()
         if record.disposition == call_pb2.DISPOSITION_UNSPECIFIED:
