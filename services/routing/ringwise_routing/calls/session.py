@@ -124,8 +124,10 @@ class CallSession:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
+            # asyncio.timeout, not wait_for: no extra task per event on the hot path.
             try:
-                event = await asyncio.wait_for(self._events.get(), remaining)
+                async with asyncio.timeout(remaining):
+                    event = await self._events.get()
             except TimeoutError:
                 return None
             if isinstance(event, HANGUP_EVENTS) and _channel_of(event) == self._callee_id:
@@ -141,7 +143,7 @@ class CallSession:
     async def run(self) -> None:
         record = self.record
         with bind_call(self.call_id, channel_id=self.caller_id):
-            log.info("call_started", from_number=record.from_number, to_number=record.to_number)
+            log.debug("call_started", from_number=record.from_number, to_number=record.to_number)
             # Published together with CallRouted (one write); its time is the call's start.
             self._started_event = call_pb2.CallStarted(
                 header=event_header("", self.call_id, CALL_STARTED, record.started_at),
@@ -192,7 +194,13 @@ class CallSession:
         record.tenant_id = decision.tenant_id
         record.user_id = decision.user_id
         with bind_call(self.call_id, tenant_id=record.tenant_id or None):
-            log.info("call_routed", action=decision.action.value, reasons=list(decision.reasons))
+            log.info(
+                "call_routed",
+                from_number=record.from_number,
+                to_number=record.to_number,
+                action=decision.action.value,
+                reasons=list(decision.reasons),
+            )
             self._publish_started()
             self._publisher.publish(
                 call_pb2.CallRouted(
@@ -237,7 +245,7 @@ class CallSession:
             await self._unanswered("CHANUNAVAIL")
             return
         ROUTE_SECONDS.observe((datetime.now(UTC) - self._start.timestamp).total_seconds())
-        log.info("ringing", device_id=target.device_id, timeout_s=target.ring_timeout_s)
+        log.debug("ringing", device_id=target.device_id, timeout_s=target.ring_timeout_s)
 
         rang = False
 
@@ -297,7 +305,7 @@ class CallSession:
         record.ended_at = event.timestamp
         record.hangup_by = "callee"
         record.hangup_cause = getattr(event, "cause", 0) or policy.CAUSE_NORMAL_CLEARING
-        log.info("callee_hung_up")
+        log.debug("callee_hung_up")
         await self._ari.hangup(self.caller_id, reason_code=record.hangup_cause)
 
     async def _unanswered(self, dialstatus: str) -> None:
@@ -339,7 +347,7 @@ class CallSession:
         if not record.hangup_by:
             record.hangup_by = "caller"
             record.hangup_cause = gone.cause
-        log.info("caller_hung_up", disposition=call_pb2.Disposition.Name(record.disposition))
+        log.debug("caller_hung_up", disposition=call_pb2.Disposition.Name(record.disposition))
 
     async def _cleanup(self) -> None:
         """Nothing of this call may be left ringing or bridged."""

@@ -39,6 +39,10 @@ ARI_REST_SECONDS = Histogram(
 )
 
 
+# Label children resolved once: labels() costs a lock and a dict lookup per call.
+_REST_SECONDS_BY_METHOD = {m: ARI_REST_SECONDS.labels(m) for m in ("GET", "POST", "PUT", "DELETE")}
+
+
 class AriError(Exception):
     def __init__(self, status: int, message: str, method: str, path: str) -> None:
         super().__init__(f"ARI {method} {path} -> {status}: {message}")
@@ -70,6 +74,7 @@ class AriClient:
         self._handlers: dict[str, list[EventHandler]] = defaultdict(list)
         self._any_handlers: list[EventHandler] = []
         self._connect_hooks: list[ConnectHook] = []
+        self._event_counters: dict[str, Any] = {}
         self._ws_task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closing = False
@@ -182,7 +187,10 @@ class AriClient:
         try:
             data = json.loads(text)
             kind = str(data.get("type", ""))
-            ARI_EVENTS.labels(kind).inc()
+            counter = self._event_counters.get(kind)
+            if counter is None:
+                counter = self._event_counters[kind] = ARI_EVENTS.labels(kind)
+            counter.inc()
             # Most events (ChannelVarset, ChannelDialplan...) interest nobody: skip the
             # validation cost of those.
             if not self._any_handlers and kind not in self._handlers:
@@ -213,7 +221,7 @@ class AriClient:
             method, f"{self.base_url}/ari{path}", params=clean, json=body
         ) as resp:
             text = await resp.text()
-        ARI_REST_SECONDS.labels(method).observe(loop.time() - started)
+        _REST_SECONDS_BY_METHOD[method].observe(loop.time() - started)
         if resp.status >= 400:
             message = text
             with contextlib.suppress(ValueError):
