@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel
 
+from ringwise_kit.ari.http import HttpError, KeepAliveHttp
 from ringwise_kit.ari.models import AriEvent, Bridge, Channel, Playback, parse_event
 from ringwise_kit.logs import get_logger
 
@@ -71,6 +73,7 @@ class AriClient:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self._max_backoff_s = max_backoff_s
         self._session: aiohttp.ClientSession | None = None
+        self._http: KeepAliveHttp | None = None
         self._handlers: dict[str, list[EventHandler]] = defaultdict(list)
         self._any_handlers: list[EventHandler] = []
         self._connect_hooks: list[ConnectHook] = []
@@ -88,10 +91,10 @@ class AriClient:
 
     async def start(self) -> None:
         """Open the HTTP session and keep the event WebSocket connected in the background."""
-        self._session = aiohttp.ClientSession(
-            headers=self._auth_header,
-            timeout=self._timeout,
-            connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
+        # aiohttp carries the event WebSocket; REST goes through the lean keep-alive client.
+        self._session = aiohttp.ClientSession(headers=self._auth_header, timeout=self._timeout)
+        self._http = KeepAliveHttp(
+            self.base_url, self._auth_header, timeout_s=self._timeout.total or 5.0
         )
         self._ws_task = asyncio.create_task(self._ws_loop(), name="ari-events")
 
@@ -106,6 +109,9 @@ class AriClient:
                 await self._ws_task
         if self._session:
             await self._session.close()
+        if self._http:
+            await self._http.close()
+            self._http = None
         self._connected.clear()
         ARI_CONNECTED.set(0)
 
@@ -212,25 +218,26 @@ class AriClient:
         body: Any = None,
     ) -> Any:
         """One ARI REST call; returns the decoded JSON (or None). Raises AriError/AriNotFound."""
-        if self._session is None:
-            raise RuntimeError("AriClient.start() was not called")
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        if self._http is None:
+            raise RuntimeError("AriClient is closed (or was never started)")
+        started = time.perf_counter()
         clean = {k: str(v) for k, v in (params or {}).items()}
-        async with self._session.request(
-            method, f"{self.base_url}/ari{path}", params=clean, json=body
-        ) as resp:
-            text = await resp.text()
-        _REST_SECONDS_BY_METHOD[method].observe(loop.time() - started)
-        if resp.status >= 400:
+        payload = json.dumps(body).encode() if body is not None else None
+        try:
+            status, raw = await self._http.request(method, f"/ari{path}", clean, payload)
+        except HttpError as exc:
+            raise AriError(0, str(exc), method, path) from exc
+        _REST_SECONDS_BY_METHOD[method].observe(time.perf_counter() - started)
+        if status >= 400:
+            text = raw.decode(errors="replace")
             message = text
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, AttributeError):
                 message = json.loads(text).get("message", text)
-            error = AriNotFound if resp.status == 404 else AriError
-            raise error(resp.status, message, method, path)
-        if not text:
+            error = AriNotFound if status == 404 else AriError
+            raise error(status, message, method, path)
+        if not raw:
             return None
-        return json.loads(text)
+        return json.loads(raw)
 
     async def _model(self, model: type[T], method: str, path: str, **kwargs: Any) -> T:
         return model.model_validate(await self.request(method, path, **kwargs))

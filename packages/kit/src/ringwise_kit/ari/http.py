@@ -1,0 +1,153 @@
+"""A lean HTTP/1.1 keep-alive client for ARI's REST calls.
+
+Why not aiohttp here (it still carries the event WebSocket): a routed call makes about eight
+small REST requests, and aiohttp's request machinery cost 109 µs of CPU per ARI request
+against 57 µs for this client (measured side by side on the same Asterisk). ARI's REST side
+is simple: JSON bodies, Content-Length framing, keep-alive connections.
+
+Connections idle longer than `max_idle_s` are dropped before use, well inside Asterisk's
+`session_keep_alive` (15 s), so a request is never written to a connection the server has
+already closed; nothing is retried (REST calls such as dial are not idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from urllib.parse import urlencode, urlsplit
+
+
+class HttpError(Exception):
+    """The request could not be completed (connection, framing or timeout)."""
+
+
+class _Connection:
+    __slots__ = ("last_used", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.last_used = time.monotonic()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class KeepAliveHttp:
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        *,
+        timeout_s: float = 5.0,
+        max_idle_s: float = 10.0,
+        max_pool: int = 16,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"ARI URL must be http://host:port, not {base_url!r}")
+        self._host = parts.hostname
+        self._port = parts.port or 80
+        self._prefix = parts.path.rstrip("/")
+        fixed = {"Host": f"{self._host}:{self._port}", **headers}
+        self._fixed_headers = "".join(f"{k}: {v}\r\n" for k, v in fixed.items())
+        self._timeout_s = timeout_s
+        self._max_idle_s = max_idle_s
+        self._max_pool = max_pool
+        self._idle: list[_Connection] = []
+
+    async def close(self) -> None:
+        for connection in self._idle:
+            connection.close()
+        self._idle.clear()
+
+    async def _connection(self) -> _Connection:
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()
+            if now - connection.last_used < self._max_idle_s and not connection.reader.at_eof():
+                return connection
+            connection.close()
+        reader, writer = await asyncio.open_connection(self._host, self._port)
+        return _Connection(reader, writer)
+
+    def _release(self, connection: _Connection) -> None:
+        if len(self._idle) < self._max_pool:
+            connection.last_used = time.monotonic()
+            self._idle.append(connection)
+        else:
+            connection.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> tuple[int, bytes]:
+        """One request; returns (status, body)."""
+        target = self._prefix + path
+        if params:
+            target += "?" + urlencode(params)
+        head = f"{method} {target} HTTP/1.1\r\n{self._fixed_headers}"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        else:
+            head += "Content-Length: 0\r\n\r\n"
+        payload = head.encode() + (body or b"")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                connection = await self._connection()
+        except (OSError, TimeoutError) as exc:
+            raise HttpError(f"{method} {path}: cannot connect: {exc!r}") from exc
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                connection.writer.write(payload)
+                status, response, keep = await _read_response(connection.reader)
+        except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
+            connection.close()
+            raise HttpError(f"{method} {path}: {exc!r}") from exc
+        except BaseException:
+            connection.close()  # e.g. cancelled mid-response: the stream is out of step
+            raise
+        if keep:
+            self._release(connection)
+        else:
+            connection.close()
+        return status, response
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    status = int(rest[:3])
+    length = 0
+    keep = version == "HTTP/1.1"
+    chunked = False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "connection":
+            keep = value.strip().lower() != "close"
+        elif name == "transfer-encoding" and "chunked" in value.lower():
+            chunked = True
+    if chunked:
+        return status, await _read_chunked(reader), keep
+    body = await reader.readexactly(length) if length else b""
+    return status, body, keep
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")
+            return b"".join(chunks)
+        chunks.append(await reader.readexactly(size))
+        await reader.readexactly(2)
