@@ -149,3 +149,37 @@ async def test_nothing_listening_is_an_http_error() -> None:
 async def test_only_plain_http_urls_are_accepted() -> None:
     with pytest.raises(ValueError, match="http://host:port"):
         KeepAliveHttp("https://example.invalid", {})
+
+
+async def test_pipelined_requests_share_one_write_and_keep_their_order(
+    server: tuple[TestServer, list[str]],
+) -> None:
+    test_server, peers = server
+    peers.clear()
+    http = client(test_server)
+    results = await http.pipeline(
+        [
+            ("POST", "/ari/echo/first", None, None),
+            ("GET", "/ari/missing", None, None),
+            ("DELETE", "/ari/echo/third", {"reason_code": "16"}, None),
+        ]
+    )
+    await http.close()
+    first, missing, third = results
+    assert not isinstance(first, HttpError) and json.loads(first[1])["path"] == "/ari/echo/first"
+    assert not isinstance(missing, HttpError) and missing[0] == 404
+    assert not isinstance(third, HttpError)
+    assert json.loads(third[1])["query"] == {"reason_code": "16"}
+    assert len(set(peers)) == 1
+
+
+async def test_responses_after_a_closing_one_are_errors(
+    server: tuple[TestServer, list[str]],
+) -> None:
+    http = client(server[0])
+    closing, after = await http.pipeline(
+        [("GET", "/ari/closing", None, None), ("GET", "/ari/echo/x", None, None)]
+    )
+    await http.close()
+    assert closing == (200, b"{}")
+    assert isinstance(after, HttpError)

@@ -26,6 +26,7 @@ from ringwise_kit.ari import (
     PlaybackFinished,
     StasisEnd,
     StasisStart,
+    calls,
 )
 from ringwise_kit.events import event_header
 from ringwise_kit.logs import bind_call, get_logger
@@ -223,15 +224,22 @@ class CallSession:
         self._callee_id = callee_id
         self.channels.add(callee_id)
         self._register_channel(callee_id, self)
-        with contextlib.suppress(AriError):
-            await self._ari.ring(self.caller_id)
-        try:
-            await self._ari.create_channel(
+        # Ringback to the caller and the callee's channel leave in one write.
+        rang, created = await self._ari.run_all(
+            calls.ring(self.caller_id),
+            calls.create_channel(
+                self._ari.app,
                 target.dial_string,
                 channel_id=callee_id,
                 app_args=("dialed", self.call_id),
                 originator=self.caller_id,
-            )
+            ),
+        )
+        if isinstance(rang, AriNotFound):
+            raise rang  # the caller is gone already
+        try:
+            if isinstance(created, AriError):
+                raise created
             # The new channel must be in our Stasis app before it can be dialled.
             entered = await self._wait_for(
                 lambda e: isinstance(e, StasisStart) and e.channel.id == callee_id,
@@ -278,10 +286,15 @@ class CallSession:
     async def _connect(self, callee_id: str) -> None:
         record = self.record
         bridge_id = self.call_id
-        await self._ari.answer(self.caller_id)
-        await self._ari.create_bridge(bridge_id)
         self._bridge_id = bridge_id
-        await self._ari.add_to_bridge(bridge_id, [self.caller_id, callee_id])
+        results = await self._ari.run_all(
+            calls.answer(self.caller_id),
+            calls.create_bridge(bridge_id),
+            calls.add_to_bridge(bridge_id, [self.caller_id, callee_id]),
+        )
+        for result in results:
+            if isinstance(result, AriError):
+                raise result
         record.disposition = call_pb2.DISPOSITION_ANSWERED
         self._publisher.publish(
             call_pb2.CallAnswered(
@@ -306,7 +319,12 @@ class CallSession:
         record.hangup_by = "callee"
         record.hangup_cause = getattr(event, "cause", 0) or policy.CAUSE_NORMAL_CLEARING
         log.debug("callee_hung_up")
-        await self._ari.hangup(self.caller_id, reason_code=record.hangup_cause)
+        # The caller's hang-up and the bridge's end leave in one write.
+        await self._ari.run_all(
+            calls.hangup(self.caller_id, reason_code=record.hangup_cause),
+            calls.destroy_bridge(bridge_id),
+        )
+        self._bridge_id = None
 
     async def _unanswered(self, dialstatus: str) -> None:
         treatment = policy.treatment_for(dialstatus)
@@ -351,12 +369,14 @@ class CallSession:
 
     async def _cleanup(self) -> None:
         """Nothing of this call may be left ringing or bridged."""
+        leftovers = []
         if self._callee_id and not self._callee_gone:
-            with contextlib.suppress(Exception):
-                await self._ari.hangup(self._callee_id)
+            leftovers.append(calls.hangup(self._callee_id))
         if self._bridge_id:
+            leftovers.append(calls.destroy_bridge(self._bridge_id))
+        if leftovers:
             with contextlib.suppress(Exception):
-                await self._ari.destroy_bridge(self._bridge_id)
+                await self._ari.run_all(*leftovers)  # gone already (404) is fine
 
     def _publish_started(self) -> None:
         if self._started_event is not None:

@@ -20,6 +20,8 @@ import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel
 
+from ringwise_kit.ari import calls
+from ringwise_kit.ari.calls import RestCall
 from ringwise_kit.ari.http import HttpError, KeepAliveHttp
 from ringwise_kit.ari.models import AriEvent, Bridge, Channel, Playback, parse_event
 from ringwise_kit.logs import get_logger
@@ -43,6 +45,20 @@ ARI_REST_SECONDS = Histogram(
 
 # Label children resolved once: labels() costs a lock and a dict lookup per call.
 _REST_SECONDS_BY_METHOD = {m: ARI_REST_SECONDS.labels(m) for m in ("GET", "POST", "PUT", "DELETE")}
+
+
+def _decode(call: RestCall, response: tuple[int, bytes] | HttpError) -> Any:
+    if isinstance(response, HttpError):
+        return AriError(0, str(response), call.method, call.path)
+    status, raw = response
+    if status >= 400:
+        text = raw.decode(errors="replace")
+        message = text
+        with contextlib.suppress(ValueError, AttributeError):
+            message = json.loads(text).get("message", text)
+        error = AriNotFound if status == 404 else AriError
+        return error(status, message, call.method, call.path)
+    return json.loads(raw) if raw else None
 
 
 class AriError(Exception):
@@ -218,26 +234,30 @@ class AriClient:
         body: Any = None,
     ) -> Any:
         """One ARI REST call; returns the decoded JSON (or None). Raises AriError/AriNotFound."""
+        [result] = await self.run_all(RestCall(method, path, params or {}, body))
+        if isinstance(result, AriError):
+            raise result
+        return result
+
+    async def run_all(self, *calls: RestCall) -> list[Any]:
+        """Several REST calls in one write (pipelined); Asterisk runs them in order, each on
+        its own. Returns, per call, its decoded JSON (or None) or the AriError it got."""
         if self._http is None:
             raise RuntimeError("AriClient is closed (or was never started)")
         started = time.perf_counter()
-        clean = {k: str(v) for k, v in (params or {}).items()}
-        payload = json.dumps(body).encode() if body is not None else None
-        try:
-            status, raw = await self._http.request(method, f"/ari{path}", clean, payload)
-        except HttpError as exc:
-            raise AriError(0, str(exc), method, path) from exc
-        _REST_SECONDS_BY_METHOD[method].observe(time.perf_counter() - started)
-        if status >= 400:
-            text = raw.decode(errors="replace")
-            message = text
-            with contextlib.suppress(ValueError, AttributeError):
-                message = json.loads(text).get("message", text)
-            error = AriNotFound if status == 404 else AriError
-            raise error(status, message, method, path)
-        if not raw:
-            return None
-        return json.loads(raw)
+        responses = await self._http.pipeline(
+            [
+                (
+                    call.method,
+                    f"/ari{call.path}",
+                    {k: str(v) for k, v in call.params.items()},
+                    json.dumps(call.body).encode() if call.body is not None else None,
+                )
+                for call in calls
+            ]
+        )
+        _REST_SECONDS_BY_METHOD[calls[0].method].observe(time.perf_counter() - started)
+        return [_decode(call, response) for call, response in zip(calls, responses, strict=True)]
 
     async def _model(self, model: type[T], method: str, path: str, **kwargs: Any) -> T:
         return model.model_validate(await self.request(method, path, **kwargs))
@@ -254,24 +274,26 @@ class AriClient:
     async def list_bridges(self) -> list[Bridge]:
         return [Bridge.model_validate(b) for b in await self.request("GET", "/bridges")]
 
+    async def call(self, rest: RestCall) -> Any:
+        """One prepared REST call (see ringwise_kit.ari.calls); raises its AriError."""
+        [result] = await self.run_all(rest)
+        if isinstance(result, AriError):
+            raise result
+        return result
+
     async def answer(self, channel_id: str) -> None:
-        await self.request("POST", f"/channels/{channel_id}/answer")
+        await self.call(calls.answer(channel_id))
 
     async def ring(self, channel_id: str) -> None:
         """Indicate ringing (180) to the channel."""
-        await self.request("POST", f"/channels/{channel_id}/ring")
+        await self.call(calls.ring(channel_id))
 
     async def hangup(
         self, channel_id: str, *, reason: str | None = None, reason_code: int | None = None
     ) -> bool:
         """Hang up; False if the channel was already gone. reason_code is a Q.850 cause."""
-        params: dict[str, str | int] = {}
-        if reason_code is not None:
-            params["reason_code"] = reason_code
-        elif reason is not None:
-            params["reason"] = reason
         try:
-            await self.request("DELETE", f"/channels/{channel_id}", params=params)
+            await self.call(calls.hangup(channel_id, reason=reason, reason_code=reason_code))
         except AriNotFound:
             return False
         return True
@@ -303,19 +325,16 @@ class AriClient:
         formats: str | None = None,
     ) -> Channel:
         """Create (but do not dial) an outgoing channel in our Stasis app."""
-        params: dict[str, str] = {
-            "endpoint": endpoint,
-            "app": self.app,
-            "channelId": channel_id,
-        }
-        if app_args:
-            params["appArgs"] = ",".join(app_args)
-        if originator:
-            params["originator"] = originator
-        if formats:
-            params["formats"] = formats
-        body = {"variables": dict(variables)} if variables else None
-        return await self._model(Channel, "POST", "/channels/create", params=params, body=body)
+        rest = calls.create_channel(
+            self.app,
+            endpoint,
+            channel_id=channel_id,
+            app_args=app_args,
+            originator=originator,
+            variables=variables,
+            formats=formats,
+        )
+        return Channel.model_validate(await self.call(rest))
 
     async def dial(
         self, channel_id: str, *, caller: str | None = None, timeout_s: int | None = None
@@ -333,18 +352,14 @@ class AriClient:
         )
 
     async def create_bridge(self, bridge_id: str, bridge_type: str = "mixing") -> Bridge:
-        return await self._model(
-            Bridge, "POST", f"/bridges/{bridge_id}", params={"type": bridge_type}
-        )
+        return Bridge.model_validate(await self.call(calls.create_bridge(bridge_id, bridge_type)))
 
     async def add_to_bridge(self, bridge_id: str, channel_ids: Sequence[str]) -> None:
-        await self.request(
-            "POST", f"/bridges/{bridge_id}/addChannel", params={"channel": ",".join(channel_ids)}
-        )
+        await self.call(calls.add_to_bridge(bridge_id, channel_ids))
 
     async def destroy_bridge(self, bridge_id: str) -> None:
         with contextlib.suppress(AriNotFound):
-            await self.request("DELETE", f"/bridges/{bridge_id}")
+            await self.call(calls.destroy_bridge(bridge_id))
 
     async def asterisk_info(self) -> dict[str, Any]:
         info: dict[str, Any] = await self.request("GET", "/asterisk/info")

@@ -80,6 +80,18 @@ class KeepAliveHttp:
         else:
             connection.close()
 
+    def _encode(
+        self, method: str, path: str, params: dict[str, str] | None, body: bytes | None
+    ) -> bytes:
+        target = self._prefix + path
+        if params:
+            target += "?" + urlencode(params)
+        head = f"{method} {target} HTTP/1.1\r\n{self._fixed_headers}"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            return head.encode() + body
+        return (head + "Content-Length: 0\r\n\r\n").encode()
+
     async def request(
         self,
         method: str,
@@ -88,27 +100,38 @@ class KeepAliveHttp:
         body: bytes | None = None,
     ) -> tuple[int, bytes]:
         """One request; returns (status, body)."""
-        target = self._prefix + path
-        if params:
-            target += "?" + urlencode(params)
-        head = f"{method} {target} HTTP/1.1\r\n{self._fixed_headers}"
-        if body is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        else:
-            head += "Content-Length: 0\r\n\r\n"
-        payload = head.encode() + (body or b"")
+        [result] = await self.pipeline([(method, path, params, body)])
+        if isinstance(result, HttpError):
+            raise result
+        return result
+
+    async def pipeline(
+        self, requests: list[tuple[str, str, dict[str, str] | None, bytes | None]]
+    ) -> list[tuple[int, bytes] | HttpError]:
+        """Send the requests in one write (HTTP/1.1 pipelining) and read the responses in
+        order. The server handles them one after the other, as if sent separately; each
+        result is (status, body), or an HttpError when that response never came."""
+        label = ", ".join(f"{m} {p}" for m, p, _, _ in requests)
         try:
             async with asyncio.timeout(self._timeout_s):
                 connection = await self._connection()
         except (OSError, TimeoutError) as exc:
-            raise HttpError(f"{method} {path}: cannot connect: {exc!r}") from exc
+            error = HttpError(f"{label}: cannot connect: {exc!r}")
+            return [error for _ in requests]
+        results: list[tuple[int, bytes] | HttpError] = []
+        keep = True
         try:
             async with asyncio.timeout(self._timeout_s):
-                connection.writer.write(payload)
-                status, response, keep = await _read_response(connection.reader)
+                connection.writer.write(b"".join(self._encode(*r) for r in requests))
+                for _ in requests:
+                    if not keep:
+                        raise ValueError("the server closed the connection mid-pipeline")
+                    status, response, keep = await _read_response(connection.reader)
+                    results.append((status, response))
         except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
             connection.close()
-            raise HttpError(f"{method} {path}: {exc!r}") from exc
+            error = HttpError(f"{label}: {exc!r}")
+            return results + [error for _ in requests[len(results) :]]
         except BaseException:
             connection.close()  # e.g. cancelled mid-response: the stream is out of step
             raise
@@ -116,7 +139,7 @@ class KeepAliveHttp:
             self._release(connection)
         else:
             connection.close()
-        return status, response
+        return results
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:

@@ -1,0 +1,69 @@
+"""ARI REST calls as data, so several can be sent in one write (AriClient.run_all)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RestCall:
+    """One ARI REST request (path below /ari)."""
+
+    method: str
+    path: str
+    params: Mapping[str, str | int | float] = field(default_factory=dict)
+    body: Any = None
+
+
+def answer(channel_id: str) -> RestCall:
+    return RestCall("POST", f"/channels/{channel_id}/answer")
+
+
+def ring(channel_id: str) -> RestCall:
+    return RestCall("POST", f"/channels/{channel_id}/ring")
+
+
+def hangup(
+    channel_id: str, *, reason: str | None = None, reason_code: int | None = None
+) -> RestCall:
+    params: dict[str, str | int] = {}
+    if reason_code is not None:
+        params["reason_code"] = reason_code
+    elif reason is not None:
+        params["reason"] = reason
+    return RestCall("DELETE", f"/channels/{channel_id}", params)
+
+
+def create_channel(
+    app: str,
+    endpoint: str,
+    *,
+    channel_id: str,
+    app_args: Sequence[str] = (),
+    originator: str | None = None,
+    variables: Mapping[str, str] | None = None,
+    formats: str | None = None,
+) -> RestCall:
+    params: dict[str, str] = {"endpoint": endpoint, "app": app, "channelId": channel_id}
+    if app_args:
+        params["appArgs"] = ",".join(app_args)
+    if originator:
+        params["originator"] = originator
+    if formats:
+        params["formats"] = formats
+    body = {"variables": dict(variables)} if variables else None
+    return RestCall("POST", "/channels/create", params, body)
+
+
+def create_bridge(bridge_id: str, bridge_type: str = "mixing") -> RestCall:
+    return RestCall("POST", f"/bridges/{bridge_id}", {"type": bridge_type})
+
+
+def add_to_bridge(bridge_id: str, channel_ids: Sequence[str]) -> RestCall:
+    return RestCall("POST", f"/bridges/{bridge_id}/addChannel", {"channel": ",".join(channel_ids)})
+
+
+def destroy_bridge(bridge_id: str) -> RestCall:
+    return RestCall("DELETE", f"/bridges/{bridge_id}")
