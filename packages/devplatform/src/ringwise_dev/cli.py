@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -22,7 +23,7 @@ from ringwise_dev.fixture import ALICE, PEOPLE
 from ringwise_dev.platform import LocalPlatform
 from ringwise_dev.ports import DEV_PORTS, HOST
 from ringwise_dev.sipp import PhoneKind
-from ringwise_dev.testing import call_events, new_caller, wait_cdrs
+from ringwise_dev.testing import call_events, wait_cdrs
 
 
 def say(text: str = "") -> None:
@@ -33,7 +34,8 @@ async def demo_call(platform: LocalPlatform) -> bool:
     phone = await platform.sipp.start_phone(
         PhoneKind.ANSWER, ALICE.phone_port(platform.ports), ring_ms=1500
     )
-    caller = new_caller("+4420794")
+    # The dev platform keeps its data between runs: a caller number of its own per run.
+    caller = f"+442079{int(time.time()) % 1_000_000:06d}"
     try:
         say(f"Demo call: {caller} (PSTN) dials {ALICE.number}, {ALICE.name}'s smart number.")
         say(f"  {ALICE.name}'s desk phone (sipp) rings 1.5 s and answers; the caller talks 3 s.")
@@ -43,7 +45,7 @@ async def demo_call(platform: LocalPlatform) -> bool:
             f"  caller saw: {' '.join(map(str, call.provisional))} then {call.final_code}; "
             f"post-dial delay {call.pdd_ms or 0:.1f} ms"
         )
-        [cdr] = await wait_cdrs(platform, caller)
+        cdr = (await wait_cdrs(platform, caller))[-1]
     finally:
         await phone.stop()
     events = await call_events(platform, cdr["call_id"])
