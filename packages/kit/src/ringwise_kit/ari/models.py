@@ -7,14 +7,17 @@ parse too. Unknown event types parse as the base AriEvent.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
-def parse_ari_time(value: str) -> datetime:
+def parse_ari_time(value: Any) -> Any:
     """ARI writes '2026-11-25T12:00:00.123+0000' (fromisoformat: 60x faster than strptime)."""
-    return datetime.fromisoformat(value)
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+AriTime = Annotated[datetime, BeforeValidator(parse_ari_time)]
 
 
 class _Model(BaseModel):
@@ -42,14 +45,9 @@ class Channel(_Model):
     caller: CallerId = CallerId()
     connected: CallerId = CallerId()
     dialplan: DialplanCep = DialplanCep()
-    creationtime: datetime | None = None
+    creationtime: AriTime | None = None
     language: str = "en"
     channelvars: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("creationtime", mode="before")
-    @classmethod
-    def _time(cls, value: Any) -> Any:
-        return parse_ari_time(value) if isinstance(value, str) else value
 
 
 class Bridge(_Model):
@@ -72,12 +70,7 @@ class AriEvent(_Model):
     type: str
     application: str = ""
     asterisk_id: str = ""
-    timestamp: datetime
-
-    @field_validator("timestamp", mode="before")
-    @classmethod
-    def _time(cls, value: Any) -> Any:
-        return parse_ari_time(value) if isinstance(value, str) else value
+    timestamp: AriTime
 
 
 class StasisStart(AriEvent):
