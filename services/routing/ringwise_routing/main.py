@@ -27,6 +27,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             ttl_s=settings.number_cache_ttl_s,
             negative_ttl_s=settings.number_negative_cache_ttl_s,
             timeout_s=settings.directory_timeout_s,
+            local_ttl_s=settings.number_local_cache_ttl_s,
         )
         await directory.start()
         ari = AriClient(

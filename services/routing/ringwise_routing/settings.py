@@ -11,3 +11,5 @@ class RoutingSettings(KitSettings, RedisSettings, AriSettings):
     directory_timeout_s: float = 1.0
     number_cache_ttl_s: int = 300
     number_negative_cache_ttl_s: int = 30
+    # In-process copy in front of Redis (0 turns it off); dropped on number_changed too.
+    number_local_cache_ttl_s: float = 5.0

@@ -110,3 +110,52 @@ async def test_with_redis_down_lookups_go_straight_to_the_directory(
     finally:
         await sub.unsubscribe()
         await dead_redis.aclose()
+
+
+async def test_two_routing_instances_share_redis_and_both_forget_a_changed_number(
+    links: tuple[NatsClient, aioredis.Redis],
+) -> None:
+    nc, redis = links
+    await redis.delete(cache_key("+15550105"))
+    asked: list[str] = []
+    owner = {"+15550105": "erin"}
+
+    async def directory(req: resolve_pb2.ResolveNumberRequest) -> Reply:
+        asked.append(req.number)
+        return Reply(status=Reply.STATUS_FOUND, tenant_id="acme", user_id=owner[req.number])
+
+    sub = await bus.serve(
+        nc,
+        subjects.DIRECTORY_RESOLVE_NUMBER,
+        "directory",
+        resolve_pb2.ResolveNumberRequest,
+        directory,
+    )
+    first = NumberDirectory(nc, redis, local_ttl_s=60)
+    second = NumberDirectory(nc, redis, local_ttl_s=60)
+    await first.start()
+    await second.start()
+    try:
+        a = await first.resolve("+15550105")
+        b = await second.resolve("+15550105")  # from Redis, not the directory
+        assert isinstance(a, Reply) and isinstance(b, Reply)
+        assert a.user_id == b.user_id == "erin"
+        assert asked == ["+15550105"]
+        # Memory copies answer even without Redis' entry...
+        await redis.delete(cache_key("+15550105"))
+        again = await first.resolve("+15550105")
+        assert isinstance(again, Reply) and again.user_id == "erin"
+        assert asked == ["+15550105"]
+        # ...until number_changed, which every instance hears.
+        owner["+15550105"] = "frank"
+        change = resolve_pb2.NumberChanged(tenant_id="acme", number="+15550105", version=3)
+        await nc.publish(subjects.number_changed("acme"), change.SerializeToString())
+        await nc.flush()
+        await asyncio.sleep(0.2)
+        for instance in (first, second):
+            moved = await instance.resolve("+15550105")
+            assert isinstance(moved, Reply) and moved.user_id == "frank"
+    finally:
+        await first.stop()
+        await second.stop()
+        await sub.unsubscribe()

@@ -2,9 +2,14 @@
 
 Entries are dropped when directory publishes number_changed, and expire after a TTL as a
 backstop. A Redis outage only costs the cache: lookups then go straight to the directory.
+A few seconds' copy in process memory in front of Redis spares the Redis round trip for a
+number that is called again and again (a switchboard, a campaign); it is dropped on
+number_changed too.
 """
 
 from __future__ import annotations
+
+import time
 
 import nats.errors
 import redis.asyncio as aioredis
@@ -38,6 +43,8 @@ class NumberDirectory:
         ttl_s: int = 300,
         negative_ttl_s: int = 30,
         timeout_s: float = 1.0,
+        local_ttl_s: float = 5.0,
+        local_max_entries: int = 10_000,
     ) -> None:
         self._nc = nc
         self._redis = redis
@@ -45,6 +52,9 @@ class NumberDirectory:
         self._negative_ttl_s = negative_ttl_s
         self._timeout_s = timeout_s
         self._subscription: Subscription | None = None
+        self._local_ttl_s = local_ttl_s
+        self._local_max_entries = local_max_entries
+        self._local: dict[str, tuple[float, Reply]] = {}
 
     async def start(self) -> None:
         self._subscription = await self._nc.subscribe(
@@ -58,12 +68,26 @@ class NumberDirectory:
     async def _on_number_changed(self, msg: Msg) -> None:
         change = resolve_pb2.NumberChanged()
         change.ParseFromString(msg.data)
+        self._local.pop(change.number, None)
         try:
             await self._redis.delete(cache_key(change.number))
         except Exception as exc:
             log.warning("number_cache_invalidation_failed", error=repr(exc))
 
+    def _remember(self, number: str, reply: Reply) -> None:
+        if self._local_ttl_s <= 0:
+            return
+        if len(self._local) >= self._local_max_entries:
+            self._local.clear()  # rare; simpler than LRU bookkeeping on the hot path
+        self._local[number] = (time.monotonic() + self._local_ttl_s, reply)
+
     async def resolve(self, number: str) -> Lookup:
+        local = self._local.get(number)
+        if local is not None:
+            if local[0] > time.monotonic():
+                LOOKUPS.labels("memory").inc()
+                return local[1]
+            del self._local[number]
         key = cache_key(number)
         try:
             cached = await self._redis.get(key)
@@ -74,6 +98,7 @@ class NumberDirectory:
             LOOKUPS.labels("cache").inc()
             reply = Reply()
             reply.ParseFromString(cached if isinstance(cached, bytes) else cached.encode())
+            self._remember(number, reply)
             return reply
         try:
             reply = await bus.request(
@@ -90,6 +115,7 @@ class NumberDirectory:
             LOOKUPS.labels("failed").inc()
             return LookupFailed(f"directory error {exc}")
         LOOKUPS.labels("directory").inc()
+        self._remember(number, reply)
         ttl = self._ttl_s if reply.status == Reply.STATUS_FOUND else self._negative_ttl_s
         try:
             await self._redis.set(key, reply.SerializeToString(), ex=ttl)
