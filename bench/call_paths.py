@@ -806,6 +806,11 @@ async def run(args: argparse.Namespace) -> int:
     if cmp is not None:
         print()
         print(summary_text(cmp))
+        if args.quick:
+            print(
+                "(--quick is a smoke run: at these low rates each process's idle cost weighs on"
+                " the per-call numbers; the targets are judged on a full run, docs/benchmarks.md)"
+            )
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"call_paths-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
