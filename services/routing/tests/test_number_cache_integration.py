@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
 from ringwise.directory.v1 import resolve_pb2
 from ringwise_dev.infra import Infra
 from ringwise_kit import bus, subjects
@@ -17,6 +18,15 @@ from ringwise_routing.calls.policy import LookupFailed
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 Reply = resolve_pb2.ResolveNumberReply
+
+
+async def serve_directory(
+    nc: NatsClient, answer: Callable[[resolve_pb2.ResolveNumberRequest], Awaitable[Reply]]
+) -> Subscription:
+    """A stand-in directory answering resolve_number on the real NATS."""
+    return await bus.serve(
+        nc, subjects.DIRECTORY_RESOLVE_NUMBER, "directory", resolve_pb2.ResolveNumberRequest, answer
+    )
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -42,13 +52,7 @@ async def test_lookups_are_cached_and_dropped_when_the_number_changes(
             return Reply(status=Reply.STATUS_NOT_FOUND)
         return Reply(status=Reply.STATUS_FOUND, tenant_id="acme", user_id=owner[req.number])
 
-    sub = await bus.serve(
-        nc,
-        subjects.DIRECTORY_RESOLVE_NUMBER,
-        "directory",
-        resolve_pb2.ResolveNumberRequest,
-        directory,
-    )
+    sub = await serve_directory(nc, directory)
     numbers = NumberDirectory(nc, redis, ttl_s=300, negative_ttl_s=30)
     await numbers.start()
     try:
@@ -97,13 +101,7 @@ async def test_with_redis_down_lookups_go_straight_to_the_directory(
     async def directory(req: resolve_pb2.ResolveNumberRequest) -> Reply:
         return Reply(status=Reply.STATUS_FOUND, tenant_id="acme", user_id="carol")
 
-    sub = await bus.serve(
-        nc,
-        subjects.DIRECTORY_RESOLVE_NUMBER,
-        "directory",
-        resolve_pb2.ResolveNumberRequest,
-        directory,
-    )
+    sub = await serve_directory(nc, directory)
     try:
         result = await NumberDirectory(nc, dead_redis).resolve("+15550102")
         assert isinstance(result, Reply) and result.user_id == "carol"
@@ -124,13 +122,7 @@ async def test_two_routing_instances_share_redis_and_both_forget_a_changed_numbe
         asked.append(req.number)
         return Reply(status=Reply.STATUS_FOUND, tenant_id="acme", user_id=owner[req.number])
 
-    sub = await bus.serve(
-        nc,
-        subjects.DIRECTORY_RESOLVE_NUMBER,
-        "directory",
-        resolve_pb2.ResolveNumberRequest,
-        directory,
-    )
+    sub = await serve_directory(nc, directory)
     first = NumberDirectory(nc, redis, local_ttl_s=60)
     second = NumberDirectory(nc, redis, local_ttl_s=60)
     await first.start()

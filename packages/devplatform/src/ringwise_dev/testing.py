@@ -19,9 +19,9 @@ StartPhone = Callable[..., Awaitable[SippPhone]]
 _callers = itertools.count(1)
 
 
-def new_caller(prefix: str = "+4477009") -> str:
+def new_caller() -> str:
     """A caller number no other call of this run uses, to find its CDRs and events."""
-    return f"{prefix}{next(_callers):05d}"
+    return f"+4477009{next(_callers):05d}"
 
 
 async def cdrs_of(platform: LocalPlatform, caller: str) -> list[dict[str, Any]]:

@@ -87,6 +87,7 @@ class AriClient:
         self.app = app
         self._auth_header = {"Authorization": aiohttp.encode_basic_auth(user, password)}
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
+        self._request_timeout_s = request_timeout_s
         self._max_backoff_s = max_backoff_s
         self._session: aiohttp.ClientSession | None = None
         self._http: KeepAliveHttp | None = None
@@ -110,7 +111,7 @@ class AriClient:
         # aiohttp carries the event WebSocket; REST goes through the lean keep-alive client.
         self._session = aiohttp.ClientSession(headers=self._auth_header, timeout=self._timeout)
         self._http = KeepAliveHttp(
-            self.base_url, self._auth_header, timeout_s=self._timeout.total or 5.0
+            self.base_url, self._auth_header, timeout_s=self._request_timeout_s
         )
         self._ws_task = asyncio.create_task(self._ws_loop(), name="ari-events")
 
