@@ -8,6 +8,7 @@ that range can be taken at random by any outgoing connection.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 HOST = "127.0.0.1"
@@ -93,7 +94,9 @@ SERVICE_SLOTS = {
 }
 
 DEV_PORTS = PortPlan(20000)  # ringwise-dev up
-TEST_PORTS = PortPlan(22000)  # the pytest platform
+# The pytest platform. RINGWISE_TEST_PORT_BASE moves it, so two clones can run their
+# service tests side by side (the other bases stay fixed: run those suites one at a time).
+TEST_PORTS = PortPlan(int(os.environ.get("RINGWISE_TEST_PORT_BASE", "22000")))
 HARNESS_TEST_PORTS = PortPlan(24000)  # the Asterisk/sipp harness's own tests
 INFRA_TEST_PORTS = PortPlan(26000)  # the infrastructure runner's own tests
 BENCH_PORTS = PortPlan(28000)  # bench/

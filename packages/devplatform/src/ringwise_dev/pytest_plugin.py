@@ -44,7 +44,9 @@ async def infra(test_data_dir: Path) -> AsyncIterator[Infra]:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def platform(infra: Infra, test_data_dir: Path) -> AsyncIterator[LocalPlatform]:
-    local = LocalPlatform(TEST_PORTS, test_data_dir / "platform", "test", infra=infra)
+    # The instance name names Asterisk's folder in the shared chroot: one per port base.
+    name = "test" if TEST_PORTS.base == 22000 else f"test{TEST_PORTS.base}"
+    local = LocalPlatform(TEST_PORTS, test_data_dir / "platform", name, infra=infra)
     await local.start()
     yield local
     await local.stop()
