@@ -53,3 +53,10 @@ def dead_letter(consumer: str) -> str:
 
 def number_changed(tenant_id: str) -> str:
     return f"{PREFIX}.directory.{tenant_token(tenant_id)}.number_changed"
+
+
+def api(service: str) -> str:
+    """The subject a service answers the gateway's forwarded REST calls on (queue = service)."""
+    if not _TOKEN.match(service):
+        raise ValueError(f"service name {service!r} is not a valid subject token")
+    return f"{PREFIX}.api.{service}"
