@@ -28,6 +28,7 @@ DLQ_EVENTS = f"{PREFIX}.dlq.>"
 # Request/reply.
 DIRECTORY_RESOLVE_NUMBER = f"{PREFIX}.directory.resolve_number"
 DIRECTORY_CHANGES = f"{PREFIX}.directory.*.number_changed"
+DIRECTORY_AUTHENTICATE = f"{PREFIX}.directory.authenticate"
 
 
 def tenant_token(tenant_id: str) -> str:
