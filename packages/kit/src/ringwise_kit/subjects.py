@@ -29,6 +29,8 @@ DLQ_EVENTS = f"{PREFIX}.dlq.>"
 DIRECTORY_RESOLVE_NUMBER = f"{PREFIX}.directory.resolve_number"
 DIRECTORY_CHANGES = f"{PREFIX}.directory.*.number_changed"
 DIRECTORY_AUTHENTICATE = f"{PREFIX}.directory.authenticate"
+DIRECTORY_LIST_SIP_DEVICES = f"{PREFIX}.directory.list_sip_devices"
+DIRECTORY_SIP_DEVICE_CHANGES = f"{PREFIX}.directory.*.sip_device_changed"
 
 
 def tenant_token(tenant_id: str) -> str:
@@ -61,3 +63,7 @@ def api(service: str) -> str:
     if not _TOKEN.match(service):
         raise ValueError(f"service name {service!r} is not a valid subject token")
     return f"{PREFIX}.api.{service}"
+
+
+def sip_device_changed(tenant_id: str) -> str:
+    return f"{PREFIX}.directory.{tenant_token(tenant_id)}.sip_device_changed"
