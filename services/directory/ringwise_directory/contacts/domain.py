@@ -103,8 +103,11 @@ def search_pattern(text: str) -> re.Pattern[str]:
 
 
 def digits_pattern(text: str) -> re.Pattern[str] | None:
-    """A query made of a number's characters matches numbers containing those digits."""
+    """A query made of a number's characters matches numbers containing those digits; a
+    national trunk prefix (020 7111...) is dropped so it matches the E.164 form (+44 20 7111)."""
     digits = re.sub(r"[^0-9]", "", text)
     if len(digits) < 2 or re.search(r"[^0-9+()\s.-]", text):
         return None
+    if not text.strip().startswith("+") and len(digits.lstrip("0")) >= 2:
+        digits = digits.lstrip("0")
     return re.compile(re.escape(digits))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ from ringwise_kit.api import ROLE_NAMES
 
 from ringwise_directory.common.records import Clock, Doc, PageRequest, find_page, new_id
 
+_sequence = itertools.count()
 # Never written to the history, whatever a caller passes in before/after.
 SECRET_FIELDS = frozenset({"password_hash", "md5_cred", "key_hash", "password", "api_key"})
 
@@ -59,8 +61,8 @@ class HistoryStore:
         at = self._clock()
         await self._entries.insert_one(
             {
-                # Sortable by time first, then unique.
-                "entry_id": f"{at.strftime('%Y%m%d%H%M%S%f')}_{new_id('h')}",
+                # Sorts by time, then by order of writing within this process; then unique.
+                "entry_id": f"{at.strftime('%Y%m%d%H%M%S%f')}_{next(_sequence):012d}_{new_id('h')}",
                 "tenant_id": tenant_id,
                 "at": at,
                 "actor": actor,
