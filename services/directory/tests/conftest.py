@@ -69,9 +69,19 @@ class Client:
         if_match: str = "",
         **path: str,
     ) -> Reply:
-        params = {"tenant_id": self.tenant_id, **path} if self.tenant_id else dict(path)
-        if "tenant_id" in path:
-            params["tenant_id"] = path["tenant_id"]
+        return await self.at(operation, body, path, query=query, if_match=if_match)
+
+    async def at(
+        self,
+        operation: str,
+        body: Any,
+        path: dict[str, str],
+        *,
+        query: dict[str, str] | None = None,
+        if_match: str = "",
+    ) -> Reply:
+        """The operation with these path parameters (the client's tenant unless given)."""
+        params = {"tenant_id": self.tenant_id, **path}
         call = ApiCall(
             operation=operation,
             principal=self.principal,
@@ -81,6 +91,9 @@ class Client:
             request_id=new_request_id(),
             if_match=if_match,
         )
+        return await self.send(call)
+
+    async def send(self, call: ApiCall) -> Reply:
         reply = await call_service(self.nc, "directory", call)
         decoded: Any = None
         if reply.body and reply.content_type.split(";")[0] in (

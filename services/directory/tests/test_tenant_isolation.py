@@ -89,19 +89,19 @@ async def test_no_operation_answers_with_another_tenants_data(harness: Harness) 
             body = BODIES.get(op_id)
             # 1. Alpha's path, alpha's ids: the tenant scope alone refuses it.
             alpha_path = {name: alpha[name] for name in names}
-            reply = await caller.op(op_id, body, **alpha_path)
+            reply = await caller.at(op_id, body, alpha_path)
             if names:
                 assert reply.status in (403, 404), (role, op_id, reply.status, reply.body)
             assert leaks(reply.raw, alpha) == [], (role, op_id, reply.body)
             # 2. Beta's own tenant, alpha's resource ids: not found (or forbidden by role).
             if len(names) > 1:
                 mixed = {name: alpha[name] for name in names} | {"tenant_id": beta["tenant_id"]}
-                reply = await caller.op(op_id, body, **mixed)
+                reply = await caller.at(op_id, body, mixed)
                 assert reply.status in (403, 404, 409, 422), (role, op_id, reply.status, reply.body)
                 assert leaks(reply.raw, alpha) == [], (role, op_id, reply.body)
             # 3. Beta's own resources: whatever it answers carries nothing of alpha.
             own = {name: beta[name] for name in names}
-            reply = await caller.op(op_id, body, **own)
+            reply = await caller.at(op_id, body, own)
             assert reply.status < 500, (role, op_id, reply.body)
             assert leaks(reply.raw, alpha) == [], (role, op_id, reply.body)
             checked += 1
