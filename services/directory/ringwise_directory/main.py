@@ -7,20 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
 from argon2 import PasswordHasher
 from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
 from ringwise.directory.v1 import auth_pb2, devices_pb2, resolve_pb2
-from ringwise_kit import api, bus, service, subjects
+from ringwise_kit import service, subjects
 from ringwise_kit.logs import get_logger
 
 from ringwise_directory.api import build_router
 from ringwise_directory.common.context import Directory, Notifier
 from ringwise_directory.common.records import Clock, Doc, utc_now
+from ringwise_directory.common.serving import ConcurrentServer
 from ringwise_directory.numbers.fixture import load_fixture
 from ringwise_directory.settings import DirectorySettings
 from ringwise_directory.stores import Stores
@@ -51,10 +51,10 @@ async def lifecycle_loop(stores: Stores, interval_s: float) -> None:
 
 @dataclass
 class DirectoryService:
-    """The directory's NATS side, running: its stores, subscriptions and lifecycle job."""
+    """The directory's NATS side, running: its stores, request server and lifecycle job."""
 
     stores: Stores
-    subscriptions: list[Any] = field(default_factory=list)
+    server: ConcurrentServer
     lifecycle: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
@@ -62,9 +62,7 @@ class DirectoryService:
             self.lifecycle.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.lifecycle
-        for subscription in self.subscriptions:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+        await self.server.stop()
 
 
 async def start_directory(
@@ -99,31 +97,24 @@ async def start_directory(
         devices, next_after = await stores.devices.list_sip(req.after, req.limit)
         return devices_pb2.ListSipDevicesReply(devices=devices, next_after=next_after)
 
-    running = DirectoryService(stores)
-    running.subscriptions = [
-        await bus.serve(
-            nc,
-            subjects.DIRECTORY_RESOLVE_NUMBER,
-            "directory",
-            resolve_pb2.ResolveNumberRequest,
-            resolve,
-        ),
-        await bus.serve(
-            nc,
-            subjects.DIRECTORY_AUTHENTICATE,
-            "directory",
-            auth_pb2.AuthenticateRequest,
-            stores.credentials.authenticate,
-        ),
-        await bus.serve(
-            nc,
-            subjects.DIRECTORY_LIST_SIP_DEVICES,
-            "directory",
-            devices_pb2.ListSipDevicesRequest,
-            list_sip,
-        ),
-        await api.serve_api(nc, "directory", build_router(stores)),
-    ]
+    server = ConcurrentServer(nc, settings.max_concurrent_requests)
+    await server.serve_proto(
+        subjects.DIRECTORY_RESOLVE_NUMBER, "directory", resolve_pb2.ResolveNumberRequest, resolve
+    )
+    await server.serve_proto(
+        subjects.DIRECTORY_AUTHENTICATE,
+        "directory",
+        auth_pb2.AuthenticateRequest,
+        stores.credentials.authenticate,
+    )
+    await server.serve_proto(
+        subjects.DIRECTORY_LIST_SIP_DEVICES,
+        "directory",
+        devices_pb2.ListSipDevicesRequest,
+        list_sip,
+    )
+    await server.serve_api("directory", build_router(stores))
+    running = DirectoryService(stores, server)
     if run_lifecycle:
         running.lifecycle = asyncio.create_task(
             lifecycle_loop(stores, settings.number_lifecycle_interval_s), name="number-lifecycle"

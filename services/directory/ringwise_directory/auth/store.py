@@ -8,6 +8,7 @@ argon2 is deliberately slow and must not stall the event loop.
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -44,6 +45,8 @@ class CredentialStore:
         self._keys = directory.db.api_keys
         self._hasher = hasher or PasswordHasher()
         self._dummy_hash: str | None = None
+        # Each argon2 run takes its memory cost (64 MiB by default): bound how many run at once.
+        self._hash_slots = asyncio.Semaphore(max(1, (os.cpu_count() or 2)))
 
     async def ensure_indexes(self) -> None:
         await self._credentials.create_index([("email_key", ASCENDING)], unique=True)
@@ -54,13 +57,15 @@ class CredentialStore:
         )
 
     async def _hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        async with self._hash_slots:
+            return await asyncio.to_thread(self._hasher.hash, password)
 
     async def _verify(self, stored: str, password: str) -> bool:
-        try:
-            return await asyncio.to_thread(self._hasher.verify, stored, password)
-        except (VerificationError, InvalidHashError):
-            return False
+        async with self._hash_slots:
+            try:
+                return await asyncio.to_thread(self._hasher.verify, stored, password)
+            except (VerificationError, InvalidHashError):
+                return False
 
     async def set_temporary(self, user: Doc) -> str:
         """A new generated password the user must change at first login; shown once."""
