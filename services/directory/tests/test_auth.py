@@ -179,3 +179,18 @@ async def test_api_keys_are_shown_once_stored_hashed_and_revocable(harness: Harn
     revoked = await admin.op("revokeApiKey", key_id=key_id)
     assert revoked.status == 200 and revoked.body["revoked_at"]
     assert (await harness.authenticate(api_key=api_key)).status == Status.STATUS_INVALID
+
+
+async def test_the_operator_admin_is_bootstrapped_once_and_belongs_to_no_tenant(
+    harness: Harness,
+) -> None:
+    users = harness.service.stores.users
+    assert await users.ensure_operator("Root@Operator.example", STRONG) is True
+    assert await users.ensure_operator("root@operator.example", "Another-Pass-99") is False
+    reply = await harness.authenticate(**login("root@operator.example", STRONG))
+    assert reply.status == Status.STATUS_OK
+    assert (reply.principal.role, reply.principal.tenant_id) == (api_pb2.ROLE_OPERATOR_ADMIN, "")
+    # Operators are nobody's tenant user: no tenant lists them.
+    tenant = await harness.new_tenant("op-check")
+    listed = await harness.client(ADMIN, tenant).op("listUsers")
+    assert listed.body["items"] == []

@@ -149,6 +149,13 @@ async def test_reservations_expire_after_20_days_and_deletions_at_the_months_end
         "awaiting_deletion",
         "2026-11-30T23:59:59Z",
     )
+    caller = await harness.new_user(
+        tenant,
+        "cli@num.example",
+        smartnumber="+442070000011",
+        outbound_numbers=["+442070000011"],
+        allowed_clis=["+442070000011", "+442070000010"],
+    )
     numbers = harness.service.stores.numbers
     harness.clock.advance(days=4)  # Nov 29th: nothing is due
     assert await numbers.expire() == []
@@ -159,6 +166,18 @@ async def test_reservations_expire_after_20_days_and_deletions_at_the_months_end
     assert (await admin.op("listNumbers")).body["items"] == []
     await events.settle()
     assert {"+442070000010", "+442070000011"} <= events.numbers_seen()
+    # Users no longer present released numbers, and can still be edited.
+    cleaned = await admin.op("getUser", user_id=caller["user_id"])
+    assert (
+        cleaned.body["smartnumber"],
+        cleaned.body["outbound_numbers"],
+        cleaned.body["allowed_clis"],
+    ) == (
+        None,
+        [],
+        [],
+    )
+    assert (await admin.op("updateUser", {"name": "Cli"}, user_id=caller["user_id"])).status == 200
     history = await admin.op("listHistory", query={"action": "number.released"})
     assert sorted(e["detail"] for e in history.body["items"]) == [
         "deletion due",

@@ -129,6 +129,19 @@ class NumberStore:
         )
         if result.deleted_count == 0:
             return False
+        # The tenant's users can no longer present or be reached on it.
+        tenant_id, number = doc["tenant_id"], doc["number"]
+        await self._db.users.update_many(
+            {"tenant_id": tenant_id, "smartnumber": number},
+            {"$set": {"smartnumber": None}, "$inc": {"version": 1}},
+        )
+        await self._db.users.update_many(
+            {
+                "tenant_id": tenant_id,
+                "$or": [{"outbound_numbers": number}, {"allowed_clis": number}],
+            },
+            {"$pull": {"outbound_numbers": number, "allowed_clis": number}, "$inc": {"version": 1}},
+        )
         await self._dir.history.record(
             doc["tenant_id"],
             actor,

@@ -30,21 +30,25 @@ from ringwise_directory.users.domain import (
 from ringwise_directory.users.store import HIDDEN, RESOLVE_FIELDS
 
 
-async def reference_errors(stores: Stores, tenant_id: str, user: Doc) -> list[dict[str, str]]:
-    """Numbers must be the tenant's own; the extension must be free among users and teams."""
+async def reference_errors(
+    stores: Stores, tenant_id: str, user: Doc, changed: Doc | None = None
+) -> list[dict[str, str]]:
+    """Numbers must be the tenant's own; the extension must be free among users and teams.
+    `user` is the record as it would be; only `changed` fields (default: all) are looked up."""
     errors = caller_id_errors(user)
+    fresh = user if changed is None else changed
     wanted: list[tuple[str, str]] = []
-    if user.get("smartnumber"):
-        wanted.append(("smartnumber", user["smartnumber"]))
+    if fresh.get("smartnumber"):
+        wanted.append(("smartnumber", fresh["smartnumber"]))
     for name in ("outbound_numbers", "allowed_clis"):
-        wanted += [(f"{name}/{i}", n) for i, n in enumerate(user.get(name) or [])]
+        wanted += [(f"{name}/{i}", n) for i, n in enumerate(fresh.get(name) or [])]
     held = await stores.numbers.tenant_numbers(tenant_id, [n for _, n in wanted])
     errors += [
         {"field": field, "message": "is not one of the tenant's numbers"}
         for field, number in wanted
         if number not in held
     ]
-    extension = user.get("extension")
+    extension = fresh.get("extension")
     if extension and await stores.teams.extension_taken(tenant_id, extension):
         errors.append({"field": "extension", "message": "a team already has this extension"})
     return errors
@@ -135,7 +139,7 @@ def router(stores: Stores) -> ApiRouter:
         self_service = call.role == api_pb2.ROLE_USER
         changes = user_fields(body, partial=True, self_service=self_service)
         if not self_service:
-            errors = await reference_errors(stores, call.tenant_id, {**current, **changes})
+            errors = await reference_errors(stores, call.tenant_id, {**current, **changes}, changes)
             if (
                 "extension" in changes
                 and changes["extension"]
