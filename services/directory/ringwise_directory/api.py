@@ -32,4 +32,5 @@ def build_router(stores: Stores) -> ApiRouter:
             history_http.router(stores),
         ],
         load_rules(),
+        tenant_exists=stores.tenants.exists,
     )

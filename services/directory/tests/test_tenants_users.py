@@ -57,6 +57,12 @@ async def test_operator_creates_tenants_and_bad_input_gets_field_errors(harness:
         await own.op("createTenant", {"name": "X", "country": "GB", "time_zone": "UTC"})
     ).status == 403
     assert (await own.op("listTenants")).status == 403
+    # Operators reach every tenant, but only tenants that exist.
+    ghost = await op.op(
+        "createTeam", {"name": "T", "extension": "10", "ring_strategy": "random"}, tenant_id="ghost"
+    )
+    assert ghost.status == 404
+    assert (await op.op("listUsers", tenant_id="ghost")).status == 404
 
 
 async def test_tenant_list_pages_with_a_cursor(harness: Harness) -> None:

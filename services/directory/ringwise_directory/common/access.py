@@ -6,7 +6,7 @@ from the very same api.yaml files, so the document and the behaviour cannot drif
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,19 +69,35 @@ def allowed(rule: Rule, call: ApiCall) -> bool:
     )
 
 
-def guard(rule: Rule, handler: Handler) -> Handler:
+TenantExists = Callable[[str], Awaitable[bool]]
+
+
+def guard(rule: Rule, handler: Handler, tenant_exists: TenantExists | None = None) -> Handler:
     async def guarded(call: ApiCall) -> ApiResult:
         if not allowed(rule, call):
             # A user probing another user's id learns nothing: same answer as a missing id.
             if call.role == api_pb2.ROLE_USER and rule.self_param:
                 raise ApiError(404, "Not Found", "no such user")
             raise ApiError(403, "Forbidden", f"role may not call {rule.operation_id}")
+        # Operators reach any tenant id in a path: it must name a tenant that exists (a
+        # tenant-bound principal's own tenant always does).
+        if (
+            tenant_exists is not None
+            and "{tenant_id}" in rule.path
+            and call.role in CROSS_TENANT_ROLES
+            and not await tenant_exists(call.tenant_id)
+        ):
+            raise ApiError(404, "Not Found", "no such tenant")
         return await handler(call)
 
     return guarded
 
 
-def guarded_router(routers: Iterable[ApiRouter], rules: dict[str, Rule]) -> ApiRouter:
+def guarded_router(
+    routers: Iterable[ApiRouter],
+    rules: dict[str, Rule],
+    tenant_exists: TenantExists | None = None,
+) -> ApiRouter:
     """One router of every feature's handlers, each behind its documented role rule."""
     combined = ApiRouter()
     for router in routers:
@@ -89,7 +105,7 @@ def guarded_router(routers: Iterable[ApiRouter], rules: dict[str, Rule]) -> ApiR
             rule = rules.get(op_id)
             if rule is None:
                 raise ValueError(f"handler {op_id} has no operation in any api.yaml")
-            combined.operation(op_id)(guard(rule, handler))
+            combined.operation(op_id)(guard(rule, handler, tenant_exists))
     missing = set(rules) - set(combined.handlers)
     if missing:
         raise ValueError(f"api.yaml operations without a handler: {', '.join(sorted(missing))}")

@@ -64,9 +64,10 @@ class TenantStore:
         )
         return updated
 
-    async def is_active(self, tenant_id: str) -> bool:
-        doc = await self._tenants.find_one({"tenant_id": tenant_id}, {"status": 1})
-        return doc is not None and doc.get("status", "active") == "active"
+    async def exists(self, tenant_id: str) -> bool:
+        return bool(tenant_id) and (
+            await self._tenants.find_one({"tenant_id": tenant_id}, {"_id": 1}) is not None
+        )
 
     async def upsert_fixture(self, tenant: Doc) -> None:
         now = self._dir.now()
