@@ -298,3 +298,11 @@ def test_every_operation_has_roles_and_self_rules_match_their_paths() -> None:
     assert allowed(get_user, as_user("u1", "u1"))
     assert not allowed(get_user, as_user("u1", "u2"))
     assert not allowed(rules["listUsers"], as_user("u1", "u1"))
+
+
+def test_excel_export_survives_characters_a_workbook_cannot_hold() -> None:
+    data = transfer.to_xlsx([{"email": "a@b.example", "name": "Bad\x01Name"}])
+    assert data[:2] == b"PK"  # a zip container: the workbook was written
+    with pytest.raises(ApiError) as exc:
+        user_fields({"email": "a@b.example", "name": "Bad\x01Name"}, partial=False)
+    assert errors_of(exc) == {"name": "must not contain control characters"}

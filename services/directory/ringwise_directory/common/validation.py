@@ -16,6 +16,7 @@ EMAIL = re.compile(
 )
 LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Z]{2})?$")
 EXTENSION = re.compile(r"^[0-9]{2,6}$")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{1,39}$")
 HHMM = re.compile(r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")
 # VAT ids: an ISO country prefix then 2-13 letters/digits (the EU VIES shape).
@@ -103,6 +104,9 @@ class Fields:
             self.error(name, "must be a string")
             return None
         value = value.strip()
+        if CONTROL.search(value):
+            self.error(name, "must not contain control characters")
+            return None
         if not min_len <= len(value) <= max_len:
             self.error(name, f"must be {min_len} to {max_len} characters")
             return None

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from openpyxl import Workbook
-from openpyxl.cell.cell import TYPE_STRING
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, TYPE_STRING
 
 COLUMNS = (
     "email",
@@ -66,7 +66,8 @@ def to_xlsx(users: Iterable[dict[str, Any]]) -> bytes:
     sheet.title = "Users"
     sheet.append(list(COLUMNS))
     for row in rows(users):
-        sheet.append(row)
+        # Older records or imports may hold characters a workbook cannot carry.
+        sheet.append([ILLEGAL_CHARACTERS_RE.sub("", value) for value in row])
     # Every value is text (a "+44..." number or "=..." name must never become a formula).
     for line in sheet.iter_rows(min_row=2):
         for cell in line:
