@@ -130,6 +130,21 @@ async def test_a_number_resolves_once_active_and_assigned_and_each_change_is_ann
     await events.settle()
     assert len(events.numbers) - before >= 3
 
+    # A suspended tenant's numbers reach nobody, and routing is told so.
+    await admin.op(
+        "updateNumber",
+        {"assignment": {"type": "user", "id": user["user_id"]}},
+        number="+442070000001",
+    )
+    assert (await resolve(harness, "+442070000001")).status == Found.STATUS_FOUND
+    before = len(events.numbers)
+    await harness.operator.op("suspendTenant", tenant_id=tenant)
+    assert (await resolve(harness, "+442070000001")).status == Found.STATUS_NOT_FOUND
+    await harness.operator.op("activateTenant", tenant_id=tenant)
+    assert (await resolve(harness, "+442070000001")).status == Found.STATUS_FOUND
+    await events.settle()
+    assert [e.number for e in events.numbers[before:]] == ["+442070000001", "+442070000001"]
+
     wrong = await admin.op(
         "updateNumber", {"assignment": {"type": "user", "id": "u_nobody"}}, number="+442070000001"
     )
@@ -227,11 +242,25 @@ async def test_sip_phones_get_generated_credentials_and_routing_hears_of_every_c
     listed = await list_sip(harness)
     assert device["sip_username"] in {d.sip_username for d in listed.devices}
 
+    relabelled = await admin.op(
+        "updateDevice",
+        {"label": "Reception", "max_contacts": 2},
+        user_id=user["user_id"],
+        device_id=device["device_id"],
+        if_match=created.etag,
+    )
+    assert (relabelled.status, relabelled.etag) == (200, '"2"')
+    await events.settle()
+    assert [
+        (e.device.label, e.device.max_contacts)
+        for e in events.devices
+        if e.device.device_id == device["device_id"]
+    ][-1] == ("Reception", 2)
     reset = await admin.op(
         "resetDevicePassword",
         user_id=user["user_id"],
         device_id=device["device_id"],
-        if_match=created.etag,
+        if_match=relabelled.etag,
     )
     assert reset.status == 200 and reset.body["sip_password"] != password
     trunk = await admin.op(
@@ -271,7 +300,7 @@ async def test_sip_phones_get_generated_credentials_and_routing_hears_of_every_c
     assert deleted.status == 204
     await events.settle()
     gone = [e for e in events.devices if e.device.device_id == device["device_id"]]
-    assert [e.deleted for e in gone] == [False, False, True]
+    assert [e.deleted for e in gone] == [False, False, False, True]
     assert gone[-1].device.sip_username == device["sip_username"]
     assert device["sip_username"] not in {d.sip_username for d in (await list_sip(harness)).devices}
 
