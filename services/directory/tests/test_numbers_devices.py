@@ -361,3 +361,27 @@ async def test_the_dev_fixture_loads_through_the_model_and_keeps_its_dial_string
     assert [d["kind"] for d in devices.body["items"]] == ["static"]
     # Fixture devices are not SIP accounts to provision.
     assert (await list_sip(harness)).devices == []
+
+
+async def test_concurrent_creations_never_give_a_user_more_than_five_devices(
+    harness: Harness,
+) -> None:
+    tenant = await harness.new_tenant("dev-race")
+    user = await harness.new_user(tenant, "race@dev.example")
+    admin = harness.client(ADMIN, tenant)
+    replies = await asyncio.gather(
+        *(
+            admin.op("createDevice", {"kind": "sip_phone"}, user_id=user["user_id"])
+            for _ in range(8)
+        )
+    )
+    assert sorted(r.status for r in replies) == [201] * 5 + [409] * 3
+    listed = await admin.op("listDevices", user_id=user["user_id"])
+    assert len(listed.body["items"]) == 5
+    assert len({d["position"] for d in listed.body["items"]}) == 5
+    # A freed slot can be taken again, and the newcomer rings last.
+    first = listed.body["items"][0]
+    await admin.op("deleteDevice", user_id=user["user_id"], device_id=first["device_id"])
+    again = await admin.op("createDevice", {"kind": "sip_phone"}, user_id=user["user_id"])
+    assert again.status == 201
+    assert again.body["position"] > max(d["position"] for d in listed.body["items"])

@@ -27,7 +27,7 @@ from ringwise_directory.devices.domain import (
 )
 from ringwise_directory.numbers.store import NumberStore
 
-HIDDEN = ("md5_cred", "resolve_kind")
+HIDDEN = ("md5_cred", "resolve_kind", "slot")
 MAX_SIP_PAGE = 500
 
 
@@ -61,61 +61,70 @@ class DeviceStore:
             [("tenant_id", ASCENDING), ("user_id", ASCENDING), ("position", ASCENDING)]
         )
         await self._devices.create_index(
+            [("tenant_id", ASCENDING), ("user_id", ASCENDING), ("slot", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"slot": {"$type": "int"}},
+        )
+        await self._devices.create_index(
             [("sip_username", ASCENDING)],
             unique=True,
             partialFilterExpression={"sip_username": {"$type": "string"}},
         )
 
-    async def count_for_user(self, tenant_id: str, user_id: str) -> int:
-        return await self._devices.count_documents({"tenant_id": tenant_id, "user_id": user_id})
-
     async def create(
         self, tenant_id: str, user_id: str, fields: dict[str, Any], actor: Doc
     ) -> tuple[Doc, str | None]:
         """The stored device, and its SIP password (phones only; shown this once)."""
-        if await self.count_for_user(tenant_id, user_id) >= MAX_DEVICES_PER_USER:
-            raise ApiError(
-                409,
-                "Conflict",
-                f"a user has at most {MAX_DEVICES_PER_USER} devices",
-                errors=[{"field": "kind", "message": "device limit reached"}],
-            )
         now = self._dir.now()
-        last = (
-            await self._devices.find({"tenant_id": tenant_id, "user_id": user_id})
-            .sort([("position", -1)])
-            .limit(1)
-            .to_list()
-        )
         doc: Doc = {
             "device_id": new_id("d"),
             "tenant_id": tenant_id,
             "user_id": user_id,
             "kind": fields["kind"],
             "label": fields.get("label"),
-            "position": (int(last[0].get("position", 0)) + 1) if last else 1,
             "version": 1,
             "created_at": now,
             "updated_at": now,
         }
         password = None
         if fields["kind"] in SIP_KINDS:
-            doc["sip_username"] = new_sip_username()
             doc["realm"] = self._dir.sip_realm
             doc["max_contacts"] = fields.get("max_contacts") or (
                 1 if fields["kind"] == "sip_phone" else 0
             )
         if fields["kind"] == "sip_phone":
             password = new_sip_password()
-            doc["md5_cred"] = md5_cred(doc["sip_username"], self._dir.sip_realm, password)
         if fields["kind"] == "sip_trunk":
             doc["trunk_address"] = fields["trunk_address"]
         if fields["kind"] == "external":
             doc["number"] = fields["number"]
-        try:
-            await self._devices.insert_one(doc)
-        except DuplicateKeyError:  # a 80-bit username collision: practically never
-            raise ApiError(503, "Service Unavailable", "try again") from None
+        # Each device takes one of the user's 5 slots (unique in the database, so concurrent
+        # creations cannot exceed the limit); its position, the ring order, follows the last.
+        for _attempt in range(5):
+            held = await self._devices.find(
+                {"tenant_id": tenant_id, "user_id": user_id}, {"slot": 1, "position": 1}
+            ).to_list()
+            free = sorted(set(range(1, MAX_DEVICES_PER_USER + 1)) - {d.get("slot") for d in held})
+            if len(held) >= MAX_DEVICES_PER_USER or not free:
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f"a user has at most {MAX_DEVICES_PER_USER} devices",
+                    errors=[{"field": "kind", "message": "device limit reached"}],
+                )
+            doc["slot"] = free[0]
+            doc["position"] = max((int(d.get("position", 0)) for d in held), default=0) + 1
+            if fields["kind"] in SIP_KINDS:
+                doc["sip_username"] = new_sip_username()
+            if password is not None:
+                doc["md5_cred"] = md5_cred(doc["sip_username"], self._dir.sip_realm, password)
+            try:
+                await self._devices.insert_one(doc)
+                break
+            except DuplicateKeyError:  # another creation took the slot: look again
+                doc.pop("_id", None)
+        else:
+            raise ApiError(503, "Service Unavailable", "the user's devices are changing; retry")
         await self._dir.history.record(
             tenant_id, actor, "device.created", "device", doc["device_id"], after=doc
         )
