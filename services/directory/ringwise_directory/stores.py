@@ -46,6 +46,24 @@ class Stores:
         )
 
     async def ensure_indexes(self) -> None:
+        """Indexes, plus the upgrade older data needs: the first fixture-only model had
+        tenants and users without version, status, role or language."""
+        db = self.directory.db
+        defaults = {
+            db.tenants: {"version": 1, "status": "active", "language": "en"},
+            db.users: {"version": 1, "status": "active", "role": "user", "language": "en"},
+        }
+        for collection, values in defaults.items():
+            for name, value in values.items():
+                await collection.update_many({name: {"$exists": False}}, {"$set": {name: value}})
+        # Number versions only grow: the counter starts above any version already stored.
+        highest = (
+            await db.numbers.find({}, {"version": 1}).sort([("version", -1)]).limit(1).to_list()
+        )
+        if highest and highest[0].get("version"):
+            await db.counters.update_one(
+                {"_id": "version"}, {"$max": {"value": int(highest[0]["version"])}}, upsert=True
+            )
         await self.directory.history.ensure_indexes()
         for store in (
             self.tenants,

@@ -385,3 +385,44 @@ async def test_concurrent_creations_never_give_a_user_more_than_five_devices(
     again = await admin.op("createDevice", {"kind": "sip_phone"}, user_id=user["user_id"])
     assert again.status == 201
     assert again.body["position"] > max(d["position"] for d in listed.body["items"])
+
+
+async def test_data_of_the_first_fixture_only_model_is_upgraded_in_place(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """A dev database from before the admin API: tenants/users without versions, devices
+    inside the user, numbers without a status."""
+    db = harness.service.stores.directory.db
+    await db.tenants.insert_one({"tenant_id": "acme", "name": "Acme Ltd"})
+    await db.users.insert_one(
+        {
+            "tenant_id": "acme",
+            "user_id": "alice",
+            "name": "Alice",
+            "devices": [{"device_id": "old", "dial_string": "PJSIP/phones/sip:old@h"}],
+        }
+    )
+    await db.numbers.insert_one(
+        {"number": ALICE.number, "tenant_id": "acme", "user_id": "alice", "version": 3}
+    )
+    stores = harness.service.stores
+    await stores.ensure_indexes()
+    ports = PortPlan(24000)
+    await load_fixture(stores, write_fixture(ports, tmp_path / "fixture.json"))
+
+    answer = await resolve(harness, ALICE.number)
+    assert [d.dial_string for d in answer.devices] == [dial_string(ALICE, ports)]
+    assert answer.version > 3
+    admin = harness.client(ADMIN, "acme")
+    alice = await admin.op("getUser", user_id="alice")
+    assert alice.status == 200 and alice.etag
+    assert "devices" not in alice.body
+    renamed = await admin.op(
+        "updateUser", {"name": "Alice A."}, user_id="alice", if_match=alice.etag
+    )
+    assert renamed.status == 200
+    assert (
+        await admin.op("updateUser", {"email": "alice@acme.example"}, user_id="alice")
+    ).status == 422
+    tenant = await harness.operator.op("getTenant", tenant_id="acme")
+    assert (tenant.status, tenant.body["status"]) == (200, "active")

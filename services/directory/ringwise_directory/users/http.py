@@ -13,7 +13,6 @@ from ringwise_directory.common.records import (
     created,
     listing,
     page_request,
-    public,
     resource,
 )
 from ringwise_directory.common.validation import Fields, unprocessable
@@ -52,10 +51,6 @@ async def reference_errors(
     if extension and await stores.teams.extension_taken(tenant_id, extension):
         errors.append({"field": "extension", "message": "a team already has this extension"})
     return errors
-
-
-def user_body(doc: Doc, **extra: Any) -> dict[str, Any]:
-    return {**public(doc, HIDDEN), **extra}
 
 
 async def create_user_checked(
@@ -128,9 +123,8 @@ def router(stores: Stores) -> ApiRouter:
         body = call.json()
         # The email is the username: it can be repeated (any case) but never changed.
         if isinstance(body, dict) and "email" in body:
-            if (
-                not isinstance(body["email"], str)
-                or email_key(body["email"]) != current["email_key"]
+            if not isinstance(body["email"], str) or email_key(body["email"]) != current.get(
+                "email_key"
             ):
                 raise unprocessable(
                     [{"field": "email", "message": "is the username and can never change"}]
