@@ -194,3 +194,9 @@ async def test_the_operator_admin_is_bootstrapped_once_and_belongs_to_no_tenant(
     tenant = await harness.new_tenant("op-check")
     listed = await harness.client(ADMIN, tenant).op("listUsers")
     assert listed.body["items"] == []
+    await harness.authenticate(**login("stranger@nowhere.example", STRONG))
+    platform = await harness.operator.op("listPlatformHistory")
+    assert [e["action"] for e in platform.body["items"]] == ["auth.failed", "user.created"]
+    assert platform.body["items"][0]["resource_id"] == "stranger@nowhere.example"
+    assert STRONG not in platform.raw.decode()
+    assert (await harness.client(ADMIN, tenant).op("listPlatformHistory")).status == 403

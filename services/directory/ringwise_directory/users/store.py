@@ -190,4 +190,6 @@ class UserStore:
         except DuplicateKeyError:
             return False
         await self.credentials.set_password(doc, password, must_change=False)
+        actor = {"id": "service:bootstrap", "role": "service", "email": ""}
+        await self._dir.history.record("", actor, "user.created", "user", doc["user_id"], after=doc)
         return True
