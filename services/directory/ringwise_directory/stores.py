@@ -8,6 +8,7 @@ from argon2 import PasswordHasher
 
 from ringwise_directory.auth.store import CredentialStore
 from ringwise_directory.common.context import Directory
+from ringwise_directory.common.extensions import ExtensionClaims
 from ringwise_directory.contacts.store import ContactStore
 from ringwise_directory.devices.store import DeviceStore
 from ringwise_directory.numbers.store import NumberStore
@@ -24,6 +25,7 @@ class Stores:
     numbers: NumberStore
     devices: DeviceStore
     credentials: CredentialStore
+    extensions: ExtensionClaims
     users: UserStore
     teams: TeamStore
     contacts: ContactStore
@@ -33,14 +35,16 @@ class Stores:
     def build(cls, directory: Directory, hasher: PasswordHasher | None = None) -> Stores:
         numbers = NumberStore(directory)
         credentials = CredentialStore(directory, hasher)
+        extensions = ExtensionClaims(directory)
         return cls(
             directory=directory,
             tenants=TenantStore(directory),
             numbers=numbers,
             devices=DeviceStore(directory, numbers),
             credentials=credentials,
-            users=UserStore(directory, credentials),
-            teams=TeamStore(directory),
+            extensions=extensions,
+            users=UserStore(directory, credentials, extensions),
+            teams=TeamStore(directory, extensions),
             contacts=ContactStore(directory),
             schedules=ScheduleStore(directory),
         )
@@ -70,6 +74,7 @@ class Stores:
             self.numbers,
             self.devices,
             self.credentials,
+            self.extensions,
             self.users,
             self.teams,
             self.contacts,

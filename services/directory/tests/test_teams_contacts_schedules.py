@@ -3,7 +3,9 @@ history, and the users' Excel/CSV export and CSV import."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+from datetime import timedelta
 
 import pytest
 from openpyxl import load_workbook
@@ -315,3 +317,57 @@ async def test_users_export_to_excel_and_csv_and_import_reports_each_bad_row(
         "ok.two@transfer.example",
     }
     assert (await admin.op("exportUsers", query={"format": "pdf"})).status == 400
+
+
+async def test_one_extension_one_holder_even_when_users_and_teams_race_for_it(
+    harness: Harness,
+) -> None:
+    tenant = await harness.new_tenant("ext-race")
+    admin = harness.client(ADMIN, tenant)
+    replies = await asyncio.gather(
+        *(
+            admin.op(
+                "createUser", {"email": f"r{i}@ext.example", "name": f"R{i}", "extension": "300"}
+            )
+            for i in range(3)
+        ),
+        *(
+            admin.op("createTeam", {"name": f"T{i}", "extension": "300", "ring_strategy": "random"})
+            for i in range(3)
+        ),
+    )
+    assert sorted(r.status for r in replies)[0] == 201
+    assert [r.status for r in replies].count(201) == 1
+    assert all(r.status in (201, 409, 422) for r in replies)
+    # Moving a holder frees its old extension; deleting it frees the new one.
+    winner = next(r for r in replies if r.status == 201)
+    kind = "user_id" if "user_id" in winner.body else "team_id"
+    operation = "updateUser" if kind == "user_id" else "updateTeam"
+    moved = await admin.op(operation, {"extension": "301"}, **{kind: winner.body[kind]})
+    assert moved.status == 200
+    taken = await admin.op(
+        "createTeam", {"name": "Now", "extension": "300", "ring_strategy": "random"}
+    )
+    assert taken.status == 201
+    assert (
+        await admin.op("createUser", {"email": "x@ext.example", "name": "X", "extension": "301"})
+    ).status in (409, 422)
+
+
+async def test_a_claim_left_by_a_crash_does_not_block_the_extension(harness: Harness) -> None:
+    tenant = await harness.new_tenant("ext-stale")
+    claims = harness.service.stores.directory.db.extensions
+    # A creation that died between claiming and storing the user, two minutes ago.
+    await claims.insert_one(
+        {
+            "tenant_id": tenant,
+            "extension": "410",
+            "holder": "user:u_never_stored",
+            "claimed_at": harness.clock() - timedelta(minutes=2),
+        }
+    )
+    admin = harness.client(ADMIN, tenant)
+    created = await admin.op(
+        "createUser", {"email": "late@ext.example", "name": "Late", "extension": "410"}
+    )
+    assert created.status == 201

@@ -34,11 +34,16 @@ class TenantRecords:
         await self.collection.create_index([("tenant_id", ASCENDING), ("name", ASCENDING)])
 
     async def create(
-        self, tenant_id: str, fields: dict[str, Any], actor: Doc, on_duplicate: ApiError
+        self,
+        tenant_id: str,
+        fields: dict[str, Any],
+        actor: Doc,
+        on_duplicate: ApiError,
+        record_id: str | None = None,
     ) -> Doc:
         now = self._dir.now()
         doc: Doc = {
-            self.key: new_id(self.prefix),
+            self.key: record_id or new_id(self.prefix),
             "tenant_id": tenant_id,
             **fields,
             "version": 1,

@@ -10,6 +10,7 @@ from pymongo.errors import DuplicateKeyError
 
 from ringwise_directory.auth.store import CredentialStore
 from ringwise_directory.common.context import Directory
+from ringwise_directory.common.extensions import ExtensionClaims, extension_taken
 from ringwise_directory.common.records import (
     Doc,
     PageRequest,
@@ -34,10 +35,13 @@ def _duplicate_error(exc: DuplicateKeyError) -> Exception:
 
 
 class UserStore:
-    def __init__(self, directory: Directory, credentials: CredentialStore) -> None:
+    def __init__(
+        self, directory: Directory, credentials: CredentialStore, extensions: ExtensionClaims
+    ) -> None:
         self._dir = directory
         self._users = directory.db.users
         self.credentials = credentials
+        self._extensions = extensions
 
     async def ensure_indexes(self) -> None:
         await self._users.create_index(
@@ -68,9 +72,15 @@ class UserStore:
             "created_at": now,
             "updated_at": now,
         }
+        extension = doc.get("extension")
+        if extension and not await self._extensions.claim(
+            tenant_id, extension, "user", doc["user_id"]
+        ):
+            raise extension_taken()
         try:
             await self._users.insert_one(doc)
         except DuplicateKeyError as exc:
+            await self._extensions.release(tenant_id, extension, "user", doc["user_id"])
             raise _duplicate_error(exc) from None
         password = await self.credentials.set_temporary(doc)
         await self._dir.history.record(
@@ -105,8 +115,32 @@ class UserStore:
         )
 
     async def update(self, current: Doc, changes: dict[str, Any], actor: Doc, action: str) -> Doc:
+        tenant_id, user_id = current["tenant_id"], current["user_id"]
+        old_extension, new_extension = current.get("extension"), changes.get("extension")
+        moving = "extension" in changes and new_extension != old_extension
+        if (
+            moving
+            and new_extension
+            and not await self._extensions.claim(tenant_id, new_extension, "user", user_id)
+        ):
+            raise extension_taken()
         try:
-            updated = await update_versioned(
+            updated = await self._update(current, changes)
+        except Exception:
+            if moving:
+                await self._extensions.release(tenant_id, new_extension, "user", user_id)
+            raise
+        if moving:
+            await self._extensions.release(tenant_id, old_extension, "user", user_id)
+        before, after = diff(current, updated)
+        await self._dir.history.record(
+            tenant_id, actor, action, "user", user_id, before=before, after=after
+        )
+        return updated
+
+    async def _update(self, current: Doc, changes: dict[str, Any]) -> Doc:
+        try:
+            return await update_versioned(
                 self._users,
                 {"tenant_id": current["tenant_id"], "user_id": current["user_id"]},
                 current,
@@ -115,17 +149,6 @@ class UserStore:
             )
         except DuplicateKeyError as exc:
             raise _duplicate_error(exc) from None
-        before, after = diff(current, updated)
-        await self._dir.history.record(
-            current["tenant_id"],
-            actor,
-            action,
-            "user",
-            current["user_id"],
-            before=before,
-            after=after,
-        )
-        return updated
 
     async def delete(self, current: Doc, actor: Doc) -> bool:
         result = await self._users.delete_one(
@@ -138,6 +161,9 @@ class UserStore:
         if result.deleted_count == 0:
             return False
         await self.credentials.delete_for_user(current["user_id"])
+        await self._extensions.release(
+            current["tenant_id"], current.get("extension"), "user", current["user_id"]
+        )
         await self._dir.history.record(
             current["tenant_id"], actor, "user.deleted", "user", current["user_id"], before=current
         )
