@@ -198,3 +198,14 @@ def duplicate(what: str, field_name: str) -> ApiError:
         f"{what} already exists",
         errors=[{"field": field_name, "message": f"{what} already exists"}],
     )
+
+
+def bad_filter(field_name: str, choices: Sequence[str]) -> ApiError:
+    """A list filter outside its documented values (400, like other bad list parameters)."""
+    message = f"one of {', '.join(choices)}"
+    return ApiError(
+        400,
+        "Bad Request",
+        f"{field_name}: {message}",
+        errors=[{"field": field_name, "message": message}],
+    )

@@ -6,6 +6,7 @@ from ringwise_kit.api import ApiCall, ApiResult, ApiRouter, not_found
 
 from ringwise_directory.common.records import (
     Doc,
+    bad_filter,
     check_if_match,
     created,
     duplicate,
@@ -62,7 +63,7 @@ def router(stores: Stores) -> ApiRouter:
         kind = call.query_one("kind")
         if kind:
             if kind not in KINDS:
-                raise unprocessable([{"field": "kind", "message": f"one of {', '.join(KINDS)}"}])
+                raise bad_filter("kind", KINDS)
             query["kind"] = kind
         member = call.query_one("member")
         if member:

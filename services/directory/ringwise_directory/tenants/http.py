@@ -6,13 +6,13 @@ from ringwise_kit.api import ApiCall, ApiResult, ApiRouter, not_found
 
 from ringwise_directory.common.records import (
     Doc,
+    bad_filter,
     check_if_match,
     created,
     listing,
     page_request,
     resource,
 )
-from ringwise_directory.common.validation import unprocessable
 from ringwise_directory.history.store import actor_of
 from ringwise_directory.stores import Stores
 from ringwise_directory.tenants.domain import STATUSES, tenant_fields
@@ -42,9 +42,7 @@ def router(stores: Stores) -> ApiRouter:
         status = call.query_one("status")
         if status:
             if status not in STATUSES:
-                raise unprocessable(
-                    [{"field": "status", "message": f"one of {', '.join(STATUSES)}"}]
-                )
+                raise bad_filter("status", STATUSES)
             query["status"] = status
         country = call.query_one("country")
         if country:
