@@ -277,6 +277,7 @@ async def test_users_export_to_excel_and_csv_and_import_reports_each_bad_row(
         "foreign@transfer.example,Foreign,15,user,+15550000000,+15550000000\r\n"
         "\r\n"
         "short@transfer.example,Short\r\n"
+        "OK.ONE@transfer.example,Again,16,user,,\r\n"
     )
     imported = await admin.op("importUsers", {"csv": csv_text})
     assert imported.status == 200
@@ -292,7 +293,10 @@ async def test_users_export_to_excel_and_csv_and_import_reports_each_bad_row(
         (7, "outbound_numbers/0"),
         (7, "allowed_clis/0"),
         (9, ""),
+        (10, "email"),
     ]
+    assert imported.body["errors"][1]["message"] == "repeats row 2"
+    assert imported.body["errors"][-1]["message"] == "repeats row 2"
     header_only = await admin.op("importUsers", {"csv": "email,name,shoe_size\r\n"})
     assert (header_only.status, header_only.body["errors"][0]["field"]) == (422, "csv")
 

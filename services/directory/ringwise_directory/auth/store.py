@@ -44,8 +44,12 @@ class CredentialStore:
         self._credentials = directory.db.credentials
         self._keys = directory.db.api_keys
         self._hasher = hasher or PasswordHasher()
+        # Generated temporary passwords carry over 80 random bits: guessing them is hopeless at any
+        # hashing speed, so they get a light argon2 (bulk imports stay fast). A password a
+        # person chooses always gets the full cost.
+        self._light_hasher = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
         self._dummy_hash: str | None = None
-        # Each argon2 run takes its memory cost (64 MiB by default): bound how many run at once.
+        # Each argon2 run holds its memory cost (19 MiB by default): bound how many run at once.
         self._hash_slots = asyncio.Semaphore(max(1, (os.cpu_count() or 2)))
 
     async def ensure_indexes(self) -> None:
@@ -56,9 +60,10 @@ class CredentialStore:
             [("tenant_id", ASCENDING), ("key_id", ASCENDING)], unique=True
         )
 
-    async def _hash(self, password: str) -> str:
+    async def _hash(self, password: str, *, generated: bool = False) -> str:
+        hasher = self._light_hasher if generated else self._hasher
         async with self._hash_slots:
-            return await asyncio.to_thread(self._hasher.hash, password)
+            return await asyncio.to_thread(hasher.hash, password)
 
     async def _verify(self, stored: str, password: str) -> bool:
         async with self._hash_slots:
@@ -76,7 +81,7 @@ class CredentialStore:
                 "$set": {
                     "tenant_id": user["tenant_id"],
                     "email_key": user["email_key"],
-                    "password_hash": await self._hash(password),
+                    "password_hash": await self._hash(password, generated=True),
                     "must_change": True,
                     "failures": 0,
                     "locked_until": None,

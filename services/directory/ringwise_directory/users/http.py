@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ringwise.api.v1 import api_pb2
@@ -54,13 +55,15 @@ async def reference_errors(
 
 
 async def create_user_checked(
-    stores: Stores, tenant_id: str, body: Any, actor: Doc
+    stores: Stores, tenant_id: str, body: Any, actor: Doc, tenant_language: str | None = None
 ) -> tuple[Doc, str]:
     """createUser's checks and write (also used row by row by the CSV import)."""
     fields = user_fields(body, partial=False)
     if "language" not in fields:
-        tenant = await stores.tenants.get(tenant_id)
-        fields["language"] = (tenant or {}).get("language", "en")
+        if tenant_language is None:
+            tenant = await stores.tenants.get(tenant_id)
+            tenant_language = (tenant or {}).get("language", "en")
+        fields["language"] = tenant_language
     errors = await reference_errors(stores, tenant_id, fields)
     if fields.get("extension") and await stores.users.extension_taken(
         tenant_id, fields["extension"]
@@ -69,6 +72,9 @@ async def create_user_checked(
     if errors:
         raise unprocessable(errors)
     return await stores.users.create(tenant_id, fields, actor)
+
+
+IMPORT_CONCURRENCY = 8
 
 
 def router(stores: Stores) -> ApiRouter:
@@ -212,20 +218,24 @@ def transfer_router(stores: Stores) -> ApiRouter:
         except transfer.ImportFileError as exc:
             raise unprocessable([{"field": "csv", "message": str(exc)}]) from None
         actor = actor_of(call.principal)
+        tenant = await stores.tenants.get(call.tenant_id) or {}
         created_rows: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
-        for row, body in parsed:
-            if "__error__" in body:
-                errors.append({"row": row, "field": "", "message": body["__error__"]})
-                continue
-            try:
-                doc, password = await create_user_checked(stores, call.tenant_id, body, actor)
-            except ApiError as exc:
-                errors += [
-                    {"row": row, "field": e.get("field", ""), "message": e.get("message", "")}
-                    for e in (exc.errors or [{"field": "", "message": exc.detail}])
-                ]
-                continue
+        errors: list[dict[str, Any]] = transfer.repeated_rows(parsed)
+        refused = {e["row"] for e in errors}
+        slots = asyncio.Semaphore(IMPORT_CONCURRENCY)
+
+        async def import_row(row: int, body: dict[str, Any]) -> None:
+            async with slots:
+                try:
+                    doc, password = await create_user_checked(
+                        stores, call.tenant_id, body, actor, tenant.get("language", "en")
+                    )
+                except ApiError as exc:
+                    errors.extend(
+                        {"row": row, "field": e.get("field", ""), "message": e.get("message", "")}
+                        for e in (exc.errors or [{"field": "", "message": exc.detail}])
+                    )
+                    return
             created_rows.append(
                 {
                     "row": row,
@@ -234,6 +244,12 @@ def transfer_router(stores: Stores) -> ApiRouter:
                     "temporary_password": password,
                 }
             )
+
+        # Rows are independent once repeats within the file are refused: create them a few
+        # at a time (a bulk import is many small writes).
+        await asyncio.gather(*(import_row(row, body) for row, body in parsed if row not in refused))
+        created_rows.sort(key=lambda r: int(r["row"]))
+        errors.sort(key=lambda e: int(e["row"]))
         return ApiResult(body={"created": created_rows, "errors": errors})
 
     return api

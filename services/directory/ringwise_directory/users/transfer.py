@@ -23,7 +23,7 @@ COLUMNS = (
     "ring_timeout_s",
 )
 LIST_COLUMNS = ("outbound_numbers", "allowed_clis")
-MAX_IMPORT_ROWS = 2000
+MAX_IMPORT_ROWS = 1000
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 CSV = "text/csv; charset=utf-8"
 
@@ -124,3 +124,26 @@ def parse_csv(text: str) -> list[tuple[int, dict[str, Any]]]:
     except csv.Error as exc:
         raise ImportFileError(f"not CSV at line {reader.line_num}: {exc}") from None
     return out
+
+
+def repeated_rows(parsed: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Errors for unreadable rows and for rows repeating an earlier row's email (any case)
+    or extension: the first one is imported, the repeats are reported."""
+    errors: list[dict[str, Any]] = []
+    first_row: dict[tuple[str, str], int] = {}
+    for row, body in parsed:
+        if "__error__" in body:
+            errors.append({"row": row, "field": "", "message": body["__error__"]})
+            continue
+        for column in ("email", "extension"):
+            value = body.get(column)
+            if not isinstance(value, str):
+                continue
+            key = (column, value.strip().lower())
+            if key in first_row:
+                errors.append(
+                    {"row": row, "field": column, "message": f"repeats row {first_row[key]}"}
+                )
+                break
+            first_row[key] = row
+    return errors
