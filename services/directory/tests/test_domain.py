@@ -141,6 +141,7 @@ def test_number_lifecycle_rules() -> None:
     )
     assert not due_for_release({"status": "active"}, UTC_NOON)
     assert normalise_number("15550100") == "+15550100"
+    assert normalise_number("%2B15550100") == "+15550100"
     with pytest.raises(ApiError):
         normalise_number("+0123")
 

@@ -7,6 +7,7 @@ import zoneinfo
 from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
+from urllib.parse import unquote
 
 from ringwise_kit.api import ApiError
 
@@ -233,7 +234,7 @@ class Fields:
 
 def normalise_number(raw: str) -> str:
     """A number from a path: '+' is optional there (it needs escaping in URLs)."""
-    value = raw.strip()
+    value = unquote(raw).strip()
     if not value.startswith("+"):
         value = "+" + value
     if not E164.match(value):
