@@ -7,6 +7,7 @@ Used by `ringwise-dev up` (base port 20000, data under .run/dev) and by the pyte
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ class LocalPlatform:
         self.sipp = SippWorkspace.for_asterisk(self.asterisk)
         self.fixture_path = write_fixture(ports, self.data_dir / "directory-fixture.json")
         self.log_level = log_level
+        # A fresh key per platform run: tokens of an earlier run are simply invalid.
+        self.token_signing_key = secrets.token_urlsafe(48)
         self.services: dict[str, ManagedProcess] = {
             name: service_process(name, ports, self.data_dir / "logs", self.service_env(name))
             for name in SERVICES
@@ -61,6 +64,8 @@ class LocalPlatform:
             }
         if name == "directory":
             env["RINGWISE_DIRECTORY_FIXTURE"] = str(self.fixture_path)
+        if name == "gateway":
+            env["RINGWISE_TOKEN_SIGNING_KEY"] = self.token_signing_key
         return env
 
     def service_url(self, name: str, path: str = "") -> str:
