@@ -33,7 +33,7 @@ LocalHandler = Callable[
     [web.Request, Operation, api_pb2.Principal | None, Any], Awaitable[web.StreamResponse]
 ]
 
-REQUEST_ID_KEY = "request_id"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 
 async def principal_of(request: web.Request, identity: Identity) -> api_pb2.Principal:
