@@ -61,6 +61,8 @@ class LocalPlatform:
                 "RINGWISE_ARI_USER": self.asterisk.ari_user,
                 "RINGWISE_ARI_PASSWORD": self.asterisk.ari_password,
                 "RINGWISE_ARI_APP": self.asterisk.ari_app,
+                # sipp phones register for an answering sipp on another port (sipp.py).
+                "RINGWISE_PJSIP_REWRITE_CONTACT": "false",
             }
         if name == "directory":
             env["RINGWISE_DIRECTORY_FIXTURE"] = str(self.fixture_path)
