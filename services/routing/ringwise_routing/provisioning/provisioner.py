@@ -171,20 +171,14 @@ class Provisioner:
         """Apply every device directory knows; remove the ones it no longer has."""
         async with self._resync_lock:
             seen: set[str] = set()
-            try:
-                async for device in self.devices():
-                    seen.add(device.sip_username)
-                    try:
-                        await self.apply(device)
-                    except (AriError, ValueError):
-                        log.exception("pjsip_apply_failed", device_id=device.device_id)
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, bus.RemoteError):
-                log.warning("pjsip_resync_directory_unavailable")
-                raise
-            stale = {
-                m.decode() if isinstance(m, bytes) else str(m)
-                for m in await self.redis.smembers(APPLIED_SET)
-            } - seen
+            async for device in self.devices():
+                seen.add(device.sip_username)
+                try:
+                    await self.apply(device)
+                except (AriError, ValueError):
+                    log.exception("pjsip_apply_failed", device_id=device.device_id)
+            applied = await self.redis.smembers(APPLIED_SET)  # type: ignore[misc]
+            stale = {m.decode() if isinstance(m, bytes) else str(m) for m in applied} - seen
             for username in stale:
                 await self.remove(username)
             DEVICES.set(len(seen))
