@@ -177,7 +177,7 @@ class Provisioner:
                     await self.apply(device)
                 except (AriError, ValueError):
                     log.exception("pjsip_apply_failed", device_id=device.device_id)
-            applied = await self.redis.smembers(APPLIED_SET)  # type: ignore[misc]
+            applied = await self.redis.smembers(APPLIED_SET)
             stale = {m.decode() if isinstance(m, bytes) else str(m) for m in applied} - seen
             for username in stale:
                 await self.remove(username)
