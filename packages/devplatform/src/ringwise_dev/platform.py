@@ -21,6 +21,8 @@ from ringwise_dev.proc import ManagedProcess, ProcessFailed
 from ringwise_dev.services import SERVICES, service_process
 from ringwise_dev.sipp import SippWorkspace
 
+OPERATOR_EMAIL = "operator@ringwise.test"
+
 
 class LocalPlatform:
     def __init__(
@@ -42,6 +44,8 @@ class LocalPlatform:
         self.log_level = log_level
         # A fresh key per platform run: tokens of an earlier run are simply invalid.
         self.token_signing_key = secrets.token_urlsafe(48)
+        # The platform's first operator admin (directory creates it at start-up).
+        self.operator_password = secrets.token_urlsafe(18)
         self.services: dict[str, ManagedProcess] = {
             name: service_process(name, ports, self.data_dir / "logs", self.service_env(name))
             for name in SERVICES
@@ -66,6 +70,8 @@ class LocalPlatform:
             }
         if name == "directory":
             env["RINGWISE_DIRECTORY_FIXTURE"] = str(self.fixture_path)
+            env["RINGWISE_OPERATOR_EMAIL"] = OPERATOR_EMAIL
+            env["RINGWISE_OPERATOR_PASSWORD"] = self.operator_password
         if name == "gateway":
             env["RINGWISE_TOKEN_SIGNING_KEY"] = self.token_signing_key
         return env

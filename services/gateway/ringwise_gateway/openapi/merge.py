@@ -3,7 +3,8 @@
 A fragment's owning service is the service whose folder holds it; the merge writes that into
 each operation (x-ringwise-service) so the gateway knows where to forward. The merge refuses
 fragments that break the conventions of docs/api.md: a duplicate path, operationId or schema
-name; an operation without roles (or an explicit `security: []` for a public one); a tenant
+name; an operation without x-ringwise-roles (`[]` = operator admins only; `security: []` marks a
+public one); a tenant
 resource outside /v1/tenants/{tenant_id}.
 """
 
@@ -62,7 +63,8 @@ def merge(base: dict[str, Any], fragments: list[tuple[str, str, dict[str, Any]]]
                         f"{where}: operationId {op_id} also in {operation_ids[op_id]}"
                     )
                 operation_ids[op_id] = name
-                if op.get("security") != [] and not op.get("x-ringwise-roles"):
+                # [] is allowed: only operator admins (always allowed) may call it.
+                if op.get("security") != [] and "x-ringwise-roles" not in op:
                     raise FragmentError(f"{where} lists no x-ringwise-roles")
                 if "x-ringwise-self" in op and "{" + op["x-ringwise-self"] + "}" not in path:
                     raise FragmentError(f"{where}: x-ringwise-self names no path parameter")
