@@ -54,3 +54,23 @@ def test_every_operation_is_enforceable_and_documents_its_outcomes() -> None:
                 # Platform-level operations (tenants, sign-in) are not open to tenant roles
                 # unless they say so explicitly.
                 assert path.startswith(("/v1/tenants", "/v1/auth")), name
+
+
+def test_no_yaml_slip_turned_text_into_keys() -> None:
+    """An unquoted "a, b: c" in a YAML flow mapping silently becomes extra keys with null
+    values (an unknown keyword JSON Schema ignores); none may be in the document."""
+    doc = yaml.safe_load(DEFAULT_OPENAPI.read_text())
+    slips: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if value is None and key not in ("default", "example", "const"):
+                    slips.append(f"{where}/{key}")
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, where)
+
+    walk(doc, "")
+    assert slips == []
