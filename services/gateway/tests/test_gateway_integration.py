@@ -60,6 +60,9 @@ THINGS: dict[str, Any] = {
                 "operationId": "listMyThings",
                 "x-ringwise-roles": ["tenant_admin"],
                 "x-ringwise-self": "user_id",
+                "parameters": [
+                    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["csv"]}}
+                ],
                 "responses": {"200": {"description": "ok"}},
             },
         },
@@ -169,6 +172,8 @@ async def list_things(call: ApiCall) -> ApiResult:
 
 @things.operation("listMyThings")
 async def list_my_things(call: ApiCall) -> ApiResult:
+    if call.query_one("format") == "csv":
+        return ApiResult(body=b"id\n", content_type="text/csv; charset=utf-8")
     return ApiResult(body={"items": [], "next_cursor": None, "user": call.param("user_id")})
 
 
@@ -410,3 +415,14 @@ async def test_a_service_nobody_serves_is_a_503_with_retry_after(gateway: str) -
         resp = await s.get(f"{gateway}/v1/tenants/t1/ghosts", headers=auth)
         await problem(resp, 503)
         assert resp.headers["Retry-After"] == "2"
+
+
+async def test_a_reply_with_a_charset_passes_through(gateway: str) -> None:
+    async with ClientSession() as s:
+        auth = await token_of(s, gateway, "admin@one.example")
+        resp = await s.get(
+            f"{gateway}/v1/tenants/t1/users/u-admin1/things?format=csv", headers=auth
+        )
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
+        assert await resp.text() == "id\n"

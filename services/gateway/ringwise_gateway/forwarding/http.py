@@ -116,13 +116,9 @@ def validate(op: Operation, request: web.Request, parsed_body: Any, raw: bytes) 
 
 
 def to_response(reply: api_pb2.ApiReply) -> web.Response:
-    headers = dict(reply.headers)
-    return web.Response(
-        status=reply.status or 500,
-        body=reply.body,
-        content_type=reply.content_type or JSON,
-        headers=headers,
-    )
+    # Content-Type as the service gave it, parameters (charset) included.
+    headers = {**reply.headers, "Content-Type": reply.content_type or JSON}
+    return web.Response(status=reply.status or 500, body=reply.body, headers=headers)
 
 
 def forwarding_handler(
