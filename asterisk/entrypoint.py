@@ -91,7 +91,9 @@ def settings(env: Mapping[str, str]) -> dict[str, str]:
         if UNSAFE.search(value):
             raise ConfigError(f"{name} must not contain a newline or ';'")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", values["RINGWISE_INSTANCE_NAME"]):
-        raise ConfigError(f"RINGWISE_INSTANCE_NAME={values['RINGWISE_INSTANCE_NAME']!r} is not a name")
+        raise ConfigError(
+            f"RINGWISE_INSTANCE_NAME={values['RINGWISE_INSTANCE_NAME']!r} is not a name"
+        )
     for name in ("RINGWISE_SIP_PORT", "RINGWISE_ARI_PORT"):
         _port(values, name)
     rtp_start, rtp_end = _port(values, "RINGWISE_RTP_START"), _port(values, "RINGWISE_RTP_END")

@@ -8,6 +8,7 @@ set -eu
 cfg="${RINGWISE_EDGE_CONFIG:-/etc/ringwise-sip-edge/kamailio.cfg}"
 list="${RINGWISE_EDGE_DISPATCHER_LIST:-/etc/ringwise-sip-edge/dispatcher.list}"
 wait_s="${RINGWISE_EDGE_DNS_WAIT_S:-120}"
+run_dir="${RINGWISE_EDGE_RUN_DIR:-/tmp/kamailio}"
 
 hosts=$(sed -n 's/^[0-9][0-9]* sip:\([^:;>]*\).*/\1/p' "$list")
 deadline=$(( $(date +%s) + wait_s ))
@@ -25,7 +26,7 @@ pod_ip="${RINGWISE_EDGE_POD_IP:?RINGWISE_EDGE_POD_IP must be the pod address (do
 case "$pod_ip" in
   *[!0-9a-fA-F:.]*) echo "ringwise-sip-edge: bad RINGWISE_EDGE_POD_IP $pod_ip" >&2; exit 2 ;;
 esac
-mkdir -p /tmp/kamailio
-sed "s/@POD_IP@/$pod_ip/g" "$cfg" >/tmp/kamailio/kamailio.cfg
+mkdir -p "$run_dir"
+sed "s/@POD_IP@/$pod_ip/g" "$cfg" >"$run_dir/kamailio.cfg"
 # -DD: foreground, no fork of the main process; -E: log to stderr (the container log).
-exec kamailio -DD -E -f /tmp/kamailio/kamailio.cfg -Y /tmp/kamailio "$@"
+exec kamailio -DD -E -f "$run_dir/kamailio.cfg" -Y "$run_dir" "$@"

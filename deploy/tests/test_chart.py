@@ -98,13 +98,16 @@ def test_routing_runs_as_sidecar_of_each_asterisk_pod(rendered: dict[str, list[M
             "valueFrom"
         ]
     )
-    assert not any(d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-routing")
-                   for d in rendered["minimal"])
+    assert not any(
+        d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-routing")
+        for d in rendered["minimal"]
+    )
 
 
 def test_dispatcher_lists_every_asterisk_pod(rendered: dict[str, list[Manifest]]) -> None:
     (edge_config,) = [
-        o for o in rendered["production"]
+        o
+        for o in rendered["production"]
         if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-sip-edge")
     ]
     entries = edge_config["data"]["dispatcher.list"].split()
@@ -143,7 +146,8 @@ def test_scaling_asterisk_rolls_the_sip_edge(render: Render, ci_values: dict[str
         values = copy.deepcopy(ci_values["minimal"])
         values["asterisk"]["replicas"] = replicas
         (edge,) = [
-            o for o in render(values)
+            o
+            for o in render(values)
             if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-sip-edge")
         ]
         return str(edge["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
@@ -179,12 +183,18 @@ BAD_VALUES = [
     ("services.billing.port", 80, "/services/billing/port"),
     # null deletes the chart's default (helm's rule): a container without resources.
     ("services.billing.resources", None, "'resources'"),
-    ("services.gateway.extraEnv", [{"name": "RINGWISE_MONGO_URL", "value": "mongodb://u:p@m"}],
-     "/services/gateway/extraEnv/0/name"),
+    (
+        "services.gateway.extraEnv",
+        [{"name": "RINGWISE_MONGO_URL", "value": "mongodb://u:p@m"}],
+        "/services/gateway/extraEnv/0/name",
+    ),
     ("services.sms", {"enabled": True}, "additional properties 'sms'"),
     ("podSecurityContext.runAsNonRoot", False, "/podSecurityContext/runAsNonRoot"),
-    ("containerSecurityContext.capabilities", {"drop": ["NET_RAW"]},
-     "/containerSecurityContext/capabilities/drop"),
+    (
+        "containerSecurityContext.capabilities",
+        {"drop": ["NET_RAW"]},
+        "/containerSecurityContext/capabilities/drop",
+    ),
     ("ingress.tls", {"enabled": True, "secretName": ""}, "/ingress/tls/secretName"),
     ("logLevel", "verbose", "/logLevel"),
     ("nats.streamReplicas", 7, "/nats/streamReplicas"),
@@ -211,15 +221,37 @@ def test_schema_accepts_every_ci_values_file(ci_values: dict[str, dict[str, Any]
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"asterisk": {"network": {"mode": "podServices", "externalAddresses": ["203.0.113.1"]}}},
-         "needs one asterisk.network.externalAddresses entry per replica"),
-        ({"asterisk": {"rtp": {"start": 10000, "end": 10999},
-                       "network": {"mode": "podServices",
-                                   "externalAddresses": ["203.0.113.1", "203.0.113.2"]}}},
-         "at most 256 ports"),
-        ({"asterisk": {"network": {"externalAddress": "203.0.113.1",
-                                   "externalAddresses": ["203.0.113.1", "203.0.113.2"]}}},
-         "not both"),
+        (
+            {
+                "asterisk": {
+                    "network": {"mode": "podServices", "externalAddresses": ["203.0.113.1"]}
+                }
+            },
+            "needs one asterisk.network.externalAddresses entry per replica",
+        ),
+        (
+            {
+                "asterisk": {
+                    "rtp": {"start": 10000, "end": 10999},
+                    "network": {
+                        "mode": "podServices",
+                        "externalAddresses": ["203.0.113.1", "203.0.113.2"],
+                    },
+                }
+            },
+            "at most 256 ports",
+        ),
+        (
+            {
+                "asterisk": {
+                    "network": {
+                        "externalAddress": "203.0.113.1",
+                        "externalAddresses": ["203.0.113.1", "203.0.113.2"],
+                    }
+                }
+            },
+            "not both",
+        ),
         ({"asterisk": {"rtp": {"start": 20000, "end": 10000}}}, "must be above"),
     ],
 )

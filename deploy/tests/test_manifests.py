@@ -33,7 +33,9 @@ PINNED_IMAGE = re.compile(
 SECRET_NAME = re.compile(r"(password|secret|token|credential|private|access_key)", re.I)
 SENSITIVE_KEY = re.compile(r"(password|secret|token|credential|private|_url$|-url$|key)", re.I)
 # Values that look like credentials: user:password@ in a URL, PEM blocks, AWS-style keys.
-SENSITIVE_VALUE = re.compile(r"://[^/\s:@]+:[^/\s@]+@|-----BEGIN [A-Z ]*PRIVATE KEY|AKIA[0-9A-Z]{16}")
+SENSITIVE_VALUE = re.compile(
+    r"://[^/\s:@]+:[^/\s@]+@|-----BEGIN [A-Z ]*PRIVATE KEY|AKIA[0-9A-Z]{16}"
+)
 
 
 def all_objects(rendered: dict[str, list[Manifest]]) -> Iterator[tuple[str, Manifest]]:
@@ -68,8 +70,9 @@ def test_every_object_is_valid_kubernetes_strict(
             checked += 1
         except kubernetes_validate.ValidationError as error:
             path = ".".join(str(p) for p in error.path)
-            failures.append(f"{values_name}: {obj['kind']}/{obj['metadata']['name']} {path}: "
-                            f"{error.message}")
+            failures.append(
+                f"{values_name}: {obj['kind']}/{obj['metadata']['name']} {path}: {error.message}"
+            )
     assert failures == []
     assert checked > 100
 
@@ -97,8 +100,12 @@ def test_service_monitor_selects_the_release_metrics_ports(
     assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
     selector = monitor["spec"]["selector"]["matchLabels"]
     services = [o for o in rendered["production"] if o["kind"] == "Service"]
-    scraped = [s for s in services if selector.items() <= s["metadata"]["labels"].items()
-               and any(p["name"] == "http" for p in s["spec"]["ports"])]
+    scraped = [
+        s
+        for s in services
+        if selector.items() <= s["metadata"]["labels"].items()
+        and any(p["name"] == "http" for p in s["spec"]["ports"])
+    ]
     # Six services plus the routing sidecars behind the Asterisk headless Service.
     assert len(scraped) == 7
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
@@ -168,32 +175,42 @@ def test_credentials_come_only_from_the_existing_secret(
                 assert env["valueFrom"]["secretKeyRef"]["name"].startswith("ringwise-")
                 from_secret.add(env["name"])
     assert {
-        "RINGWISE_NATS_URL", "RINGWISE_REDIS_URL", "RINGWISE_MONGO_URL", "RINGWISE_ARI_PASSWORD",
-        "RINGWISE_S3_ACCESS_KEY_ID", "RINGWISE_S3_SECRET_ACCESS_KEY", "RINGWISE_SMTP_PASSWORD",
+        "RINGWISE_NATS_URL",
+        "RINGWISE_REDIS_URL",
+        "RINGWISE_MONGO_URL",
+        "RINGWISE_ARI_PASSWORD",
+        "RINGWISE_S3_ACCESS_KEY_ID",
+        "RINGWISE_S3_SECRET_ACCESS_KEY",
+        "RINGWISE_SMTP_PASSWORD",
     } <= from_secret
 
 
 def test_every_object_carries_the_recommended_labels(rendered: dict[str, list[Manifest]]) -> None:
     for values_name, obj in all_objects(rendered):
         labels = obj["metadata"].get("labels", {})
-        assert REQUIRED_LABELS <= labels.keys(), (values_name, obj["kind"], obj["metadata"]["name"])
+        assert labels.keys() >= REQUIRED_LABELS, (values_name, obj["kind"], obj["metadata"]["name"])
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/part-of"] == "ringwise"
         if obj["kind"] in WORKLOAD_KINDS:
             pod_labels = obj["spec"]["template"]["metadata"]["labels"]
-            assert REQUIRED_LABELS <= pod_labels.keys()
+            assert pod_labels.keys() >= REQUIRED_LABELS
             assert obj["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
 def test_every_workload_has_a_disruption_budget(rendered: dict[str, list[Manifest]]) -> None:
     for values_name, objects in rendered.items():
-        budgets = [o["spec"]["selector"]["matchLabels"] for o in objects
-                   if o["kind"] == "PodDisruptionBudget"]
+        budgets = [
+            o["spec"]["selector"]["matchLabels"]
+            for o in objects
+            if o["kind"] == "PodDisruptionBudget"
+        ]
         for obj in objects:
             if obj["kind"] in {"Deployment", "StatefulSet"}:
                 labels = obj["spec"]["template"]["metadata"]["labels"]
                 assert any(b.items() <= labels.items() for b in budgets), (
-                    values_name, obj["metadata"]["name"])
+                    values_name,
+                    obj["metadata"]["name"],
+                )
 
 
 EXTERNALLY_EXPOSED_COMPONENTS = {"gateway", "sip-edge", "asterisk"}
@@ -205,12 +222,15 @@ def test_only_the_gateway_and_the_sip_edge_are_reachable_from_outside(
     for values_name, objects in rendered.items():
         policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
         # A default deny covers every pod of the release.
-        assert any(p["spec"]["podSelector"] == {"matchLabels": {
-            "app.kubernetes.io/instance": RELEASE}} and "ingress" not in p["spec"]
-            for p in policies), values_name
+        assert any(
+            p["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/instance": RELEASE}}
+            and "ingress" not in p["spec"]
+            for p in policies
+        ), values_name
         for policy in policies:
             component = policy["spec"]["podSelector"]["matchLabels"].get(
-                "app.kubernetes.io/component")
+                "app.kubernetes.io/component"
+            )
             for rule in policy["spec"].get("ingress", []):
                 for source in rule.get("from", []):
                     if "ipBlock" in source:
@@ -221,17 +241,22 @@ def test_only_the_gateway_and_the_sip_edge_are_reachable_from_outside(
                         assert ports in ({"sip"}, {10000}, {20000}), (values_name, ports)
                     if "namespaceSelector" in source and component == "gateway":
                         assert source["namespaceSelector"]["matchLabels"] == {
-                            "kubernetes.io/metadata.name": "ingress-nginx"} or \
-                            source["namespaceSelector"]["matchLabels"] == {
-                            "kubernetes.io/metadata.name": "monitoring"}
-        exposed = {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects
-                   if o["kind"] == "Service" and o["spec"].get("type") in {"LoadBalancer",
-                                                                          "NodePort"}}
+                            "kubernetes.io/metadata.name": "ingress-nginx"
+                        } or source["namespaceSelector"]["matchLabels"] == {
+                            "kubernetes.io/metadata.name": "monitoring"
+                        }
+        exposed = {
+            o["metadata"]["labels"]["app.kubernetes.io/component"]
+            for o in objects
+            if o["kind"] == "Service" and o["spec"].get("type") in {"LoadBalancer", "NodePort"}
+        }
         assert exposed <= {"sip-edge", "asterisk"}, (values_name, exposed)
         ingress_backends = {
             path["backend"]["service"]["name"]
-            for o in objects if o["kind"] == "Ingress"
-            for rule in o["spec"]["rules"] for path in rule["http"]["paths"]
+            for o in objects
+            if o["kind"] == "Ingress"
+            for rule in o["spec"]["rules"]
+            for path in rule["http"]["paths"]
         }
         assert ingress_backends == {f"{RELEASE}-ringwise-gateway"}
 
@@ -240,8 +265,15 @@ def test_settings_reach_the_services_that_read_them(rendered: dict[str, list[Man
     env_of: dict[str, set[str]] = {}
     for _, _obj, container in containers({"production": rendered["production"]}):
         env_of[container["name"]] = {e["name"] for e in container.get("env", [])}
-    for name in ("gateway", "directory", "billing", "voicemail", "recording", "messaging",
-                 "routing"):
+    for name in (
+        "gateway",
+        "directory",
+        "billing",
+        "voicemail",
+        "recording",
+        "messaging",
+        "routing",
+    ):
         assert {"RINGWISE_NATS_URL", "RINGWISE_HTTP_PORT", "RINGWISE_HTTP_HOST"} <= env_of[name]
     assert "RINGWISE_MONGO_URL" in env_of["directory"] & env_of["billing"]
     assert "RINGWISE_DIRECTORY_DB" in env_of["directory"]
@@ -250,6 +282,9 @@ def test_settings_reach_the_services_that_read_them(rendered: dict[str, list[Man
     assert {"RINGWISE_S3_BUCKET", "RINGWISE_S3_SECRET_ACCESS_KEY"} <= env_of["recording"]
     assert {"RINGWISE_SMTP_HOST", "RINGWISE_SMTP_PASSWORD"} <= env_of["voicemail"]
     assert "RINGWISE_MONGO_URL" not in env_of["messaging"]
-    (settings,) = [o for o in rendered["production"] if o["kind"] == "ConfigMap"
-                   and o["metadata"]["name"].endswith("-settings")]
+    (settings,) = [
+        o
+        for o in rendered["production"]
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-settings")
+    ]
     assert settings["data"]["RINGWISE_STREAM_REPLICAS"] == "3"
