@@ -5,17 +5,20 @@ configuration it writes boots a real Asterisk 22 (the local platform's chroot)."
 from __future__ import annotations
 
 import base64
+import copy
 import importlib.util
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
-from deploykit import REPO
+from deploykit import REPO, Render
 from ringwise_dev import asterisk as dev_asterisk
 from ringwise_dev.ports import TEST_PORTS
 
@@ -196,9 +199,20 @@ def rx(root: Path, in_chroot: str, command: str) -> str:
     return result.stdout
 
 
+def pre_stop_commands(render: Render, minimal: dict[str, Any]) -> dict[str, list[str]]:
+    """The chart's preStop hooks of the Asterisk pod, by container, for this check's ARI port."""
+    values = copy.deepcopy(minimal)
+    values["asterisk"]["ariPort"] = ARI_PORT
+    (sts,) = [o for o in render(values) if o["kind"] == "StatefulSet"]
+    return {
+        c["name"]: c["lifecycle"]["preStop"]["exec"]["command"]
+        for c in sts["spec"]["template"]["spec"]["containers"]
+    }
+
+
 @pytest.mark.integration
 def test_entrypoint_config_boots_asterisk_with_the_pods_nat_settings(
-    chroot_instance: tuple[Path, str],
+    chroot_instance: tuple[Path, str], render: Render, ci_values: dict[str, dict[str, Any]]
 ) -> None:
     root, in_chroot = chroot_instance
     env = {
@@ -245,10 +259,26 @@ def test_entrypoint_config_boots_asterisk_with_the_pods_nat_settings(
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
         assert "rw-ringwise-asterisk-1" in rx(root, in_chroot, "core show settings")
+
+        # The pod's shutdown, with the chart's own preStop hooks: routing's waits while its
+        # Asterisk is up; Asterisk's stops it gracefully and returns once it is gone.
+        hooks = pre_stop_commands(render, ci_values["minimal"])
+        assert hooks["routing"][0] == "python"  # the routing image's interpreter; ours here:
+        hooks["routing"][0] = sys.executable
+        with pytest.raises(subprocess.TimeoutExpired):
+            subprocess.run(hooks["routing"], timeout=3, check=True)
+        asterisk_hook = [
+            part.replace("/var/lib/ringwise-asterisk", f"{in_chroot}/instance")
+            for part in hooks["asterisk"]
+        ]
+        subprocess.run(["chroot", str(root), *asterisk_hook], timeout=30, check=True)
+        assert process.wait(timeout=10) == 0
+        subprocess.run(hooks["routing"], timeout=10, check=True)
     finally:
-        rx(root, in_chroot, "core stop now")
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.poll() is None:
+            rx(root, in_chroot, "core stop now")
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
