@@ -4,14 +4,23 @@ in the pod address exactly where the config expects it."""
 
 from __future__ import annotations
 
+import copy
 import os
+import re
+import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from deploykit import REPO, Manifest
+from deploykit import REPO, Manifest, Render
+from ringwise_dev import asterisk as dev_asterisk
+from ringwise_dev.ports import TEST_PORTS
 
 ENTRYPOINT = REPO / "deploy" / "sip-edge" / "entrypoint.sh"
+SCENARIOS = Path(__file__).parent / "sipp"
 POD_IP = "10.244.3.7"
 
 
@@ -150,3 +159,170 @@ def test_entrypoint_refuses_a_missing_or_odd_pod_address(tmp_path: Path) -> None
     )
     assert odd.returncode == 2
     assert "bad RINGWISE_EDGE_POD_IP" in odd.stderr
+
+
+# --------------------------------------------------------------------------- real calls
+# The edge (real Kamailio, the chart's config) between a carrier and an "Asterisk pod" (both
+# sipp, in the local platform's chroot), on ports of this check's block.
+EDGE_PUBLIC = TEST_PORTS.base + 80
+EDGE_CLUSTER = TEST_PORTS.base + 82
+DEAD_POD = TEST_PORTS.base + 84  # nothing listens: a pod that is gone
+CALL_SERVER = TEST_PORTS.base + 86
+CARRIER = TEST_PORTS.base + 87
+CALLS = 4
+
+
+def options_answered(port: int) -> bool:
+    """An OPTIONS ping to the edge itself is answered 200 (load balancers' health checks)."""
+    request = (
+        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port + 1000};branch=z9hG4bK-edge-check\r\n"
+        "From: <sip:check@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\n"
+        "Call-ID: edge-check\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.5)
+        sock.bind(("127.0.0.1", port + 1000))
+        sock.sendto(request.encode(), ("127.0.0.1", port))
+        try:
+            return sock.recv(4096).startswith(b"SIP/2.0 200")
+        except TimeoutError:
+            return False
+
+
+def sipp(root: Path, workdir: str, scenario: str, *args: str) -> list[str]:
+    return [
+        "chroot",
+        str(root),
+        "env",
+        "-C",
+        workdir,
+        "sipp",
+        "-sf",
+        f"{workdir}/{scenario}",
+        "-nostdin",
+        "-i",
+        "127.0.0.1",
+        "-timeout",
+        "30s",
+        "-timeout_error",
+        "-trace_err",
+        "-error_file",
+        f"{workdir}/{scenario}.errors",
+        *args,
+    ]
+
+
+@pytest.mark.integration
+def test_calls_cross_the_edge_and_fail_over_past_a_dead_pod(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    root = dev_asterisk.chroot_root()
+    if not (root / "usr" / "bin" / "sipp").exists():
+        pytest.fail(f"no sipp in the chroot {root}: ./ringwise test builds it")
+    values = copy.deepcopy(ci_values["minimal"])
+    values["sipEdge"] = {
+        "advertisedAddress": "127.0.0.1",
+        "failoverTimeoutSeconds": 1,
+        "service": {"port": EDGE_PUBLIC},
+    }
+    data = edge_config(render(values))
+    config = (
+        data["kamailio.cfg"]
+        .replace("@POD_IP@", "127.0.0.1")
+        .replace(":5080", f":{EDGE_PUBLIC}")
+        .replace(":5090", f":{EDGE_CLUSTER}")
+        .replace("/etc/ringwise-sip-edge/dispatcher.list", str(tmp_path / "dispatcher.list"))
+    )
+    # No OPTIONS probes during the check: sipp's call server would take them for calls.
+    config = re.sub(r'"ds_ping_interval", \d+', '"ds_ping_interval", 3600', config)
+    (tmp_path / "kamailio.cfg").write_text(config)
+    # Round robin over a dead pod and a live one: every other call meets the dead one first.
+    (tmp_path / "dispatcher.list").write_text(
+        f"1 sip:127.0.0.1:{DEAD_POD}\n1 sip:127.0.0.1:{CALL_SERVER}\n"
+    )
+    workdir = f"/srv/ringwise/edge-check-{TEST_PORTS.base}"
+    host_workdir = root / workdir.lstrip("/")
+    shutil.rmtree(host_workdir, ignore_errors=True)
+    host_workdir.mkdir(parents=True)
+    for scenario in SCENARIOS.glob("*.xml"):
+        shutil.copy(scenario, host_workdir / scenario.name)
+
+    libdir = kamailio_root / "usr" / "lib" / "x86_64-linux-gnu" / "kamailio"
+    (tmp_path / "run").mkdir()
+    edge_log = (tmp_path / "kamailio.log").open("w")
+    edge = subprocess.Popen(
+        [
+            str(kamailio_root / "usr" / "sbin" / "kamailio"),
+            "-DD",
+            "-E",
+            "-f",
+            str(tmp_path / "kamailio.cfg"),
+            "-L",
+            str(libdir / "modules"),
+            "-Y",
+            str(tmp_path / "run"),
+        ],
+        env={"LD_LIBRARY_PATH": str(libdir)},
+        stdout=edge_log,
+        stderr=subprocess.STDOUT,
+    )
+    server: subprocess.Popen[str] | None = None
+    try:
+        deadline = time.monotonic() + 15
+        while not options_answered(EDGE_PUBLIC):
+            assert edge.poll() is None, (tmp_path / "kamailio.log").read_text()
+            assert time.monotonic() < deadline, "the edge did not answer OPTIONS in 15 s"
+        server = subprocess.Popen(
+            sipp(root, workdir, "edge_call_server.xml", "-p", str(CALL_SERVER), "-m", str(CALLS)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(0.5)
+        carrier = subprocess.run(
+            sipp(
+                root,
+                workdir,
+                "edge_caller.xml",
+                "-p",
+                str(CARRIER),
+                "-s",
+                "15550100",
+                "-m",
+                str(CALLS),
+                "-l",
+                "1",
+                "-r",
+                "2",
+                f"127.0.0.1:{EDGE_PUBLIC}",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        errors = host_workdir / "edge_caller.xml.errors"
+        assert carrier.returncode == 0, (
+            errors.read_text() if errors.exists() else carrier.stderr
+        ) + (tmp_path / "kamailio.log").read_text()[-3000:]
+        # Every call, its ACK and its BYE went through the edge to the live pod.
+        assert server.wait(timeout=15) == 0, server.stderr.read() if server.stderr else ""
+        # The dead pod was tried, timed out, and was marked down; the live one took over.
+        failover = f"asterisk pod sip:127.0.0.1:{DEAD_POD} failed (408): marked down"
+        assert failover in (tmp_path / "kamailio.log").read_text()
+    finally:
+        if server is not None and server.poll() is None:
+            server.kill()
+            server.wait()
+        edge.terminate()
+        try:
+            edge.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            edge.kill()
+            edge.wait()
+        edge_log.close()
+        shutil.rmtree(host_workdir, ignore_errors=True)
