@@ -148,6 +148,18 @@ def test_prepare_writes_the_instance_folder(tmp_path: Path) -> None:
         assert (instance / sub).is_dir()
 
 
+def test_files_added_by_the_chart_are_rendered_like_the_built_in_ones(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    # What the chart's asterisk.extraConfig mounts beside (or over) the image's templates.
+    (templates / "musiconhold.conf").write_text("[default]\nmode = files\n")
+    (templates / "queues.conf").write_text("[support]\n; for ${RINGWISE_INSTANCE_NAME}\n")
+    instance = tmp_path / "instance"
+    entrypoint.prepare(POD_ENV | {"RINGWISE_INSTANCE_DIR": str(instance)}, templates)
+    assert (instance / "etc" / "musiconhold.conf").read_text() == "[default]\nmode = files\n"
+    assert "; for rw-ringwise-asterisk-1" in (instance / "etc" / "queues.conf").read_text()
+
+
 def test_main_reports_bad_settings_and_exits_2(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

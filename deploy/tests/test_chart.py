@@ -132,6 +132,26 @@ def test_pod_services_mode_exposes_each_pods_rtp_range(rendered: dict[str, list[
     assert "hostNetwork" not in sts["spec"]["template"]["spec"]
 
 
+def test_extra_asterisk_config_is_mounted_over_the_templates(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    (config,) = [
+        o for o in rendered["production"] if o["metadata"]["name"].endswith("-asterisk-config")
+    ]
+    assert list(config["data"]) == ["musiconhold.conf"]
+    (sts,) = [o for o in rendered["production"] if o["kind"] == "StatefulSet"]
+    (asterisk,) = [
+        c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "asterisk"
+    ]
+    assert {
+        "name": "extra-config",
+        "mountPath": "/usr/share/ringwise/asterisk/etc/musiconhold.conf",
+        "subPath": "musiconhold.conf",
+        "readOnly": True,
+    } in asterisk["volumeMounts"]
+    assert not any(o["metadata"]["name"].endswith("-asterisk-config") for o in rendered["minimal"])
+
+
 def test_tls_values_put_tls_on_the_gateway_ingress(rendered: dict[str, list[Manifest]]) -> None:
     (ingress,) = [o for o in rendered["tls"] if o["kind"] == "Ingress"]
     assert ingress["spec"]["tls"] == [
@@ -196,6 +216,8 @@ BAD_VALUES = [
         "/containerSecurityContext/capabilities/drop",
     ),
     ("ingress.tls", {"enabled": True, "secretName": ""}, "/ingress/tls/secretName"),
+    ("asterisk.extraConfig", {"ari.conf": "password = hunter2"}, "/asterisk/extraConfig/ari.conf"),
+    ("asterisk.extraConfig", {"../etc/passwd": "x"}, "additional properties '../etc/passwd'"),
     ("logLevel", "verbose", "/logLevel"),
     ("nats.streamReplicas", 7, "/nats/streamReplicas"),
     ("s3.bucket", "Not_A_Bucket", "/s3/bucket"),
