@@ -5,6 +5,7 @@ app.kubernetes.io labels, and only the gateway and the SIP edge reachable from o
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -235,10 +236,17 @@ def test_only_the_gateway_and_the_sip_edge_are_reachable_from_outside(
                 for source in rule.get("from", []):
                     if "ipBlock" in source:
                         # Addresses outside the cluster reach only the SIP edge (SIP) and
-                        # Asterisk (RTP media, the port range), never a service's API.
+                        # Asterisk (RTP media, the port range), never a service's API; the
+                        # edge's in-call port only from private (node) networks.
                         assert component in {"sip-edge", "asterisk"}, (values_name, policy)
                         ports = {p.get("port") for p in rule["ports"]}
-                        assert ports in ({"sip"}, {10000}, {20000}), (values_name, ports)
+                        assert ports in ({"sip"}, {"sip-cluster"}, {10000}, {20000}), (
+                            values_name,
+                            ports,
+                        )
+                        if ports == {"sip-cluster"}:
+                            cidr = ipaddress.ip_network(source["ipBlock"]["cidr"])
+                            assert cidr.is_private, (values_name, cidr)
                     if "namespaceSelector" in source and component == "gateway":
                         assert source["namespaceSelector"]["matchLabels"] == {
                             "kubernetes.io/metadata.name": "ingress-nginx"
