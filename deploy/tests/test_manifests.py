@@ -5,6 +5,7 @@ app.kubernetes.io labels, and only the gateway and the SIP edge reachable from o
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterator
@@ -57,6 +58,20 @@ def containers(rendered: dict[str, list[Manifest]]) -> Iterator[tuple[str, Manif
                 yield name, obj, container
 
 
+@pytest.fixture(scope="module")
+def cached_schemas() -> Iterator[None]:
+    """kubernetes-validate reads and parses its schema files (megabytes of JSON) for every
+    object; read each once here (same files, same validation, a fraction of the time)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            kubernetes_validate.utils,
+            "schema_contents",
+            functools.lru_cache(maxsize=None)(kubernetes_validate.utils.schema_contents),
+        )
+        yield
+
+
+@pytest.mark.usefixtures("cached_schemas")
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_object_is_valid_kubernetes_strict(
     version: str, rendered: dict[str, list[Manifest]]
