@@ -82,7 +82,7 @@ def rendered(ci_values: dict[str, dict[str, Any]]) -> dict[str, list[Manifest]]:
 
 @pytest.fixture(scope="session")
 def helm_bin() -> Path:
-    return cached_tool("RINGWISE_HELM", "tools/helm-npm-*/helm", "helm")
+    return cached_tool("RINGWISE_HELM", "tools/helm-*/helm", "helm")
 
 
 @pytest.fixture(scope="session")
