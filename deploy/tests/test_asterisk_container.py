@@ -8,6 +8,7 @@ import base64
 import copy
 import importlib.util
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -222,6 +223,38 @@ def pre_stop_commands(render: Render, minimal: dict[str, Any]) -> dict[str, list
     }
 
 
+def invite_final_code(sip_port: int, source_port: int, number: str = "+15550100") -> int:
+    """Send one INVITE from 127.0.0.1 and return the final response's code (ACKing it)."""
+    branch = f"z9hG4bK-ringwise-{source_port}"
+    common = (
+        f"Via: SIP/2.0/UDP 127.0.0.1:{source_port};branch={branch}\r\n"
+        f"From: <sip:carrier@127.0.0.1:{source_port}>;tag=carrier\r\n"
+        f"To: <sip:{number}@127.0.0.1:{sip_port}>\r\n"
+        f"Call-ID: container-check-{source_port}\r\n"
+    )
+    invite = (
+        f"INVITE sip:{number}@127.0.0.1:{sip_port} SIP/2.0\r\n{common}CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:carrier@127.0.0.1:{source_port}>\r\nMax-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.bind(("127.0.0.1", source_port))
+        sock.sendto(invite.encode(), ("127.0.0.1", sip_port))
+        while True:
+            reply = sock.recv(65535).decode(errors="replace")
+            code = int(reply.split(" ", 2)[1])
+            if code >= 200:
+                to = next(line for line in reply.split("\r\n") if line.startswith("To:"))
+                ack = (
+                    f"ACK sip:{number}@127.0.0.1:{sip_port} SIP/2.0\r\n"
+                    + common.replace(f"To: <sip:{number}@127.0.0.1:{sip_port}>\r\n", to + "\r\n")
+                    + "CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                )
+                sock.sendto(ack.encode(), ("127.0.0.1", sip_port))
+                return code
+
+
 @pytest.mark.integration
 def test_entrypoint_config_boots_asterisk_with_the_pods_nat_settings(
     chroot_instance: tuple[Path, str], render: Render, ci_values: dict[str, dict[str, Any]]
@@ -234,7 +267,7 @@ def test_entrypoint_config_boots_asterisk_with_the_pods_nat_settings(
         "RINGWISE_ASTERISK_TEMPLATES": f"{in_chroot}/src/etc",
         "RINGWISE_INSTANCE_DIR": f"{in_chroot}/instance",
         "RINGWISE_ARI_PASSWORD": "s3cret-Pa55",
-        "RINGWISE_PSTN_HOST": "10.244.0.0/16",
+        "RINGWISE_PSTN_HOST": "10.244.0.0/16,127.0.0.1",
         # Loopback here: the machine is shared (the pod binds 0.0.0.0).
         "RINGWISE_SIP_BIND": "127.0.0.1",
         "RINGWISE_SIP_PORT": str(SIP_PORT),
@@ -263,6 +296,7 @@ def test_entrypoint_config_boots_asterisk_with_the_pods_nat_settings(
         assert "external_signaling_address  : 198.51.100.12" in transport
         assert "local_net                   : 10.0.0.0/255.0.0.0" in transport
         assert "Match: 10.244.0.0/16" in rx(root, in_chroot, "pjsip show endpoint pstn")
+        assert "Match: 127.0.0.1/32" in rx(root, in_chroot, "pjsip show endpoint pstn")
         token = base64.b64encode(b"ringwise:s3cret-Pa55").decode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{ARI_PORT}/ari/asterisk/info",
@@ -271,6 +305,9 @@ def test_entrypoint_config_boots_asterisk_with_the_pods_nat_settings(
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
         assert "rw-ringwise-asterisk-1" in rx(root, in_chroot, "core show settings")
+        # No routing is connected to this Asterisk: a PSTN call is refused with 503, which
+        # makes the SIP edge try another pod.
+        assert invite_final_code(SIP_PORT, SIP_PORT + 1) == 503
 
         # The pod's shutdown, with the chart's own preStop hooks: routing's waits while its
         # Asterisk is up; Asterisk's stops it gracefully and returns once it is gone.
