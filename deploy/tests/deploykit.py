@@ -8,13 +8,20 @@ pytest `pythonpath` setting, so test modules import it by name.)
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import pytest
 import yaml
+from ringwise_dev import asterisk as dev_asterisk
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "ringwise"
@@ -61,6 +68,121 @@ def cached_tool(env_var: str, pattern: str, what: str) -> Path:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+# --------------------------------------------------------------------------- real Asterisk
+@dataclass
+class ContainerAsterisk:
+    """Asterisk 22 started by the image's entrypoint, inside the local platform's chroot."""
+
+    root: Path
+    instance_dir: str  # as seen inside the chroot
+    process: subprocess.Popen[str]
+
+    def rx(self, command: str) -> str:
+        result = subprocess.run(
+            [
+                "chroot",
+                str(self.root),
+                "asterisk",
+                "-C",
+                f"{self.instance_dir}/etc/asterisk.conf",
+                "-rx",
+                command,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return result.stdout
+
+
+@contextmanager
+def container_asterisk(name: str, env: dict[str, str]) -> Iterator[ContainerAsterisk]:
+    """Run asterisk/entrypoint.py with env (the pod's settings) in the chroot, as the image
+    does, until Asterisk is fully booted; stop it and remove its folder afterwards. SIP binds
+    to loopback (the machine is shared; a pod binds 0.0.0.0)."""
+    root = dev_asterisk.chroot_root()
+    if not (root / "usr" / "sbin" / "asterisk").exists():
+        pytest.fail(f"no Asterisk chroot at {root}: ./ringwise test builds it")
+    in_chroot = f"/srv/ringwise/{name}"
+    host_dir = root / in_chroot.lstrip("/")
+    shutil.rmtree(host_dir, ignore_errors=True)
+    (host_dir / "src").mkdir(parents=True)
+    shutil.copytree(REPO / "asterisk" / "etc", host_dir / "src" / "etc")
+    shutil.copy(REPO / "asterisk" / "entrypoint.py", host_dir / "src" / "entrypoint.py")
+    full_env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": "C.UTF-8",
+        "RINGWISE_ASTERISK_TEMPLATES": f"{in_chroot}/src/etc",
+        "RINGWISE_INSTANCE_DIR": f"{in_chroot}/instance",
+        "RINGWISE_SIP_BIND": "127.0.0.1",
+        **env,
+    }
+    process = subprocess.Popen(
+        [
+            "chroot",
+            str(root),
+            "env",
+            "-i",
+            *(f"{k}={v}" for k, v in full_env.items()),
+            "python3",
+            f"{in_chroot}/src/entrypoint.py",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    asterisk = ContainerAsterisk(root, f"{in_chroot}/instance", process)
+    try:
+        deadline = time.monotonic() + 20
+        while "fully booted" not in asterisk.rx("core waitfullybooted"):
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "Asterisk did not boot in 20 s"
+            time.sleep(0.3)
+        yield asterisk
+    finally:
+        if process.poll() is None:
+            asterisk.rx("core stop now")
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(host_dir, ignore_errors=True)
+
+
+def invite_final_code(sip_port: int, source_port: int, number: str = "+15550100") -> int:
+    """Send one INVITE from 127.0.0.1 and return the final response's code (ACKing it)."""
+    branch = f"z9hG4bK-ringwise-{source_port}"
+    common = (
+        f"Via: SIP/2.0/UDP 127.0.0.1:{source_port};branch={branch}\r\n"
+        f"From: <sip:carrier@127.0.0.1:{source_port}>;tag=carrier\r\n"
+        f"To: <sip:{number}@127.0.0.1:{sip_port}>\r\n"
+        f"Call-ID: container-check-{source_port}\r\n"
+    )
+    invite = (
+        f"INVITE sip:{number}@127.0.0.1:{sip_port} SIP/2.0\r\n{common}CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:carrier@127.0.0.1:{source_port}>\r\nMax-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.bind(("127.0.0.1", source_port))
+        sock.sendto(invite.encode(), ("127.0.0.1", sip_port))
+        while True:
+            reply = sock.recv(65535).decode(errors="replace")
+            code = int(reply.split(" ", 2)[1])
+            if code >= 200:
+                to = next(line for line in reply.split("\r\n") if line.startswith("To:"))
+                ack = (
+                    f"ACK sip:{number}@127.0.0.1:{sip_port} SIP/2.0\r\n"
+                    + common.replace(f"To: <sip:{number}@127.0.0.1:{sip_port}>\r\n", to + "\r\n")
+                    + "CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                )
+                sock.sendto(ack.encode(), ("127.0.0.1", sip_port))
+                return code
 
 
 # Fixtures (conftest.py re-exports them).

@@ -8,18 +8,15 @@ import base64
 import copy
 import importlib.util
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from deploykit import REPO, Render
+from deploykit import REPO, Render, container_asterisk, invite_final_code
 from ringwise_dev import asterisk as dev_asterisk
 from ringwise_dev.ports import TEST_PORTS
 
@@ -177,41 +174,6 @@ ARI_PORT = TEST_PORTS.base + 90
 RTP = (TEST_PORTS.base + 900, TEST_PORTS.base + 919)
 
 
-@pytest.fixture
-def chroot_instance() -> Iterator[tuple[Path, str]]:
-    root = dev_asterisk.chroot_root()
-    if not (root / "usr" / "sbin" / "asterisk").exists():
-        pytest.fail(f"no Asterisk chroot at {root}: ./ringwise test builds it")
-    name = f"container-check-{TEST_PORTS.base}"
-    in_chroot = f"/srv/ringwise/{name}"
-    host_dir = root / in_chroot.lstrip("/")
-    shutil.rmtree(host_dir, ignore_errors=True)
-    (host_dir / "src").mkdir(parents=True)
-    shutil.copytree(TEMPLATES, host_dir / "src" / "etc")
-    shutil.copy(REPO / "asterisk" / "entrypoint.py", host_dir / "src" / "entrypoint.py")
-    yield root, in_chroot
-    shutil.rmtree(host_dir, ignore_errors=True)
-
-
-def rx(root: Path, in_chroot: str, command: str) -> str:
-    result = subprocess.run(
-        [
-            "chroot",
-            str(root),
-            "asterisk",
-            "-C",
-            f"{in_chroot}/instance/etc/asterisk.conf",
-            "-rx",
-            command,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
-    return result.stdout
-
-
 def pre_stop_commands(render: Render, minimal: dict[str, Any]) -> dict[str, list[str]]:
     """The chart's preStop hooks of the Asterisk pod, by container, for this check's ARI port."""
     values = copy.deepcopy(minimal)
@@ -223,53 +185,14 @@ def pre_stop_commands(render: Render, minimal: dict[str, Any]) -> dict[str, list
     }
 
 
-def invite_final_code(sip_port: int, source_port: int, number: str = "+15550100") -> int:
-    """Send one INVITE from 127.0.0.1 and return the final response's code (ACKing it)."""
-    branch = f"z9hG4bK-ringwise-{source_port}"
-    common = (
-        f"Via: SIP/2.0/UDP 127.0.0.1:{source_port};branch={branch}\r\n"
-        f"From: <sip:carrier@127.0.0.1:{source_port}>;tag=carrier\r\n"
-        f"To: <sip:{number}@127.0.0.1:{sip_port}>\r\n"
-        f"Call-ID: container-check-{source_port}\r\n"
-    )
-    invite = (
-        f"INVITE sip:{number}@127.0.0.1:{sip_port} SIP/2.0\r\n{common}CSeq: 1 INVITE\r\n"
-        f"Contact: <sip:carrier@127.0.0.1:{source_port}>\r\nMax-Forwards: 70\r\n"
-        "Content-Length: 0\r\n\r\n"
-    )
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(5)
-        sock.bind(("127.0.0.1", source_port))
-        sock.sendto(invite.encode(), ("127.0.0.1", sip_port))
-        while True:
-            reply = sock.recv(65535).decode(errors="replace")
-            code = int(reply.split(" ", 2)[1])
-            if code >= 200:
-                to = next(line for line in reply.split("\r\n") if line.startswith("To:"))
-                ack = (
-                    f"ACK sip:{number}@127.0.0.1:{sip_port} SIP/2.0\r\n"
-                    + common.replace(f"To: <sip:{number}@127.0.0.1:{sip_port}>\r\n", to + "\r\n")
-                    + "CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-                )
-                sock.sendto(ack.encode(), ("127.0.0.1", sip_port))
-                return code
-
-
 @pytest.mark.integration
 def test_entrypoint_config_boots_asterisk_with_the_pods_nat_settings(
-    chroot_instance: tuple[Path, str], render: Render, ci_values: dict[str, dict[str, Any]]
+    render: Render, ci_values: dict[str, dict[str, Any]]
 ) -> None:
-    root, in_chroot = chroot_instance
     env = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "LANG": "C.UTF-8",
         "HOSTNAME": "rw-ringwise-asterisk-1",
-        "RINGWISE_ASTERISK_TEMPLATES": f"{in_chroot}/src/etc",
-        "RINGWISE_INSTANCE_DIR": f"{in_chroot}/instance",
         "RINGWISE_ARI_PASSWORD": "s3cret-Pa55",
         "RINGWISE_PSTN_HOST": "10.244.0.0/16,127.0.0.1",
-        # Loopback here: the machine is shared (the pod binds 0.0.0.0).
-        "RINGWISE_SIP_BIND": "127.0.0.1",
         "RINGWISE_SIP_PORT": str(SIP_PORT),
         "RINGWISE_ARI_PORT": str(ARI_PORT),
         "RINGWISE_RTP_START": str(RTP[0]),
@@ -277,26 +200,14 @@ def test_entrypoint_config_boots_asterisk_with_the_pods_nat_settings(
         "RINGWISE_EXTERNAL_ADDRESSES": "198.51.100.11,198.51.100.12",
         "RINGWISE_LOCAL_NETS": "10.0.0.0/8",
     }
-    env_args = [f"{k}={v}" for k, v in env.items()]
-    process = subprocess.Popen(
-        ["chroot", str(root), "env", "-i", *env_args, "python3", f"{in_chroot}/src/entrypoint.py"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while "fully booted" not in rx(root, in_chroot, "core waitfullybooted"):
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            assert time.monotonic() < deadline, "Asterisk did not boot in 20 s"
-            time.sleep(0.3)
-        transport = rx(root, in_chroot, "pjsip show transport transport-udp")
+    with container_asterisk(f"container-check-{TEST_PORTS.base}", env) as asterisk:
+        transport = asterisk.rx("pjsip show transport transport-udp")
         assert f"127.0.0.1:{SIP_PORT}" in transport
         assert "external_media_address      : 198.51.100.12" in transport
         assert "external_signaling_address  : 198.51.100.12" in transport
         assert "local_net                   : 10.0.0.0/255.0.0.0" in transport
-        assert "Match: 10.244.0.0/16" in rx(root, in_chroot, "pjsip show endpoint pstn")
-        assert "Match: 127.0.0.1/32" in rx(root, in_chroot, "pjsip show endpoint pstn")
+        assert "Match: 10.244.0.0/16" in asterisk.rx("pjsip show endpoint pstn")
+        assert "Match: 127.0.0.1/32" in asterisk.rx("pjsip show endpoint pstn")
         token = base64.b64encode(b"ringwise:s3cret-Pa55").decode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{ARI_PORT}/ari/asterisk/info",
@@ -304,7 +215,7 @@ def test_entrypoint_config_boots_asterisk_with_the_pods_nat_settings(
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
-        assert "rw-ringwise-asterisk-1" in rx(root, in_chroot, "core show settings")
+        assert "rw-ringwise-asterisk-1" in asterisk.rx("core show settings")
         # No routing is connected to this Asterisk: a PSTN call is refused with 503, which
         # makes the SIP edge try another pod.
         assert invite_final_code(SIP_PORT, SIP_PORT + 1) == 503
@@ -317,17 +228,9 @@ def test_entrypoint_config_boots_asterisk_with_the_pods_nat_settings(
         with pytest.raises(subprocess.TimeoutExpired):
             subprocess.run(hooks["routing"], timeout=3, check=True)
         asterisk_hook = [
-            part.replace("/var/lib/ringwise-asterisk", f"{in_chroot}/instance")
+            part.replace("/var/lib/ringwise-asterisk", asterisk.instance_dir)
             for part in hooks["asterisk"]
         ]
-        subprocess.run(["chroot", str(root), *asterisk_hook], timeout=30, check=True)
-        assert process.wait(timeout=10) == 0
+        subprocess.run(["chroot", str(asterisk.root), *asterisk_hook], timeout=30, check=True)
+        assert asterisk.process.wait(timeout=10) == 0
         subprocess.run(hooks["routing"], timeout=10, check=True)
-    finally:
-        if process.poll() is None:
-            rx(root, in_chroot, "core stop now")
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()

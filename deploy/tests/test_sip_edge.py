@@ -11,11 +11,13 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from deploykit import REPO, Manifest, Render
+from deploykit import REPO, Manifest, Render, container_asterisk, invite_final_code
 from ringwise_dev import asterisk as dev_asterisk
 from ringwise_dev.ports import TEST_PORTS
 
@@ -222,6 +224,78 @@ def sipp(root: Path, workdir: str, scenario: str, *args: str) -> list[str]:
     ]
 
 
+def edge_config_for_here(
+    render: Render,
+    minimal: dict[str, Any],
+    directory: Path,
+    dispatcher_list: str,
+    ping_interval_s: int,
+    advertised_port: int = EDGE_PUBLIC,
+) -> Path:
+    """The chart's kamailio.cfg for an edge on this machine's loopback ports. The public
+    socket advertises advertised_port (in a pod: the load balancer's 5060, not 5080)."""
+    values = copy.deepcopy(minimal)
+    values["sipEdge"] = {
+        "advertisedAddress": "127.0.0.1",
+        "failoverTimeoutSeconds": 1,
+        "service": {"port": advertised_port},
+    }
+    data = edge_config(render(values))
+    config = (
+        resolvable_here(data["kamailio.cfg"])
+        .replace("@POD_IP@", "127.0.0.1")
+        .replace(":5080", f":{EDGE_PUBLIC}")
+        .replace(":5090", f":{EDGE_CLUSTER}")
+        .replace("/etc/ringwise-sip-edge/dispatcher.list", str(directory / "dispatcher.list"))
+    )
+    config, probes = re.subn(
+        r'"ds_ping_interval", \d+', f'"ds_ping_interval", {ping_interval_s}', config
+    )
+    assert probes == 1
+    (directory / "dispatcher.list").write_text(dispatcher_list)
+    (directory / "kamailio.cfg").write_text(config)
+    return directory / "kamailio.cfg"
+
+
+@contextmanager
+def running_edge(kamailio_root: Path, config: Path) -> Iterator[Path]:
+    """Kamailio on config until the block ends; yields the path of its log."""
+    libdir = kamailio_root / "usr" / "lib" / "x86_64-linux-gnu" / "kamailio"
+    run_dir = config.parent / "run"
+    run_dir.mkdir()
+    log_path = config.parent / "kamailio.log"
+    with log_path.open("w") as log:
+        edge = subprocess.Popen(
+            [
+                str(kamailio_root / "usr" / "sbin" / "kamailio"),
+                "-DD",
+                "-E",
+                "-f",
+                str(config),
+                "-L",
+                str(libdir / "modules"),
+                "-Y",
+                str(run_dir),
+            ],
+            env={"LD_LIBRARY_PATH": str(libdir)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while not options_answered(EDGE_PUBLIC):
+                assert edge.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "the edge did not answer OPTIONS in 15 s"
+            yield log_path
+        finally:
+            edge.terminate()
+            try:
+                edge.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                edge.kill()
+                edge.wait()
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize(
     ("caller_scenario", "server_scenario"),
@@ -244,26 +318,14 @@ def test_calls_cross_the_edge_and_fail_over_past_a_dead_pod(
     root = dev_asterisk.chroot_root()
     if not (root / "usr" / "bin" / "sipp").exists():
         pytest.fail(f"no sipp in the chroot {root}: ./ringwise test builds it")
-    values = copy.deepcopy(ci_values["minimal"])
-    values["sipEdge"] = {
-        "advertisedAddress": "127.0.0.1",
-        "failoverTimeoutSeconds": 1,
-        "service": {"port": EDGE_PUBLIC},
-    }
-    data = edge_config(render(values))
-    config = (
-        resolvable_here(data["kamailio.cfg"])
-        .replace("@POD_IP@", "127.0.0.1")
-        .replace(":5080", f":{EDGE_PUBLIC}")
-        .replace(":5090", f":{EDGE_CLUSTER}")
-        .replace("/etc/ringwise-sip-edge/dispatcher.list", str(tmp_path / "dispatcher.list"))
-    )
-    # No OPTIONS probes during the check: sipp's call server would take them for calls.
-    config = re.sub(r'"ds_ping_interval", \d+', '"ds_ping_interval", 3600', config)
-    (tmp_path / "kamailio.cfg").write_text(config)
     # Round robin over a dead pod and a live one: every other call meets the dead one first.
-    (tmp_path / "dispatcher.list").write_text(
-        f"1 sip:127.0.0.1:{DEAD_POD}\n1 sip:127.0.0.1:{CALL_SERVER}\n"
+    # No OPTIONS probes here: sipp's call server would take them for calls.
+    config = edge_config_for_here(
+        render,
+        ci_values["minimal"],
+        tmp_path,
+        f"1 sip:127.0.0.1:{DEAD_POD}\n1 sip:127.0.0.1:{CALL_SERVER}\n",
+        ping_interval_s=3600,
     )
     workdir = f"/srv/ringwise/edge-check-{TEST_PORTS.base}"
     host_workdir = root / workdir.lstrip("/")
@@ -271,79 +333,100 @@ def test_calls_cross_the_edge_and_fail_over_past_a_dead_pod(
     host_workdir.mkdir(parents=True)
     for scenario in SCENARIOS.glob("*.xml"):
         shutil.copy(scenario, host_workdir / scenario.name)
-
-    libdir = kamailio_root / "usr" / "lib" / "x86_64-linux-gnu" / "kamailio"
-    (tmp_path / "run").mkdir()
-    edge_log = (tmp_path / "kamailio.log").open("w")
-    edge = subprocess.Popen(
-        [
-            str(kamailio_root / "usr" / "sbin" / "kamailio"),
-            "-DD",
-            "-E",
-            "-f",
-            str(tmp_path / "kamailio.cfg"),
-            "-L",
-            str(libdir / "modules"),
-            "-Y",
-            str(tmp_path / "run"),
-        ],
-        env={"LD_LIBRARY_PATH": str(libdir)},
-        stdout=edge_log,
-        stderr=subprocess.STDOUT,
-    )
     server: subprocess.Popen[str] | None = None
     try:
-        deadline = time.monotonic() + 15
-        while not options_answered(EDGE_PUBLIC):
-            assert edge.poll() is None, (tmp_path / "kamailio.log").read_text()
-            assert time.monotonic() < deadline, "the edge did not answer OPTIONS in 15 s"
-        server = subprocess.Popen(
-            sipp(root, workdir, server_scenario, "-p", str(CALL_SERVER), "-m", str(CALLS)),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(0.5)
-        carrier = subprocess.run(
-            sipp(
-                root,
-                workdir,
-                caller_scenario,
-                "-p",
-                str(CARRIER),
-                "-s",
-                "15550100",
-                "-m",
-                str(CALLS),
-                "-l",
-                "1",
-                "-r",
-                "2",
-                f"127.0.0.1:{EDGE_PUBLIC}",
-            ),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        errors = host_workdir / f"{caller_scenario}.errors"
-        assert carrier.returncode == 0, (
-            errors.read_text() if errors.exists() else carrier.stderr
-        ) + (tmp_path / "kamailio.log").read_text()[-3000:]
-        # Every call, its ACK and its BYE went through the edge to the live pod.
-        assert server.wait(timeout=15) == 0, server.stderr.read() if server.stderr else ""
-        # The dead pod was tried, timed out, and was marked down; the live one took over.
-        failover = f"asterisk pod sip:127.0.0.1:{DEAD_POD} failed (408): marked down"
-        assert failover in (tmp_path / "kamailio.log").read_text()
+        with running_edge(kamailio_root, config) as edge_log:
+            server = subprocess.Popen(
+                sipp(root, workdir, server_scenario, "-p", str(CALL_SERVER), "-m", str(CALLS)),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(0.5)
+            carrier = subprocess.run(
+                sipp(
+                    root,
+                    workdir,
+                    caller_scenario,
+                    "-p",
+                    str(CARRIER),
+                    "-s",
+                    "15550100",
+                    "-m",
+                    str(CALLS),
+                    "-l",
+                    "1",
+                    "-r",
+                    "2",
+                    f"127.0.0.1:{EDGE_PUBLIC}",
+                ),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            errors = host_workdir / f"{caller_scenario}.errors"
+            assert carrier.returncode == 0, (
+                errors.read_text() if errors.exists() else carrier.stderr
+            ) + edge_log.read_text()[-3000:]
+            # Every call, its ACK and its BYE went through the edge to the live pod.
+            assert server.wait(timeout=15) == 0, server.stderr.read() if server.stderr else ""
+            # The dead pod was tried, timed out, and was marked down; the live one took over.
+            failover = f"asterisk pod sip:127.0.0.1:{DEAD_POD} failed (408): marked down"
+            assert failover in edge_log.read_text()
     finally:
         if server is not None and server.poll() is None:
             server.kill()
             server.wait()
-        edge.terminate()
-        try:
-            edge.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            edge.kill()
-            edge.wait()
-        edge_log.close()
         shutil.rmtree(host_workdir, ignore_errors=True)
+
+
+ASTERISK_SIP = TEST_PORTS.base + 72
+ASTERISK_ARI = TEST_PORTS.base + 92
+ASTERISK_RTP = (TEST_PORTS.base + 920, TEST_PORTS.base + 939)
+
+
+@pytest.mark.integration
+def test_the_edge_probes_a_real_asterisk_and_fails_over_when_it_refuses(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    """An Asterisk pod (the image's entrypoint and config) without its routing sidecar refuses
+    a call with 503: the edge logs the failover, marks the pod down and tells the carrier no
+    call server is available. The pod answers the edge's OPTIONS probes, so it is back in
+    rotation a few seconds later and takes the next call."""
+    env = {
+        "HOSTNAME": "rw-ringwise-asterisk-0",
+        "RINGWISE_ARI_PASSWORD": "edge-check",
+        # The edge sends from loopback here (the pod network in a cluster).
+        "RINGWISE_PSTN_HOST": "127.0.0.1",
+        "RINGWISE_SIP_PORT": str(ASTERISK_SIP),
+        "RINGWISE_ARI_PORT": str(ASTERISK_ARI),
+        "RINGWISE_RTP_START": str(ASTERISK_RTP[0]),
+        "RINGWISE_RTP_END": str(ASTERISK_RTP[1]),
+    }
+    # As in a pod, the public socket advertises another port than it listens on: replies to
+    # what the edge sends Asterisk must still find it.
+    config = edge_config_for_here(
+        render,
+        ci_values["minimal"],
+        tmp_path,
+        f"1 sip:127.0.0.1:{ASTERISK_SIP}\n",
+        ping_interval_s=1,
+        advertised_port=EDGE_PUBLIC + 5,
+    )
+    with (
+        container_asterisk(f"edge-pod-check-{TEST_PORTS.base}", env),
+        running_edge(kamailio_root, config) as edge_log,
+    ):
+        failed = f"asterisk pod sip:127.0.0.1:{ASTERISK_SIP} failed (503): marked down"
+        assert invite_final_code(EDGE_PUBLIC, CARRIER) == 503
+        assert edge_log.read_text().count(failed) == 1
+        # Marked down, the pod gets no call until a probe is answered (every second here).
+        assert invite_final_code(EDGE_PUBLIC, CARRIER + 1000) == 503
+        assert edge_log.read_text().count(failed) == 1
+        time.sleep(3)
+        assert invite_final_code(EDGE_PUBLIC, CARRIER + 1001) == 503
+        assert edge_log.read_text().count(failed) == 2
