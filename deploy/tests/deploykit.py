@@ -29,6 +29,8 @@ CI_VALUES = {
     path.name.removesuffix("-values.yaml"): path for path in sorted((CHART / "ci").glob("*.yaml"))
 }
 RELEASE = "rw"
+# The services with a Deployment each; routing runs in the Asterisk pods.
+DEPLOYED_SERVICES = ("gateway", "directory", "billing", "voicemail", "recording", "messaging")
 NAMESPACE = "telephony"
 CACHE = Path(os.environ.get("RINGWISE_CACHE", "/var/cache/ringwise"))
 
@@ -40,6 +42,17 @@ def load_values(path: Path) -> dict[str, Any]:
     values = yaml.safe_load(path.read_text())
     assert isinstance(values, dict), f"{path} is not a YAML mapping"
     return values
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Values files layered the way helm layers them (maps merge, the rest is replaced)."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def parse_manifests(text: str) -> list[Manifest]:

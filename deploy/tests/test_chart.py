@@ -9,7 +9,17 @@ from typing import Any
 
 import helm_python as helm
 import pytest
-from deploykit import CHART, CI_VALUES, NAMESPACE, RELEASE, Manifest, Render, parse_manifests
+from deploykit import (
+    CHART,
+    CI_VALUES,
+    DEPLOYED_SERVICES,
+    NAMESPACE,
+    RELEASE,
+    Manifest,
+    Render,
+    deep_merge,
+    parse_manifests,
+)
 
 EXPECTED_CI_FILES = {"minimal", "production", "tls"}
 
@@ -69,7 +79,7 @@ def test_sdk_render_matches_helm_template(
 
 def test_every_component_is_rendered(rendered: dict[str, list[Manifest]]) -> None:
     kinds = {identity(obj) for obj in rendered["production"]}
-    for service in ("gateway", "directory", "billing", "voicemail", "recording", "messaging"):
+    for service in DEPLOYED_SERVICES:
         name = f"{RELEASE}-ringwise-{service}"
         for kind in ("Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"):
             assert (kind, name) in kinds, (kind, name)
@@ -280,19 +290,9 @@ def test_schema_accepts_every_ci_values_file(ci_values: dict[str, dict[str, Any]
 def test_inconsistent_network_values_fail_rendering_with_a_clear_message(
     change: dict[str, Any], message: str, ci_values: dict[str, dict[str, Any]]
 ) -> None:
-    values = _deep_merge(ci_values["minimal"], change)
+    values = deep_merge(ci_values["minimal"], change)
     with helm.Chart.load(CHART) as chart:
         chart.validate_schema(values)  # each value is fine alone: the template catches the mix
         with pytest.raises(helm.HelmError) as raised:
             chart.render(values, name=RELEASE, namespace=NAMESPACE)
     assert message in str(raised.value)
-
-
-def _deep_merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in change.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

@@ -13,7 +13,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from deploykit import RELEASE, Manifest
+from deploykit import DEPLOYED_SERVICES, RELEASE, Manifest
 
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.utils.latest_version()]
 # Custom resources: their schemas come with their operators, not with Kubernetes.
@@ -288,15 +288,7 @@ def test_settings_reach_the_services_that_read_them(rendered: dict[str, list[Man
     env_of: dict[str, set[str]] = {}
     for _, _obj, container in containers({"production": rendered["production"]}):
         env_of[container["name"]] = {e["name"] for e in container.get("env", [])}
-    for name in (
-        "gateway",
-        "directory",
-        "billing",
-        "voicemail",
-        "recording",
-        "messaging",
-        "routing",
-    ):
+    for name in (*DEPLOYED_SERVICES, "routing"):
         assert {"RINGWISE_NATS_URL", "RINGWISE_HTTP_PORT", "RINGWISE_HTTP_HOST"} <= env_of[name]
     assert "RINGWISE_MONGO_URL" in env_of["directory"] & env_of["billing"]
     assert "RINGWISE_DIRECTORY_DB" in env_of["directory"]

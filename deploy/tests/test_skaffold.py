@@ -10,22 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
-from deploykit import CHART, REPO, Render, load_values
+from deploykit import CHART, DEPLOYED_SERVICES, REPO, Render, deep_merge, load_values
 
 SKAFFOLD = REPO / "skaffold.yaml"
 # The image references skaffold hands to the chart (IMAGE_FULLY_QUALIFIED_<name>).
 TEMPLATE_VAR = re.compile(r"^\{\{\.IMAGE_FULLY_QUALIFIED_([A-Za-z0-9_]+)\}\}$")
-CHART_COMPONENTS = {
-    "gateway",
-    "directory",
-    "billing",
-    "voicemail",
-    "recording",
-    "messaging",
-    "routing",
-    "asterisk",
-    "sipEdge",
-}
+CHART_COMPONENTS = {*DEPLOYED_SERVICES, "routing", "asterisk", "sipEdge"}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +100,7 @@ def test_dev_profile_values_render_with_skaffold_image_references(
     (patch,) = [p for p in profile["patches"] if p["path"].endswith("/valuesFiles")]
     values: dict[str, Any] = {}
     for path in patch["value"]:
-        values = merge(values, load_values(REPO / path))
+        values = deep_merge(values, load_values(REPO / path))
     digest = "sha256:" + "0" * 64
     values["imageOverrides"] = {
         c: f"localhost:5000/ringwise/{c.lower()}:dev-1a2b3c@{digest}" for c in CHART_COMPONENTS
@@ -124,16 +114,6 @@ def test_dev_profile_values_render_with_skaffold_image_references(
     }
     assert images == set(values["imageOverrides"].values())
     assert not any(o["kind"] == "NetworkPolicy" for o in objects)
-
-
-def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def test_skaffold_names_no_file_outside_the_repository() -> None:
