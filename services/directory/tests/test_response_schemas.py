@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
 from ringwise.api.v1 import api_pb2
-from ringwise_directory.common.access import HTTP_METHODS, fragment_paths
+from ringwise_directory.common.access import HTTP_METHODS, load_rules
 
 from .conftest import Harness, Reply
 from .test_tenant_isolation import BODIES, populate
@@ -17,18 +18,21 @@ from .test_tenant_isolation import BODIES, populate
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 
+# The gateway's document: every fragment merged with the gateway's base (shared parameters,
+# ETag, NextCursor). dev/gen-openapi keeps it in step with the fragments.
+OPENAPI = Path(__file__).resolve().parents[3] / "services" / "gateway" / "openapi.yaml"
+
+
 def merged_fragments() -> tuple[dict[str, Any], dict[str, Any]]:
+    document = yaml.safe_load(OPENAPI.read_text())
+    directory_ops = set(load_rules())
     operations: dict[str, Any] = {}
-    components: dict[str, Any] = {}
-    for path in fragment_paths():
-        document = yaml.safe_load(path.read_text())
-        for route, item in (document.get("paths") or {}).items():
-            for method in HTTP_METHODS:
-                if method in item:
-                    operations[item[method]["operationId"]] = {**item[method], "route": route}
-        for kind, entries in (document.get("components") or {}).items():
-            components.setdefault(kind, {}).update(entries)
-    return operations, components
+    for route, item in document["paths"].items():
+        for method in HTTP_METHODS:
+            if method in item and item[method]["operationId"] in directory_ops:
+                operations[item[method]["operationId"]] = {**item[method], "route": route}
+    assert set(operations) == directory_ops, "run dev/gen-openapi"
+    return operations, document["components"]
 
 
 def resolve_ref(node: Any, components: dict[str, Any]) -> Any:

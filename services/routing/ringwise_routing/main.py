@@ -12,9 +12,12 @@ from ringwise_kit.ops import READINESS_KEY
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.router import CallRouter
+from ringwise_routing.provisioning.pjsip import PjsipOptions
+from ringwise_routing.provisioning.provisioner import Provisioner
 from ringwise_routing.settings import RoutingSettings
 
 ROUTER_KEY = web.AppKey("router", CallRouter)
+PROVISIONER_KEY = web.AppKey("provisioner", Provisioner)
 
 
 def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
@@ -38,12 +41,25 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
         )
         router = CallRouter(ari, directory, publisher)
         app[ROUTER_KEY] = router
+        provisioner = Provisioner(
+            app[service.NATS_KEY],
+            app[service.REDIS_KEY],
+            ari,
+            PjsipOptions(
+                transport=settings.pjsip_transport,
+                rewrite_contact=settings.pjsip_rewrite_contact,
+            ),
+            resync_s=settings.pjsip_resync_s,
+        )
+        app[PROVISIONER_KEY] = provisioner
+        await provisioner.start()
         app[READINESS_KEY].add("ari", lambda: ari.connected)
         await ari.start()
         yield
         # Calls in progress get a moment to finish; what is still up then (a long
         # conversation) stays up in Asterisk and is reconciled by the next instance.
         await router.drain(settings.shutdown_grace_s / 2)
+        await provisioner.stop()
         await ari.close()
         await router.abandon()
         await publisher.stop(settings.shutdown_grace_s / 2)

@@ -7,6 +7,7 @@ Used by `ringwise-dev up` (base port 20000, data under .run/dev) and by the pyte
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from ringwise_dev.ports import HOST, PortPlan
 from ringwise_dev.proc import ManagedProcess, ProcessFailed
 from ringwise_dev.services import SERVICES, service_process
 from ringwise_dev.sipp import SippWorkspace
+
+OPERATOR_EMAIL = "operator@ringwise.test"
 
 
 class LocalPlatform:
@@ -39,6 +42,10 @@ class LocalPlatform:
         self.sipp = SippWorkspace.for_asterisk(self.asterisk)
         self.fixture_path = write_fixture(ports, self.data_dir / "directory-fixture.json")
         self.log_level = log_level
+        # A fresh key per platform run: tokens of an earlier run are simply invalid.
+        self.token_signing_key = secrets.token_urlsafe(48)
+        # The platform's first operator admin (directory creates it at start-up).
+        self.operator_password = secrets.token_urlsafe(18)
         self.services: dict[str, ManagedProcess] = {
             name: service_process(name, ports, self.data_dir / "logs", self.service_env(name))
             for name in SERVICES
@@ -58,9 +65,15 @@ class LocalPlatform:
                 "RINGWISE_ARI_USER": self.asterisk.ari_user,
                 "RINGWISE_ARI_PASSWORD": self.asterisk.ari_password,
                 "RINGWISE_ARI_APP": self.asterisk.ari_app,
+                # sipp phones register for an answering sipp on another port (sipp.py).
+                "RINGWISE_PJSIP_REWRITE_CONTACT": "false",
             }
         if name == "directory":
             env["RINGWISE_DIRECTORY_FIXTURE"] = str(self.fixture_path)
+            env["RINGWISE_OPERATOR_EMAIL"] = OPERATOR_EMAIL
+            env["RINGWISE_OPERATOR_PASSWORD"] = self.operator_password
+        if name == "gateway":
+            env["RINGWISE_TOKEN_SIGNING_KEY"] = self.token_signing_key
         return env
 
     def service_url(self, name: str, path: str = "") -> str:

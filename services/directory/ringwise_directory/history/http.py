@@ -1,5 +1,5 @@
 """The audit history, newest first: a tenant's (GET /v1/tenants/{tenant_id}/history) and the
-platform's own (GET /v1/history, operators)."""
+platform's own (GET /v1/auth/history, operators)."""
 
 from __future__ import annotations
 

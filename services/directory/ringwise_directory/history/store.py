@@ -21,7 +21,7 @@ SECRET_FIELDS = frozenset({"password_hash", "md5_cred", "key_hash", "password", 
 def actor_of(principal: api_pb2.Principal) -> Doc:
     return {
         "id": principal.subject_id,
-        "role": ROLE_NAMES.get(int(principal.role), "unknown"),
+        "role": ROLE_NAMES.get(principal.role, "unknown"),
         "email": principal.email,
     }
 
