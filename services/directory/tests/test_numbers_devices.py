@@ -426,3 +426,43 @@ async def test_data_of_the_first_fixture_only_model_is_upgraded_in_place(
     ).status == 422
     tenant = await harness.operator.op("getTenant", tenant_id="acme")
     assert (tenant.status, tenant.body["status"]) == (200, "active")
+
+
+async def test_a_suspended_users_or_tenants_phones_leave_asterisk_and_come_back(
+    harness: Harness, events: Events
+) -> None:
+    tenant = await harness.new_tenant("dev-suspend")
+    admin = harness.client(ADMIN, tenant)
+    user = await harness.new_user(tenant, "sus@dev.example")
+    phone = await admin.op("createDevice", {"kind": "sip_phone"}, user_id=user["user_id"])
+    username = phone.body["sip_username"]
+
+    async def provisioned() -> bool:
+        return username in {d.sip_username for d in (await list_sip(harness)).devices}
+
+    def last_event() -> devices_pb2.SipDeviceChanged:
+        return [e for e in events.devices if e.device.sip_username == username][-1]
+
+    assert await provisioned()
+    await admin.op("updateUser", {"status": "suspended"}, user_id=user["user_id"])
+    await events.settle()
+    assert last_event().deleted and not await provisioned()
+    # Changing a suspended user's phone does not bring it back.
+    await admin.op(
+        "updateDevice",
+        {"label": "Desk"},
+        user_id=user["user_id"],
+        device_id=phone.body["device_id"],
+    )
+    await events.settle()
+    assert last_event().deleted and not await provisioned()
+    await admin.op("updateUser", {"status": "active"}, user_id=user["user_id"])
+    await events.settle()
+    assert not last_event().deleted and last_event().device.md5_cred and await provisioned()
+
+    await harness.operator.op("suspendTenant", tenant_id=tenant)
+    await events.settle()
+    assert last_event().deleted and not await provisioned()
+    await harness.operator.op("activateTenant", tenant_id=tenant)
+    await events.settle()
+    assert not last_event().deleted and await provisioned()

@@ -195,23 +195,30 @@ class DeviceStore:
         for doc in await self._devices.find({"tenant_id": tenant_id, "user_id": user_id}).to_list():
             await self.delete(doc, actor)
 
+    async def _publish_sip(self, doc: Doc, *, deleted: bool) -> None:
+        device = (
+            devices_pb2.SipDevice(
+                tenant_id=doc["tenant_id"],
+                device_id=doc["device_id"],
+                sip_username=doc["sip_username"],
+            )
+            if deleted
+            else sip_device(doc)
+        )
+        await self._dir.notifier.sip_device_changed(device, deleted=deleted)
+
     async def _changed(self, doc: Doc, *, deleted: bool) -> None:
         if doc["kind"] in SIP_KINDS:
-            device = (
-                devices_pb2.SipDevice(
-                    tenant_id=doc["tenant_id"],
-                    device_id=doc["device_id"],
-                    sip_username=doc["sip_username"],
-                )
-                if deleted
-                else sip_device(doc)
-            )
-            await self._dir.notifier.sip_device_changed(device, deleted=deleted)
+            # A suspended owner's devices stay out of Asterisk whatever changes on them.
+            enabled = bool(await self._enabled_owners([doc]))
+            await self._publish_sip(doc, deleted=deleted or not enabled)
         # The user's numbers resolve to their devices.
         await self._numbers.touch({"tenant_id": doc["tenant_id"], "user_id": doc["user_id"]})
 
     async def list_sip(self, after: str, limit: int) -> tuple[list[devices_pb2.SipDevice], str]:
-        """Every tenant's SIP devices by sip_username (routing's full re-apply)."""
+        """Every tenant's SIP devices by sip_username (routing's full re-apply), except those of
+        suspended users or tenants: they must not register. A page may hold fewer devices than
+        asked (some were left out); next_after says where to go on."""
         size = min(limit or MAX_SIP_PAGE, MAX_SIP_PAGE)
         query: Doc = {"kind": {"$in": list(SIP_KINDS)}}
         if after:
@@ -224,7 +231,44 @@ class DeviceStore:
         )
         more = len(docs) > size
         docs = docs[:size]
-        return [sip_device(d) for d in docs], (docs[-1]["sip_username"] if more else "")
+        enabled = await self._enabled_owners(docs)
+        devices = [sip_device(d) for d in docs if (d["tenant_id"], d["user_id"]) in enabled]
+        return devices, (docs[-1]["sip_username"] if more else "")
+
+    async def _enabled_owners(self, docs: list[Doc]) -> set[tuple[str, str]]:
+        """Which (tenant, user) pairs among these devices' owners are active, in active tenants."""
+        tenants = {d["tenant_id"] for d in docs}
+        if not tenants:
+            return set()
+        db = self._dir.db
+        suspended = {
+            t["tenant_id"]
+            for t in await db.tenants.find(
+                {"tenant_id": {"$in": list(tenants)}, "status": {"$ne": "active"}},
+                {"tenant_id": 1},
+            ).to_list()
+        }
+        owners = {(d["tenant_id"], d["user_id"]) for d in docs if d["tenant_id"] not in suspended}
+        active = await db.users.find(
+            {
+                "tenant_id": {"$in": sorted({tenant for tenant, _ in owners})},
+                "user_id": {"$in": sorted({user for _, user in owners})},
+                "status": "active",
+            },
+            {"tenant_id": 1, "user_id": 1},
+        ).to_list()
+        return owners & {(u["tenant_id"], u["user_id"]) for u in active}
+
+    async def republish(self, tenant_id: str, user_id: str | None = None) -> None:
+        """A user (or, user_id None, a whole tenant) was suspended or reactivated: tell routing
+        to remove or re-create their SIP devices in Asterisk, as their state now says."""
+        query: Doc = {"tenant_id": tenant_id, "kind": {"$in": list(SIP_KINDS)}}
+        if user_id is not None:
+            query["user_id"] = user_id
+        docs = await self._devices.find(query).to_list()
+        enabled = await self._enabled_owners(docs)
+        for doc in docs:
+            await self._publish_sip(doc, deleted=(doc["tenant_id"], doc["user_id"]) not in enabled)
 
     async def replace_fixture_devices(
         self, tenant_id: str, user_id: str, devices: list[Doc]

@@ -72,6 +72,8 @@ def router(stores: Stores) -> ApiRouter:
         )
         # Numbers of a suspended tenant reach nobody: routing must drop its cached answers.
         await stores.numbers.touch({"tenant_id": call.tenant_id})
+        # ...and their phones stop (or start again) registering.
+        await stores.devices.republish(call.tenant_id)
         return resource(updated)
 
     @api.operation("suspendTenant")

@@ -153,6 +153,8 @@ def router(stores: Stores) -> ApiRouter:
         updated = await users.update(current, changes, actor_of(call.principal), "user.updated")
         if any(current.get(k) != updated.get(k) for k in RESOLVE_FIELDS):
             await stores.numbers.touch({"tenant_id": call.tenant_id, "user_id": current["user_id"]})
+        if current.get("status") != updated.get("status"):
+            await stores.devices.republish(call.tenant_id, current["user_id"])
         return resource(updated, HIDDEN)
 
     @api.operation("deleteUser")
