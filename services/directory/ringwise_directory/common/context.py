@@ -27,18 +27,23 @@ class Notifier:
         self._nc = nc
 
     async def number_changed(self, tenant_id: str, number: str, version: int) -> None:
-        if self._nc is None:
-            return
         change = resolve_pb2.NumberChanged(tenant_id=tenant_id, number=number, version=version)
-        await self._nc.publish(subjects.number_changed(tenant_id), change.SerializeToString())
+        await self._publish(subjects.number_changed(tenant_id), change.SerializeToString())
 
     async def sip_device_changed(self, device: devices_pb2.SipDevice, *, deleted: bool) -> None:
-        if self._nc is None:
-            return
         change = devices_pb2.SipDeviceChanged(device=device, deleted=deleted)
-        await self._nc.publish(
+        await self._publish(
             subjects.sip_device_changed(device.tenant_id), change.SerializeToString()
         )
+
+    async def _publish(self, subject: str, payload: bytes) -> None:
+        # The change is stored already: a NATS hiccup must not turn it into a failed request.
+        if self._nc is None:
+            return
+        try:
+            await self._nc.publish(subject, payload)
+        except Exception as exc:
+            log.warning("change_event_not_published", subject=subject, error=type(exc).__name__)
 
 
 @dataclass
