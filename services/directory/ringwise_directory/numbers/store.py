@@ -6,6 +6,7 @@ counter, so versions only grow) and publishes NumberChanged, so routing drops it
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
@@ -235,20 +236,19 @@ class NumberStore:
             or not assignment.get("user_id")
         ):
             return Reply(status=Reply.STATUS_NOT_FOUND)
-        tenant_id = assignment["tenant_id"]
-        tenant = await self._db.tenants.find_one({"tenant_id": tenant_id}, {"status": 1})
+        tenant_id, user_id = assignment["tenant_id"], assignment["user_id"]
+        # Three independent reads, at once: routing waits on this answer for a live call.
+        tenant, user, devices = await asyncio.gather(
+            self._db.tenants.find_one({"tenant_id": tenant_id}, {"status": 1}),
+            self._db.users.find_one({"tenant_id": tenant_id, "user_id": user_id}),
+            self._db.devices.find({"tenant_id": tenant_id, "user_id": user_id})
+            .sort([("position", ASCENDING), ("device_id", ASCENDING)])
+            .to_list(),
+        )
         if tenant is None or tenant.get("status", "active") != "active":
             return Reply(status=Reply.STATUS_NOT_FOUND)
-        user = await self._db.users.find_one(
-            {"tenant_id": tenant_id, "user_id": assignment["user_id"]}
-        )
         if user is None or user.get("status", "active") != "active":
             return Reply(status=Reply.STATUS_NOT_FOUND)
-        devices = (
-            await self._db.devices.find({"tenant_id": tenant_id, "user_id": user["user_id"]})
-            .sort([("position", ASCENDING), ("device_id", ASCENDING)])
-            .to_list()
-        )
         reply_devices = []
         for device in devices:
             kind, dial_string = dial_target(device)
