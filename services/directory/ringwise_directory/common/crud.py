@@ -15,6 +15,7 @@ from ringwise_directory.common.records import (
     diff,
     find_page,
     new_id,
+    replayable_id,
     update_versioned,
 )
 
@@ -34,20 +35,37 @@ class TenantRecords:
         await self.collection.create_index([("tenant_id", ASCENDING), ("name", ASCENDING)])
 
     async def create(
-        self, tenant_id: str, fields: dict[str, Any], actor: Doc, on_duplicate: ApiError
+        self,
+        tenant_id: str,
+        fields: dict[str, Any],
+        actor: Doc,
+        on_duplicate: ApiError,
+        idempotency_key: str = "",
     ) -> Doc:
+        """Insert a new record; with an idempotency_key, a retry returns the first one."""
         now = self._dir.now()
+        record_id = (
+            replayable_id(self.prefix, tenant_id, str(actor["id"]), idempotency_key)
+            if idempotency_key
+            else new_id(self.prefix)
+        )
         doc: Doc = {
-            self.key: new_id(self.prefix),
+            self.key: record_id,
             "tenant_id": tenant_id,
             **fields,
             "version": 1,
             "created_at": now,
             "updated_at": now,
         }
+        if idempotency_key:
+            doc["idempotency_key"] = idempotency_key
         try:
             await self.collection.insert_one(doc)
         except DuplicateKeyError:
+            if idempotency_key:
+                first = await self.get(tenant_id, record_id)
+                if first is not None and first.get("idempotency_key") == idempotency_key:
+                    return first
             raise on_duplicate from None
         await self._dir.history.record(
             tenant_id, actor, f"{self.kind}.created", self.kind, doc[self.key], after=doc

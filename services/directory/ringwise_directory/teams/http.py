@@ -52,7 +52,9 @@ def router(stores: Stores) -> ApiRouter:
     async def create_team(call: ApiCall) -> ApiResult:
         fields = team_fields(call.json(), partial=False)
         await check_refs(call.tenant_id, fields)
-        doc = await teams.create(call.tenant_id, fields, actor_of(call.principal), DUPLICATE)
+        doc = await teams.create(
+            call.tenant_id, fields, actor_of(call.principal), DUPLICATE, call.idempotency_key
+        )
         return created(doc, f"/v1/tenants/{call.tenant_id}/teams/{doc['team_id']}")
 
     @api.operation("listTeams")
