@@ -1,23 +1,66 @@
-"""Billing service: stores every call's CDR exactly once (rating is issue #8's)."""
+"""Billing service: stores every call's CDR and books its rating exactly once; prepaid
+accounts, credit authorisation for routing, and the billing API operations."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from ringwise_kit import bus, service
+from ringwise.billing.v1 import credit_pb2
+from ringwise_kit import api, bus, service, subjects
+from ringwise_kit.logs import get_logger
 
+from ringwise_billing import wiring
+from ringwise_billing.accounts.credit import CreditControl, CreditPolicy
 from ringwise_billing.cdrs import consumer, http
-from ringwise_billing.cdrs.store import CdrStore
 from ringwise_billing.settings import BillingSettings
 
+log = get_logger(__name__)
 
-def store_ctx(settings: BillingSettings) -> service.CleanupCtx:
+
+def stores_ctx(settings: BillingSettings) -> service.CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        store = CdrStore(app[service.MONGO_KEY], settings.billing_db)
-        await store.ensure_indexes()
-        app[http.STORE_KEY] = store
+        billing = wiring.Billing.open(app[service.MONGO_KEY], settings.billing_db)
+        await billing.ensure_indexes()
+        # Entries booked but not yet in a balance when the last process died.
+        recovered = await billing.accounts.apply_pending()
+        if recovered:
+            log.info("ledger_entries_recovered", entries=recovered)
+        app[wiring.BILLING_KEY] = billing
+        app[http.STORE_KEY] = billing.cdrs
         yield
+
+    return ctx
+
+
+def credit_ctx(settings: BillingSettings) -> service.CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        billing = app[wiring.BILLING_KEY]
+        credit = CreditControl(
+            billing.accounts,
+            billing.tariffs,
+            CreditPolicy(
+                max_call_s=settings.billing_max_call_s,
+                warn_before_s=settings.billing_warn_before_s,
+                reservation_grace_s=settings.billing_reservation_grace_s,
+            ),
+        )
+        nc = app[service.NATS_KEY]
+        subs = [
+            await bus.serve(
+                nc,
+                subjects.BILLING_AUTHORISE,
+                "billing",
+                credit_pb2.AuthoriseRequest,
+                credit.authorise,
+            ),
+            await bus.serve(
+                nc, subjects.BILLING_RELEASE, "billing", credit_pb2.ReleaseRequest, credit.release
+            ),
+        ]
+        yield
+        for sub in subs:
+            await sub.unsubscribe()
 
     return ctx
 
@@ -27,10 +70,15 @@ def create_app(settings: BillingSettings | None = None) -> web.Application:
     app = service.create_app(settings)
     app.cleanup_ctx.append(service.nats_ctx(settings, bus.CALLS, bus.DEAD_LETTERS))
     app.cleanup_ctx.append(service.mongo_ctx(settings.mongo_url))
-    app.cleanup_ctx.append(store_ctx(settings))
+    app.cleanup_ctx.append(stores_ctx(settings))
+    app.cleanup_ctx.append(credit_ctx(settings))
+    app.cleanup_ctx.append(api.api_ctx("billing", wiring.router(lambda: app[wiring.BILLING_KEY])))
     app.cleanup_ctx.append(
         service.consumer_ctx(
-            consumer.CONSUMER, batch_handler=lambda a: consumer.batch_handler(a[http.STORE_KEY])
+            consumer.CONSUMER,
+            batch_handler=lambda a: consumer.batch_handler(
+                a[wiring.BILLING_KEY].cdrs, a[wiring.BILLING_KEY].booker
+            ),
         )
     )
     http.add_routes(app)

@@ -9,3 +9,7 @@ class BillingSettings(KitSettings, MongoSettings):
     service_name: str = "billing"
     http_port: int = 9103
     billing_db: str = "ringwise_billing"
+    # Credit authorisation (docs/billing.md).
+    billing_max_call_s: int = 4 * 3600
+    billing_warn_before_s: int = 30
+    billing_reservation_grace_s: int = 120

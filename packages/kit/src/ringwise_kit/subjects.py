@@ -28,6 +28,9 @@ DLQ_EVENTS = f"{PREFIX}.dlq.>"
 # Request/reply.
 DIRECTORY_RESOLVE_NUMBER = f"{PREFIX}.directory.resolve_number"
 DIRECTORY_CHANGES = f"{PREFIX}.directory.*.number_changed"
+# Credit authorisation for chargeable calls (proto ringwise.billing.v1; queue group "billing").
+BILLING_AUTHORISE = f"{PREFIX}.billing.authorise"
+BILLING_RELEASE = f"{PREFIX}.billing.release"
 
 
 def tenant_token(tenant_id: str) -> str:

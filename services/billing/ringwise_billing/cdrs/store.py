@@ -46,6 +46,7 @@ class CdrStore:
     async def ensure_indexes(self) -> None:
         await self._cdrs.create_index([("tenant_id", ASCENDING), ("ended_at", ASCENDING)])
         await self._cdrs.create_index([("ended_at", ASCENDING), ("_id", ASCENDING)])
+        await self._cdrs.create_index([("tenant_id", ASCENDING), ("started_at", ASCENDING)])
 
     async def insert_once(self, doc: Doc) -> bool:
         """True if stored now, False if this call's CDR was already there (a redelivery)."""
@@ -90,6 +91,11 @@ class CdrStore:
             ]
         cursor = self._cdrs.find(query).sort([("ended_at", ASCENDING), ("_id", ASCENDING)])
         return await cursor.limit(limit).to_list(length=limit)
+
+    async def started_between(self, tenant_id: str, since: datetime, until: datetime) -> list[Doc]:
+        """The tenant's calls that started in [since, until)."""
+        query = {"tenant_id": tenant_id, "started_at": {"$gte": since, "$lt": until}}
+        return await self._cdrs.find(query).sort("started_at", ASCENDING).to_list()
 
     async def count(self, tenant_id: str | None = None) -> int:
         query = {} if tenant_id is None else {"tenant_id": tenant_id}

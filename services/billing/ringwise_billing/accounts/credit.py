@@ -1,0 +1,149 @@
+"""Credit authorisation for routing: may this call go out, and for how long?
+
+Inbound and internal calls are never refused here (blocked accounts keep receiving calls).
+An outbound call is priced by the tariff in force now; it is allowed for the longest talk
+time that what is left of the balance covers (balance minus other calls' reservations, up
+to the platform cap or the time asked for), and that time's price is reserved, in one
+compare-and-set on the account, so concurrent calls never overspend. Asking again for the
+same call answers the same (idempotent on call id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ringwise.billing.v1 import credit_pb2
+from ringwise.events.v1 import call_pb2
+
+from ringwise_billing.accounts.store import (
+    ACTIVE,
+    AccountStore,
+    reserved_micros,
+)
+from ringwise_billing.rating.money import from_micros
+from ringwise_billing.rating.rater import affordable_seconds
+from ringwise_billing.tariffs.store import TariffStore
+
+Reply = credit_pb2.AuthoriseReply
+Doc = dict[str, Any]
+
+PROMPT_BLOCKED = "ringwise/balance-blocked"
+PROMPT_INSUFFICIENT = "ringwise/balance-insufficient"
+PROMPT_NOT_ALLOWED = "ringwise/destination-not-allowed"
+
+
+@dataclass(frozen=True)
+class CreditPolicy:
+    max_call_s: int = 4 * 3600  # the longest authorisation, whatever the balance
+    warn_before_s: int = 30  # warning tone this long before the authorised time runs out
+    reservation_grace_s: int = 120  # a reservation outlives its call by this much
+
+
+def deny(reason: int, prompt: str, currency: str = "") -> Reply:
+    return Reply(decision=Reply.DECISION_DENY, reason=reason, prompt=prompt, currency=currency)  # type: ignore[arg-type]
+
+
+class CreditControl:
+    def __init__(
+        self,
+        accounts: AccountStore,
+        tariffs: TariffStore,
+        policy: CreditPolicy | None = None,
+    ) -> None:
+        self.accounts = accounts
+        self.tariffs = tariffs
+        self.policy = policy or CreditPolicy()
+
+    async def authorise(
+        self, req: credit_pb2.AuthoriseRequest, now: datetime | None = None
+    ) -> Reply:
+        now = now or datetime.now(UTC)
+        if req.direction in (call_pb2.DIRECTION_INBOUND, call_pb2.DIRECTION_INTERNAL):
+            return Reply(decision=Reply.DECISION_ALLOW, reason=Reply.REASON_NOT_CHARGEABLE)
+        if not req.tenant_id or not req.call_id:
+            raise ValueError("tenant_id and call_id are required")
+        account = await self.accounts.get(req.tenant_id)
+        if account is None or account.get("status") != ACTIVE:
+            return deny(Reply.REASON_ACCOUNT_INACTIVE, PROMPT_BLOCKED)
+        currency = str(account.get("currency", ""))
+        own = _reservation_of(account, req.call_id, now)
+        if own is not None:
+            return self._allowed(own, account, now, currency)
+        if int(account.get("balance_micros", 0)) <= 0:
+            return deny(Reply.REASON_BLOCKED_UNPAID, PROMPT_BLOCKED, currency)
+        version = (await self.tariffs.book(req.tenant_id)).in_force(now)
+        if version is None:
+            return deny(Reply.REASON_NO_TARIFF, PROMPT_NOT_ALLOWED, currency)
+        rate = version.outbound_rate(req.to_number)
+        if rate is None:
+            return deny(Reply.REASON_NO_RATE, PROMPT_NOT_ALLOWED, currency)
+        cap = self.policy.max_call_s
+        if req.requested_seconds:
+            cap = min(cap, int(req.requested_seconds))
+        outcome: dict[str, Any] = {}
+
+        def reserve(doc: Doc) -> Doc | None:
+            outcome.clear()
+            existing = _reservation_of(doc, req.call_id, now)
+            if existing is not None:  # a concurrent retry of this very request won
+                outcome["reservation"] = existing
+                return None
+            if int(doc.get("balance_micros", 0)) <= 0 or doc.get("status") != ACTIVE:
+                outcome["deny"] = Reply.REASON_BLOCKED_UNPAID
+                return None
+            available = int(doc.get("balance_micros", 0)) - reserved_micros(doc, now)
+            seconds = affordable_seconds(rate, available, cap)
+            if seconds <= 0:
+                outcome["deny"] = Reply.REASON_INSUFFICIENT_FUNDS
+                return None
+            reservation = {
+                "call_id": req.call_id,
+                "amount_micros": rate.cost_micros(seconds),
+                "seconds": seconds,
+                "free": rate.per_minute_micros == 0 and rate.connection_fee_micros == 0,
+                "expires_at": now + timedelta(seconds=seconds + self.policy.reservation_grace_s),
+            }
+            outcome["reservation"] = reservation
+            doc["reservations"] = [
+                r for r in doc.get("reservations", []) if r["expires_at"] > now
+            ] + [reservation]
+            return doc
+
+        updated = await self.accounts.change(req.tenant_id, reserve, create=False)
+        if "deny" in outcome:
+            reason = outcome["deny"]
+            prompt = (
+                PROMPT_BLOCKED if reason == Reply.REASON_BLOCKED_UNPAID else PROMPT_INSUFFICIENT
+            )
+            return deny(reason, prompt, currency)
+        return self._allowed(outcome["reservation"], updated or account, now, currency)
+
+    def _allowed(self, reservation: Doc, account: Doc, now: datetime, currency: str) -> Reply:
+        seconds = int(reservation["seconds"])
+        available = int(account.get("balance_micros", 0)) - reserved_micros(account, now)
+        return Reply(
+            decision=Reply.DECISION_ALLOW,
+            reason=Reply.REASON_FREE_DESTINATION
+            if reservation.get("free")
+            else Reply.REASON_FUNDS_RESERVED,
+            max_duration_s=seconds,
+            warn_at_s=max(0, seconds - self.policy.warn_before_s)
+            if seconds > self.policy.warn_before_s
+            else 0,
+            reserved_amount=str(from_micros(int(reservation["amount_micros"]))),
+            currency=currency,
+            available_amount=str(from_micros(available)),
+        )
+
+    async def release(self, req: credit_pb2.ReleaseRequest) -> credit_pb2.ReleaseReply:
+        released = await self.accounts.release(req.tenant_id, req.call_id)
+        return credit_pb2.ReleaseReply(released=released)
+
+
+def _reservation_of(account: Doc, call_id: str, now: datetime) -> Doc | None:
+    for reservation in account.get("reservations", []):
+        if reservation["call_id"] == call_id and reservation["expires_at"] > now:
+            return dict(reservation)
+    return None

@@ -1,0 +1,52 @@
+"""The billing service's stores and feature routers, built once and shared."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pymongo import AsyncMongoClient
+from ringwise_kit.api import ApiRouter
+
+from ringwise_billing.accounts.store import AccountStore
+from ringwise_billing.cdrs.store import CdrStore
+from ringwise_billing.ledger.booking import Booker
+from ringwise_billing.ledger.store import LedgerStore
+from ringwise_billing.tariffs.store import TariffStore
+
+
+@dataclass
+class Billing:
+    cdrs: CdrStore
+    tariffs: TariffStore
+    ledger: LedgerStore
+    accounts: AccountStore
+    booker: Booker
+
+    @classmethod
+    def open(cls, client: AsyncMongoClient[dict[str, Any]], database: str) -> Billing:
+        ledger = LedgerStore(client, database)
+        tariffs = TariffStore(client, database)
+        accounts = AccountStore(client, database, ledger)
+        return cls(
+            cdrs=CdrStore(client, database),
+            tariffs=tariffs,
+            ledger=ledger,
+            accounts=accounts,
+            booker=Booker(tariffs, ledger, accounts),
+        )
+
+    async def ensure_indexes(self) -> None:
+        await self.cdrs.ensure_indexes()
+        await self.tariffs.ensure_indexes()
+        await self.ledger.ensure_indexes()
+
+
+BILLING_KEY = web.AppKey("billing", Billing)
+
+
+def router(billing: Callable[[], Billing]) -> ApiRouter:
+    """Every billing API operation (the features' routers, once written, are included here)."""
+    return ApiRouter()
