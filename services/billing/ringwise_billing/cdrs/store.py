@@ -72,6 +72,11 @@ class CdrStore:
     async def get(self, call_id: str) -> Doc | None:
         return await self._cdrs.find_one({"_id": call_id})
 
+    async def started_between(self, tenant_id: str, since: datetime, until: datetime) -> list[Doc]:
+        """The tenant's calls that started in [since, until)."""
+        query = {"tenant_id": tenant_id, "started_at": {"$gte": since, "$lt": until}}
+        return await self._cdrs.find(query).sort("started_at", ASCENDING).to_list()
+
     async def list(
         self,
         *,
@@ -91,11 +96,6 @@ class CdrStore:
             ]
         cursor = self._cdrs.find(query).sort([("ended_at", ASCENDING), ("_id", ASCENDING)])
         return await cursor.limit(limit).to_list(length=limit)
-
-    async def started_between(self, tenant_id: str, since: datetime, until: datetime) -> list[Doc]:
-        """The tenant's calls that started in [since, until)."""
-        query = {"tenant_id": tenant_id, "started_at": {"$gte": since, "$lt": until}}
-        return await self._cdrs.find(query).sort("started_at", ASCENDING).to_list()
 
     async def count(self, tenant_id: str | None = None) -> int:
         query = {} if tenant_id is None else {"tenant_id": tenant_id}

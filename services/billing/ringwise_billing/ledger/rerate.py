@@ -68,7 +68,7 @@ async def rerate(
     # to the consumer, which rates it with the corrected tariff anyway.
     calls = [call for call in calls if call.call_id in rated]
     now = datetime.now(UTC)
-    adjustments = []
+    adjustments: list[Doc] = []
     for call, charge in await booker.rate(calls):
         difference = -charge.amount_micros - booked.get(call.call_id, 0)
         if difference == 0:
