@@ -56,7 +56,7 @@ def random_call(rng: random.Random, tenant: str, index: int) -> call_pb2.CallEnd
     end = started + timedelta(milliseconds=talk_ms + 2_000)
     return call_pb2.CallEnded(
         header=event_header(tenant, call_id, subjects.CALL_ENDED, end),
-        direction=direction,  # type: ignore[arg-type]
+        direction=direction,
         from_number="+15550100",
         to_number=rng.choice(DESTINATIONS),
         started_at=to_timestamp(started),
