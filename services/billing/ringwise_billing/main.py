@@ -12,6 +12,7 @@ from ringwise_kit.logs import get_logger
 
 from ringwise_billing import wiring
 from ringwise_billing.accounts.credit import CreditControl, CreditPolicy
+from ringwise_billing.accounts.payments import BankTransferProvider, PaymentProvider, TestProvider
 from ringwise_billing.cdrs import consumer, http
 from ringwise_billing.settings import BillingSettings
 
@@ -20,7 +21,10 @@ log = get_logger(__name__)
 
 def stores_ctx(settings: BillingSettings) -> service.CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        billing = wiring.Billing.open(app[service.MONGO_KEY], settings.billing_db)
+        providers: list[PaymentProvider] = [BankTransferProvider(iban=settings.billing_bank_iban)]
+        if settings.billing_test_payments:
+            providers.append(TestProvider())
+        billing = wiring.Billing.open(app[service.MONGO_KEY], settings.billing_db, providers)
         await billing.ensure_indexes()
         # Entries booked but not yet in a balance when the last process died.
         recovered = await billing.accounts.apply_pending()

@@ -13,3 +13,7 @@ class BillingSettings(KitSettings, MongoSettings):
     billing_max_call_s: int = 4 * 3600
     billing_warn_before_s: int = 30
     billing_reservation_grace_s: int = 120
+    # Payments: the bank account quoted in transfer instructions; the test provider (which
+    # completes any top-up at once) only where this is switched on (tests, dev platform).
+    billing_bank_iban: str = ""
+    billing_test_payments: bool = False

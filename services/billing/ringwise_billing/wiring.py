@@ -10,10 +10,15 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from ringwise_kit.api import ApiRouter
 
+from ringwise_billing.accounts import http as accounts_http
+from ringwise_billing.accounts.payments import BankTransferProvider, PaymentProvider
 from ringwise_billing.accounts.store import AccountStore
+from ringwise_billing.accounts.topups import TopUps
+from ringwise_billing.cdrs import api as cdrs_api
 from ringwise_billing.cdrs.store import CdrStore
 from ringwise_billing.ledger.booking import Booker
 from ringwise_billing.ledger.store import LedgerStore
+from ringwise_billing.tariffs import http as tariffs_http
 from ringwise_billing.tariffs.store import TariffStore
 
 
@@ -24,29 +29,41 @@ class Billing:
     ledger: LedgerStore
     accounts: AccountStore
     booker: Booker
+    topups: TopUps
 
     @classmethod
-    def open(cls, client: AsyncMongoClient[dict[str, Any]], database: str) -> Billing:
+    def open(
+        cls,
+        client: AsyncMongoClient[dict[str, Any]],
+        database: str,
+        providers: list[PaymentProvider] | None = None,
+    ) -> Billing:
         ledger = LedgerStore(client, database)
         tariffs = TariffStore(client, database)
         accounts = AccountStore(client, database, ledger)
+        providers = providers if providers is not None else [BankTransferProvider()]
         return cls(
             cdrs=CdrStore(client, database),
             tariffs=tariffs,
             ledger=ledger,
             accounts=accounts,
             booker=Booker(tariffs, ledger, accounts),
+            topups=TopUps(client, database, ledger, accounts, {p.name: p for p in providers}),
         )
 
     async def ensure_indexes(self) -> None:
         await self.cdrs.ensure_indexes()
         await self.tariffs.ensure_indexes()
         await self.ledger.ensure_indexes()
+        await self.topups.ensure_indexes()
 
 
 BILLING_KEY = web.AppKey("billing", Billing)
 
 
 def router(billing: Callable[[], Billing]) -> ApiRouter:
-    """Every billing API operation (the features' routers, once written, are included here)."""
-    return ApiRouter()
+    """Every billing API operation, from each feature's router."""
+    api = ApiRouter()
+    for feature in (tariffs_http, accounts_http, cdrs_api):
+        api.include(feature.router(billing))
+    return api
