@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from nats.js.api import ConsumerInfo
 from pymongo import AsyncMongoClient
+from ringwise.billing.v1 import credit_pb2
 from ringwise.events.v1 import call_pb2
 from ringwise_billing.ledger.booking import call_to_rate
 from ringwise_billing.ledger.store import TOPUP
@@ -27,6 +28,7 @@ from ringwise_dev.infra import Infra
 from ringwise_dev.ports import TEST_PORTS
 from ringwise_dev.services import service_process
 from ringwise_kit import bus, subjects
+from ringwise_kit.api import ApiCall, call_service, service_principal
 from ringwise_kit.events import event_header, to_timestamp
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -163,6 +165,32 @@ async def test_billing_killed_5_times_while_10k_cdrs_flow_books_each_exactly_onc
                 break
             await asyncio.sleep(0.2)
         assert info is not None and info.num_pending == 0 and info.num_ack_pending == 0, info
+
+        # The restarted process also answers the gateway and routing over NATS.
+        listed = await call_service(
+            nc,
+            "billing",
+            ApiCall(
+                operation="listTariffs",
+                principal=service_principal("chaos-test"),
+                path_params={"tenant_id": tenants[0]},
+            ),
+        )
+        assert listed.status == 200, listed.body
+        asked = await bus.request(
+            nc,
+            subjects.BILLING_AUTHORISE,
+            credit_pb2.AuthoriseRequest(
+                tenant_id=tenants[0],
+                call_id="after-chaos",
+                direction=call_pb2.DIRECTION_OUTBOUND,
+                to_number="+441134960000",
+            ),
+            credit_pb2.AuthoriseReply,
+            timeout_s=5,
+        )
+        # Never activated (top-ups were booked directly): outbound calls are refused.
+        assert asked.reason == credit_pb2.AuthoriseReply.REASON_ACCOUNT_INACTIVE
     finally:
         await billing.stop()
         await nc.drain()
