@@ -3,6 +3,8 @@ accounts, credit authorisation for routing, and the billing API operations."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -69,6 +71,32 @@ def credit_ctx(settings: BillingSettings) -> service.CleanupCtx:
     return ctx
 
 
+def fee_job_ctx(settings: BillingSettings) -> service.CleanupCtx:
+    """Charges fees on a schedule; every run is idempotent, so a restart or a second billing
+    process running it too changes nothing."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        fees = app[wiring.BILLING_KEY].fees
+
+        async def loop() -> None:
+            while True:
+                try:
+                    done = await fees.run_once()
+                    if any(done.values()):
+                        log.info("fee_job_ran", **done)
+                except Exception as exc:
+                    log.warning("fee_job_failed", error=repr(exc))
+                await asyncio.sleep(settings.billing_fee_job_interval_s)
+
+        task = asyncio.create_task(loop(), name="fee-job")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx
+
+
 def create_app(settings: BillingSettings | None = None) -> web.Application:
     settings = settings or BillingSettings()
     app = service.create_app(settings)
@@ -76,6 +104,7 @@ def create_app(settings: BillingSettings | None = None) -> web.Application:
     app.cleanup_ctx.append(service.mongo_ctx(settings.mongo_url))
     app.cleanup_ctx.append(stores_ctx(settings))
     app.cleanup_ctx.append(credit_ctx(settings))
+    app.cleanup_ctx.append(fee_job_ctx(settings))
     app.cleanup_ctx.append(api.api_ctx("billing", wiring.router(lambda: app[wiring.BILLING_KEY])))
     app.cleanup_ctx.append(
         service.consumer_ctx(

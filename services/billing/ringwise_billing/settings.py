@@ -17,3 +17,5 @@ class BillingSettings(KitSettings, MongoSettings):
     # completes any top-up at once) only where this is switched on (tests, dev platform).
     billing_bank_iban: str = ""
     billing_test_payments: bool = False
+    # How often the fee job runs (monthly fees, number reservations lapsing, deletions).
+    billing_fee_job_interval_s: float = 60.0

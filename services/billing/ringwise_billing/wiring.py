@@ -16,6 +16,8 @@ from ringwise_billing.accounts.store import AccountStore
 from ringwise_billing.accounts.topups import TopUps
 from ringwise_billing.cdrs import api as cdrs_api
 from ringwise_billing.cdrs.store import CdrStore
+from ringwise_billing.fees import http as fees_http
+from ringwise_billing.fees.store import Clock, Fees, utc_now
 from ringwise_billing.ledger.booking import Booker
 from ringwise_billing.ledger.store import LedgerStore
 from ringwise_billing.tariffs import http as tariffs_http
@@ -30,6 +32,7 @@ class Billing:
     accounts: AccountStore
     booker: Booker
     topups: TopUps
+    fees: Fees
 
     @classmethod
     def open(
@@ -37,6 +40,7 @@ class Billing:
         client: AsyncMongoClient[dict[str, Any]],
         database: str,
         providers: list[PaymentProvider] | None = None,
+        clock: Clock = utc_now,
     ) -> Billing:
         ledger = LedgerStore(client, database)
         tariffs = TariffStore(client, database)
@@ -49,6 +53,7 @@ class Billing:
             accounts=accounts,
             booker=Booker(tariffs, ledger, accounts),
             topups=TopUps(client, database, ledger, accounts, {p.name: p for p in providers}),
+            fees=Fees(client, database, ledger, accounts, clock),
         )
 
     async def ensure_indexes(self) -> None:
@@ -56,6 +61,7 @@ class Billing:
         await self.tariffs.ensure_indexes()
         await self.ledger.ensure_indexes()
         await self.topups.ensure_indexes()
+        await self.fees.ensure_indexes()
 
 
 BILLING_KEY = web.AppKey("billing", Billing)
@@ -64,6 +70,6 @@ BILLING_KEY = web.AppKey("billing", Billing)
 def router(billing: Callable[[], Billing]) -> ApiRouter:
     """Every billing API operation, from each feature's router."""
     api = ApiRouter()
-    for feature in (tariffs_http, accounts_http, cdrs_api):
+    for feature in (tariffs_http, accounts_http, cdrs_api, fees_http):
         api.include(feature.router(billing))
     return api

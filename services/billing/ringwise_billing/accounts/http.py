@@ -262,13 +262,22 @@ def router(billing: Callable[[], Any]) -> ApiRouter:
         )
         current = await stores.ledger.total(call.tenant_id, kinds=spend_kinds, since=this_month)
         payments = await stores.topups.history(call.tenant_id, status="completed", limit=5)
+        upcoming = await stores.fees.next_payment(call.tenant_id)
+        next_payment = (
+            {
+                "date": upcoming["date"],
+                "amount": money(upcoming["amount_micros"]),
+                "currency": upcoming["currency"],
+            }
+            if upcoming
+            else None
+        )
         return ApiResult(
             body={
                 "account": account_json(doc, now),
                 "last_month_spend": money(-last),
                 "this_month_spend": money(-current),
-                # Monthly fees are not built yet (docs/billing.md): no scheduled payment.
-                "next_payment": None,
+                "next_payment": next_payment,
                 "recent_payments": [topup_json(p) for p in payments],
             }
         )
