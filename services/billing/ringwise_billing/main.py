@@ -16,6 +16,8 @@ from ringwise_billing import wiring
 from ringwise_billing.accounts.credit import CreditControl, CreditPolicy
 from ringwise_billing.accounts.payments import BankTransferProvider, PaymentProvider, TestProvider
 from ringwise_billing.cdrs import consumer, http
+from ringwise_billing.invoices.document import Party
+from ringwise_billing.invoices.issue import Issuer
 from ringwise_billing.settings import BillingSettings
 
 log = get_logger(__name__)
@@ -26,7 +28,18 @@ def stores_ctx(settings: BillingSettings) -> service.CleanupCtx:
         providers: list[PaymentProvider] = [BankTransferProvider(iban=settings.billing_bank_iban)]
         if settings.billing_test_payments:
             providers.append(TestProvider())
-        billing = wiring.Billing.open(app[service.MONGO_KEY], settings.billing_db, providers)
+        issuer = Issuer(
+            Party(
+                settings.billing_seller_name,
+                settings.billing_seller_vat_id,
+                settings.billing_seller_country,
+                settings.billing_seller_address,
+            ),
+            settings.billing_vat_rate,
+        )
+        billing = wiring.Billing.open(
+            app[service.MONGO_KEY], settings.billing_db, providers, issuer=issuer
+        )
         await billing.ensure_indexes()
         # Entries booked but not yet in a balance when the last process died.
         recovered = await billing.accounts.apply_pending()

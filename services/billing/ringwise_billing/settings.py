@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from ringwise_kit.config import KitSettings, MongoSettings
 
 
@@ -17,5 +19,11 @@ class BillingSettings(KitSettings, MongoSettings):
     # completes any top-up at once) only where this is switched on (tests, dev platform).
     billing_bank_iban: str = ""
     billing_test_payments: bool = False
+    # Invoices: who issues them, and the VAT rate applied (0 = none shown).
+    billing_seller_name: str = "Ringwise"
+    billing_seller_vat_id: str = ""
+    billing_seller_country: str = ""
+    billing_seller_address: str = ""
+    billing_vat_rate: Decimal = Decimal(0)
     # How often the fee job runs (monthly fees, number reservations lapsing, deletions).
     billing_fee_job_interval_s: float = 60.0

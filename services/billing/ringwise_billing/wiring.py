@@ -18,6 +18,8 @@ from ringwise_billing.cdrs import api as cdrs_api
 from ringwise_billing.cdrs.store import CdrStore
 from ringwise_billing.fees import http as fees_http
 from ringwise_billing.fees.store import Clock, Fees, utc_now
+from ringwise_billing.invoices import http as invoices_http
+from ringwise_billing.invoices.issue import Issuer
 from ringwise_billing.ledger.booking import Booker
 from ringwise_billing.ledger.store import LedgerStore
 from ringwise_billing.tariffs import http as tariffs_http
@@ -33,6 +35,7 @@ class Billing:
     booker: Booker
     topups: TopUps
     fees: Fees
+    issuer: Issuer
 
     @classmethod
     def open(
@@ -41,6 +44,7 @@ class Billing:
         database: str,
         providers: list[PaymentProvider] | None = None,
         clock: Clock = utc_now,
+        issuer: Issuer | None = None,
     ) -> Billing:
         ledger = LedgerStore(client, database)
         tariffs = TariffStore(client, database)
@@ -54,6 +58,7 @@ class Billing:
             booker=Booker(tariffs, ledger, accounts),
             topups=TopUps(client, database, ledger, accounts, {p.name: p for p in providers}),
             fees=Fees(client, database, ledger, accounts, clock),
+            issuer=issuer or Issuer(),
         )
 
     async def ensure_indexes(self) -> None:
@@ -70,6 +75,6 @@ BILLING_KEY = web.AppKey("billing", Billing)
 def router(billing: Callable[[], Billing]) -> ApiRouter:
     """Every billing API operation, from each feature's router."""
     api = ApiRouter()
-    for feature in (tariffs_http, accounts_http, cdrs_api, fees_http):
+    for feature in (tariffs_http, accounts_http, cdrs_api, fees_http, invoices_http):
         api.include(feature.router(billing))
     return api

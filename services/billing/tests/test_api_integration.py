@@ -92,7 +92,7 @@ async def test_every_operation_in_the_fragments_has_a_handler_and_the_reverse() 
                 documented[op["operationId"]] = op["x-ringwise-roles"]
     handlers = wiring.router(lambda: None).handlers  # type: ignore[arg-type, return-value]
     assert set(documented) == set(handlers)
-    assert len(documented) == 20
+    assert len(documented) == 22
 
 
 async def test_tariffs_are_operator_set_tenant_read_and_corrected_by_revision(

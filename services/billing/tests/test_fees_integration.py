@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import re
+import zlib
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
 from ringwise.api.v1 import api_pb2
 from ringwise_billing import wiring
+from ringwise_billing.accounts.payments import BankTransferProvider, TestProvider
 from ringwise_billing.accounts.store import ACTIVE
+from ringwise_billing.accounts.topups import TopUps
 from ringwise_billing.fees.periods import due_periods, period_key
 from ringwise_billing.fees.store import FeeError
+from ringwise_billing.invoices.document import Party
+from ringwise_billing.invoices.issue import Issuer, monthly_invoice
 from ringwise_billing.wiring import Billing
 from ringwise_kit.api import ApiCall
 
@@ -173,3 +181,82 @@ async def test_a_number_is_free_while_reserved_charged_when_active_and_stops_aft
         ("number-442071234567", "deleted"),
         ("number-442071234568", "lapsed"),
     ]
+
+
+def pdf_text(pdf: bytes) -> str:
+    """The text-drawing operators of a PDF's (Flate) content streams."""
+    texts = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S):
+        with contextlib.suppress(zlib.error):
+            texts.append(zlib.decompress(stream).decode("latin-1"))
+    return "\n".join(texts)
+
+
+async def test_invoices_for_a_top_up_and_for_an_ended_month(
+    mongo: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    clock = Clock(datetime(2026, 11, 20, 12, tzinfo=UTC))
+    billing = await open_billing(mongo, clock)
+    billing.issuer = Issuer(Party("Ringwise Ltd", "GB123456789", "GB"), Decimal("0.20"))
+
+    def profiled(doc: dict[str, Any]) -> dict[str, Any]:
+        profile = {"company": "Acme GmbH", "vat_id": "DE123456789", "country": "DE"}
+        return {**doc, "profile": profile}
+
+    await billing.accounts.change("acme", profiled)
+    await billing.fees.subscribe(
+        "acme", "hpbx", "service", "Hosted PBX", 16_990_000, currency="EUR"
+    )
+    await billing.fees.run_once()
+    router = wiring.router(lambda: billing)
+
+    async def api(operation: str, **params: str) -> api_pb2.ApiReply:
+        return await router.dispatch(
+            ApiCall(
+                operation=operation,
+                principal=OPERATOR,
+                path_params={"tenant_id": "acme", **params},
+            )
+        )
+
+    assert (await api("getMonthlyInvoice", period="2026-11")).status == 409  # not ended
+    assert (await api("getMonthlyInvoice", period="November")).status == 400
+    clock.now = datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC)
+    reply = await api("getMonthlyInvoice", period="2026-11")
+    assert (reply.status, reply.content_type) == (200, "application/pdf")
+    assert reply.body.startswith(b"%PDF-")
+    assert reply.body == (await api("getMonthlyInvoice", period="2026-11")).body  # stable
+    text = pdf_text(reply.body)
+    for expected in ("M-acme-2026-11", "Acme GmbH", "VAT DE123456789", "Hosted PBX", "16.99"):
+        assert expected in text, expected
+    invoice = await monthly_invoice(
+        billing.issuer,
+        billing.ledger,
+        await billing.accounts.get("acme"),
+        "acme",
+        "2026-11",
+        clock.now,
+    )
+    assert (invoice.net, invoice.vat, invoice.gross) == (
+        Decimal("16.99"),
+        Decimal("3.40"),
+        Decimal("20.39"),
+    )
+
+    topups = TopUps(
+        mongo,
+        billing.topups.topups.database.name,
+        billing.ledger,
+        billing.accounts,
+        {"test": TestProvider(), "bank_transfer": BankTransferProvider()},
+    )
+    billing.topups = topups
+    done, _ = await topups.create("acme", 50_000_000, "test", created_by="ann")
+    pending, _ = await topups.create("acme", 20_000_000, "bank_transfer", created_by="ann")
+    reply = await api("getTopUpInvoice", topup_id=done["_id"])
+    assert reply.status == 200
+    text = pdf_text(reply.body)
+    assert "Advance payment for telecommunication services" in text
+    assert "60.00 EUR" in text  # 50.00 + 20 % VAT
+    assert (await api("getTopUpInvoice", topup_id=pending["_id"])).status == 409
+    assert (await api("getTopUpInvoice", topup_id="nope")).status == 404
