@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import yaml
+from openpyxl import load_workbook
 from pymongo import AsyncMongoClient
 from ringwise.api.v1 import api_pb2
 from ringwise.billing.v1 import credit_pb2
@@ -92,7 +93,7 @@ async def test_every_operation_in_the_fragments_has_a_handler_and_the_reverse() 
                 documented[op["operationId"]] = op["x-ringwise-roles"]
     handlers = wiring.router(lambda: None).handlers  # type: ignore[arg-type, return-value]
     assert set(documented) == set(handlers)
-    assert len(documented) == 22
+    assert len(documented) == 24
 
 
 async def test_tariffs_are_operator_set_tenant_read_and_corrected_by_revision(
@@ -298,3 +299,28 @@ async def test_call_history_filters_pages_and_exports_csv(stores: Billing) -> No
         "0.060000",
         "30",
     )
+
+    status, body, reply = await api("exportCallsXlsx", query=[("user_id", "alice")])
+    assert reply.content_type.endswith("spreadsheetml.sheet")
+    sheet = load_workbook(io.BytesIO(body)).active
+    assert sheet is not None
+    rows = [list(r) for r in sheet.iter_rows(values_only=True)]
+    assert rows[0][:3] == ["call_id", "started_at", "answered_at"]
+    assert [r[0] for r in rows[1:]] == ["h4", "h3", "h1"]
+    assert rows[1][5] == "'=HYPERLINK(1)"  # text, not a formula
+    assert rows[3][1] == datetime(2026, 3, 2, 9, 1)  # a real date cell (UTC)
+    assert (rows[3][10], rows[3][11]) == (30, 0.02)  # numeric cells
+
+    status, stats, _ = await api("getCallStatistics", query=[("from", "2026-03-02")])
+    assert status == 200
+    assert stats["totals"] == {
+        "calls": 4,
+        "answered": 3,
+        "missed": 0,
+        "average_duration_s": 30.0,
+        "busiest_hours": [{"hour": 9, "calls": 4}],
+    }
+    assert [(u["user_id"], u["calls"], u["answered"]) for u in stats["by_user"]] == [
+        ("alice", 3, 2),
+        ("bob", 1, 1),
+    ]

@@ -1,16 +1,19 @@
-"""Call history for tenants (OpenAPI: cdrs/api.yaml): list with filters, CSV export, each
-call with what it cost (its charge plus any re-rating adjustments)."""
+"""Call history for tenants (OpenAPI: cdrs/api.yaml): list with filters, CSV and xlsx
+export, statistics; each call with what it cost (its charge plus re-rating adjustments)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import re
-from collections import defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+from openpyxl import Workbook
 from ringwise_kit.api import ApiCall, ApiResult, ApiRouter, field_error
 
 from ringwise_billing.apiutil import (
@@ -34,6 +37,7 @@ DISPOSITIONS = {
     "failed",
 }
 EXPORT_MAX_ROWS = 100_000
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 EXPORT_PAGE = 1000
 CSV_COLUMNS = [
     "call_id",
@@ -95,6 +99,45 @@ def csv_safe(value: object) -> object:
     return value
 
 
+def xlsx_safe(value: str) -> str:
+    """openpyxl writes a string starting with = as a formula: keep it text."""
+    return "'" + value if value.startswith("=") else value
+
+
+MISSED = {"no_answer", "busy", "unreachable", "cancelled"}
+
+
+@dataclass
+class Stats:
+    calls: int = 0
+    answered: int = 0
+    missed: int = 0
+    talk_s: int = 0
+    hours: Counter[int] = field(default_factory=Counter)
+
+    def add(self, item: dict[str, Any]) -> None:
+        self.calls += 1
+        if item["disposition"] == "answered":
+            self.answered += 1
+            self.talk_s += int(item["billable_s"])
+        elif item["direction"] == "inbound" and item["disposition"] in MISSED:
+            self.missed += 1
+        if item["started_at"] is not None:
+            self.hours[item["started_at"].hour] += 1
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "answered": self.answered,
+            "missed": self.missed,
+            "average_duration_s": round(self.talk_s / self.answered, 1) if self.answered else 0,
+            "busiest_hours": [
+                {"hour": hour, "calls": count}
+                for hour, count in sorted(self.hours.items(), key=lambda hc: (-hc[1], hc[0]))[:3]
+            ],
+        }
+
+
 def _name(value: str, prefix: str) -> str:
     return value.removeprefix(prefix).lower() if value else ""
 
@@ -150,30 +193,85 @@ def router(billing: Callable[[], Any]) -> ApiRouter:
         )
         return ApiResult(body={"items": await with_charges(docs), "next_cursor": next_cursor})
 
+    async def matching(call: ApiCall) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every call matching the filters (up to EXPORT_MAX_ROWS), page by page."""
+        filters = filters_of(call)
+        before: tuple[datetime, str] | None = None
+        rows = 0
+        while rows < EXPORT_MAX_ROWS:
+            docs = await page(call, filters, before, min(EXPORT_PAGE, EXPORT_MAX_ROWS - rows))
+            if docs:
+                yield await with_charges(docs)
+            rows += len(docs)
+            if len(docs) < EXPORT_PAGE:
+                return
+            before = (docs[-1]["started_at"], docs[-1]["_id"])
+
     @api.operation("exportCalls")
     async def export_calls(call: ApiCall) -> ApiResult:
         """The same filters as listCalls, every matching call (up to 100k) as CSV."""
         require(call, READERS)
-        filters = filters_of(call)
         out = io.StringIO()
         writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\r\n")
         writer.writeheader()
-        before: tuple[datetime, str] | None = None
-        rows = 0
-        while rows < EXPORT_MAX_ROWS:
-            docs = await page(call, filters, before, EXPORT_PAGE)
-            for item in await with_charges(docs):
+        async for items in matching(call):
+            for item in items:
                 for key in ("started_at", "answered_at", "ended_at"):
                     item[key] = item[key].isoformat() if item[key] else ""
                 writer.writerow({k: "" if v is None else csv_safe(v) for k, v in item.items()})
-            rows += len(docs)
-            if len(docs) < EXPORT_PAGE:
-                break
-            before = (docs[-1]["started_at"], docs[-1]["_id"])
         return ApiResult(
             body=out.getvalue().encode(),
             content_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="calls-{call.tenant_id}.csv"'},
+        )
+
+    @api.operation("exportCallsXlsx")
+    async def export_calls_xlsx(call: ApiCall) -> ApiResult:
+        """The same as exportCalls, as an Excel workbook (typed cells: dates, numbers)."""
+        require(call, READERS)
+        book = Workbook(write_only=True)
+        sheet = book.create_sheet("Calls")
+        sheet.append(CSV_COLUMNS)
+        async for items in matching(call):
+            for item in items:
+                row: list[Any] = []
+                for column in CSV_COLUMNS:
+                    value = item[column]
+                    if isinstance(value, datetime):
+                        value = value.replace(tzinfo=None)  # Excel has no time zones: UTC
+                    elif column == "charge" and value is not None:
+                        value = Decimal(value)
+                    elif isinstance(value, str):
+                        value = xlsx_safe(value)
+                    row.append(value)
+                sheet.append(row)
+        out = io.BytesIO()
+        book.save(out)
+        return ApiResult(
+            body=out.getvalue(),
+            content_type=XLSX,
+            headers={"Content-Disposition": f'attachment; filename="calls-{call.tenant_id}.xlsx"'},
+        )
+
+    @api.operation("getCallStatistics")
+    async def call_statistics(call: ApiCall) -> ApiResult:
+        """Per user: calls, answered, missed (inbound not answered), average talk time,
+        busiest hours (UTC); and the same over all users. Same filters as listCalls."""
+        require(call, READERS)
+        per_user: dict[str, Stats] = defaultdict(Stats)
+        overall = Stats()
+        async for items in matching(call):
+            for item in items:
+                for stats in (per_user[item["user_id"] or ""], overall):
+                    stats.add(item)
+        return ApiResult(
+            body={
+                "totals": overall.json(),
+                "by_user": [
+                    {"user_id": user or None, **stats.json()}
+                    for user, stats in sorted(per_user.items())
+                ],
+            }
         )
 
     return api
