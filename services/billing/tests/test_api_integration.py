@@ -304,12 +304,12 @@ async def test_call_history_filters_pages_and_exports_csv(stores: Billing) -> No
     assert reply.content_type.endswith("spreadsheetml.sheet")
     sheet = load_workbook(io.BytesIO(body)).active
     assert sheet is not None
-    rows = [list(r) for r in sheet.iter_rows(values_only=True)]
-    assert rows[0][:3] == ["call_id", "started_at", "answered_at"]
-    assert [r[0] for r in rows[1:]] == ["h4", "h3", "h1"]
-    assert rows[1][5] == "'=HYPERLINK(1)"  # text, not a formula
-    assert rows[3][1] == datetime(2026, 3, 2, 9, 1)  # a real date cell (UTC)
-    assert (rows[3][10], rows[3][11]) == (30, 0.02)  # numeric cells
+    cells = [list(r) for r in sheet.iter_cells(values_only=True)]
+    assert cells[0][:3] == ["call_id", "started_at", "answered_at"]
+    assert [r[0] for r in cells[1:]] == ["h4", "h3", "h1"]
+    assert cells[1][5] == "'=HYPERLINK(1)"  # text, not a formula
+    assert cells[3][1] == datetime(2026, 3, 2, 9, 1)  # a real date cell (UTC)
+    assert (cells[3][10], cells[3][11]) == (30, 0.02)  # numeric cells
 
     status, stats, _ = await api("getCallStatistics", query=[("from", "2026-03-02")])
     assert status == 200
