@@ -304,7 +304,7 @@ async def test_call_history_filters_pages_and_exports_csv(stores: Billing) -> No
     assert reply.content_type.endswith("spreadsheetml.sheet")
     sheet = load_workbook(io.BytesIO(body)).active
     assert sheet is not None
-    cells = [list(r) for r in sheet.iter_cells(values_only=True)]
+    cells = [list(r) for r in sheet.iter_rows(values_only=True)]
     assert cells[0][:3] == ["call_id", "started_at", "answered_at"]
     assert [r[0] for r in cells[1:]] == ["h4", "h3", "h1"]
     assert cells[1][5] == "'=HYPERLINK(1)"  # text, not a formula
