@@ -60,6 +60,7 @@ def credit_ctx(settings: BillingSettings) -> service.CleanupCtx:
             billing.tariffs,
             CreditPolicy(
                 max_call_s=settings.billing_max_call_s,
+                quota_s=settings.billing_quota_s,
                 warn_before_s=settings.billing_warn_before_s,
                 reservation_grace_s=settings.billing_reservation_grace_s,
             ),

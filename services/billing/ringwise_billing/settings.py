@@ -13,6 +13,7 @@ class BillingSettings(KitSettings, MongoSettings):
     billing_db: str = "ringwise_billing"
     # Credit authorisation (docs/billing.md).
     billing_max_call_s: int = 4 * 3600
+    billing_quota_s: int = 600
     billing_warn_before_s: int = 30
     billing_reservation_grace_s: int = 120
     # Payments: the bank account quoted in transfer instructions; the test provider (which

@@ -181,3 +181,40 @@ async def test_routing_asks_over_nats_request_reply(infra: Infra, billing: Billi
     finally:
         await sub.unsubscribe()
         await nc.drain()
+
+
+async def test_a_long_call_asks_for_more_time_one_quota_at_a_time(billing: Billing) -> None:
+    # 0.10 EUR; +44 costs 0.02 per started minute; quota 2 minutes.
+    await prepaid(billing, "acme", "0.10")
+    credit = CreditControl(billing.accounts, billing.tariffs, CreditPolicy(quota_s=120))
+    first = await credit.authorise(outbound("a1"), NOW)
+    second = await credit.authorise(outbound("a2"), NOW)
+    assert (first.max_duration_s, first.warn_at_s, second.max_duration_s) == (120, 90, 120)
+
+    def more(call_id: str) -> credit_pb2.AuthoriseRequest:
+        request = outbound(call_id)
+        request.extend = True
+        return request
+
+    later = NOW + timedelta(seconds=90)
+    extended = await credit.authorise(more("a1"), later)
+    # 0.10 - a2's 0.04 leaves a1 0.06 in all: 3 minutes, not the 4 a full quota would give.
+    assert (extended.decision, extended.max_duration_s, extended.reserved_amount) == (
+        Reply.DECISION_ALLOW,
+        180,
+        "0.060000",
+    )
+    refused = await credit.authorise(more("a1"), later)
+    assert (refused.decision, refused.reason, refused.max_duration_s) == (
+        Reply.DECISION_DENY,
+        Reply.REASON_INSUFFICIENT_FUNDS,
+        180,  # the call keeps what it was granted and is cut then
+    )
+    account = await billing.accounts.get("acme")
+    assert account is not None
+    assert reserved_micros(account, later) == 100_000 == account["balance_micros"]
+    # The reservation outlives the whole granted time, not only the first quota.
+    assert reserved_micros(account, NOW + timedelta(seconds=180 + 119)) == 60_000
+    # A call whose reservation is gone asks afresh; nothing is left.
+    unknown = await credit.authorise(more("a3"), later)
+    assert unknown.reason == Reply.REASON_INSUFFICIENT_FUNDS

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from ringwise.billing.v1 import credit_pb2
@@ -24,6 +25,7 @@ from ringwise_billing.accounts.store import (
 )
 from ringwise_billing.rating.money import from_micros
 from ringwise_billing.rating.rater import affordable_seconds
+from ringwise_billing.rating.tariff import Increment, Rate
 from ringwise_billing.tariffs.store import TariffStore
 
 Reply = credit_pb2.AuthoriseReply
@@ -36,7 +38,10 @@ PROMPT_NOT_ALLOWED = "ringwise/destination-not-allowed"
 
 @dataclass(frozen=True)
 class CreditPolicy:
-    max_call_s: int = 4 * 3600  # the longest authorisation, whatever the balance
+    max_call_s: int = 4 * 3600  # the longest call, whatever the balance
+    # Talk time granted (and funds held) at a time; a longer call asks for more (extend), so
+    # one long call does not hold the whole balance away from the others.
+    quota_s: int = 600
     warn_before_s: int = 30  # warning tone this long before the authorised time runs out
     reservation_grace_s: int = 120  # a reservation outlives its call by this much
 
@@ -70,6 +75,8 @@ class CreditControl:
         currency = str(account.get("currency", ""))
         own = _reservation_of(account, req.call_id, now)
         if own is not None:
+            if req.extend:
+                return await self._extend(req, now, currency)
             return self._allowed(own, account, now, currency)
         if int(account.get("balance_micros", 0)) <= 0:
             return deny(Reply.REASON_BLOCKED_UNPAID, PROMPT_BLOCKED, currency)
@@ -79,7 +86,7 @@ class CreditControl:
         rate = version.outbound_rate(req.to_number)
         if rate is None:
             return deny(Reply.REASON_NO_RATE, PROMPT_NOT_ALLOWED, currency)
-        cap = self.policy.max_call_s
+        cap = min(self.policy.max_call_s, self.policy.quota_s)
         if req.requested_seconds:
             cap = min(cap, int(req.requested_seconds))
         outcome: dict[str, Any] = {}
@@ -103,6 +110,9 @@ class CreditControl:
                 "amount_micros": rate.cost_micros(seconds),
                 "seconds": seconds,
                 "free": rate.per_minute_micros == 0 and rate.connection_fee_micros == 0,
+                # The rate granted, so an extension prices the whole call the same way.
+                "rate": rate_doc(rate),
+                "reserved_at": now,
                 "expires_at": now + timedelta(seconds=seconds + self.policy.reservation_grace_s),
             }
             outcome["reservation"] = reservation
@@ -119,6 +129,61 @@ class CreditControl:
             )
             return deny(reason, prompt, currency)
         return self._allowed(outcome["reservation"], updated or account, now, currency)
+
+    async def _extend(
+        self, req: credit_pb2.AuthoriseRequest, now: datetime, currency: str
+    ) -> Reply:
+        """The next quota for a call in progress: the reservation grows to the longest total
+        talk time (up to one more quota and the cap) that the rest of the balance covers."""
+        outcome: dict[str, Any] = {}
+
+        def extend(doc: Doc) -> Doc | None:
+            outcome.clear()
+            own = _reservation_of(doc, req.call_id, now)
+            if own is None:
+                outcome["gone"] = True
+                return None
+            rate = rate_from_doc(own["rate"])
+            granted = int(own["seconds"])
+            available = int(doc.get("balance_micros", 0)) - reserved_micros(
+                doc, now, except_call=req.call_id
+            )
+            cap = min(granted + self.policy.quota_s, self.policy.max_call_s)
+            total = affordable_seconds(rate, available, cap)
+            if total <= granted:
+                outcome["refused"] = own
+                return None
+            own.update(
+                seconds=total,
+                amount_micros=rate.cost_micros(total),
+                expires_at=own["reserved_at"]
+                + timedelta(seconds=total + self.policy.reservation_grace_s),
+            )
+            outcome["reservation"] = own
+            doc["reservations"] = [
+                own if r["call_id"] == req.call_id else r
+                for r in doc.get("reservations", [])
+                if r["expires_at"] > now
+            ]
+            return doc
+
+        updated = await self.accounts.change(req.tenant_id, extend, create=False)
+        if "gone" in outcome:  # settled or expired meanwhile: authorise afresh
+            return await self.authorise(
+                credit_pb2.AuthoriseRequest(
+                    tenant_id=req.tenant_id,
+                    call_id=req.call_id,
+                    direction=req.direction,
+                    to_number=req.to_number,
+                    requested_seconds=req.requested_seconds,
+                ),
+                now,
+            )
+        if "refused" in outcome:
+            refused = deny(Reply.REASON_INSUFFICIENT_FUNDS, PROMPT_INSUFFICIENT, currency)
+            refused.max_duration_s = int(outcome["refused"]["seconds"])
+            return refused
+        return self._allowed(outcome["reservation"], updated or {}, now, currency)
 
     def _allowed(self, reservation: Doc, account: Doc, now: datetime, currency: str) -> Reply:
         seconds = int(reservation["seconds"])
@@ -140,6 +205,26 @@ class CreditControl:
     async def release(self, req: credit_pb2.ReleaseRequest) -> credit_pb2.ReleaseReply:
         released = await self.accounts.release(req.tenant_id, req.call_id)
         return credit_pb2.ReleaseReply(released=released)
+
+
+def rate_doc(rate: Rate) -> Doc:
+    return {
+        "prefix": rate.prefix,
+        "per_minute": str(rate.per_minute),
+        "connection_fee": str(rate.connection_fee),
+        "increment": str(rate.increment),
+        "minimum_s": rate.minimum_s,
+    }
+
+
+def rate_from_doc(doc: Doc) -> Rate:
+    return Rate(
+        doc["prefix"],
+        Decimal(doc["per_minute"]),
+        Decimal(doc["connection_fee"]),
+        Increment.parse(doc["increment"]),
+        int(doc["minimum_s"]),
+    )
 
 
 def _reservation_of(account: Doc, call_id: str, now: datetime) -> Doc | None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ringwise.events.v1 import call_pb2 as ringwise_dot_events_dot_v1_dot_call__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ringwise/billing/v1/credit.proto\x12\x13ringwise.billing.v1\x1a\x1dringwise/events/v1/call.proto\"\xbc\x01\n\x10\x41uthoriseRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x30\n\tdirection\x18\x03 \x01(\x0e\x32\x1d.ringwise.events.v1.Direction\x12\x13\n\x0b\x66rom_number\x18\x04 \x01(\t\x12\x11\n\tto_number\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x12\x19\n\x11requested_seconds\x18\x07 \x01(\r\"\xd0\x04\n\x0e\x41uthoriseReply\x12>\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32,.ringwise.billing.v1.AuthoriseReply.Decision\x12:\n\x06reason\x18\x02 \x01(\x0e\x32*.ringwise.billing.v1.AuthoriseReply.Reason\x12\x16\n\x0emax_duration_s\x18\x03 \x01(\r\x12\x11\n\twarn_at_s\x18\x04 \x01(\r\x12\x17\n\x0freserved_amount\x18\x05 \x01(\t\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x18\n\x10\x61vailable_amount\x18\x07 \x01(\t\x12\x0e\n\x06prompt\x18\x08 \x01(\t\"K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02\"\xf4\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15REASON_NOT_CHARGEABLE\x10\x01\x12\x19\n\x15REASON_FUNDS_RESERVED\x10\x02\x12\x1b\n\x17REASON_FREE_DESTINATION\x10\x03\x12\x1b\n\x17REASON_ACCOUNT_INACTIVE\x10\x04\x12\x19\n\x15REASON_BLOCKED_UNPAID\x10\x05\x12\x1d\n\x19REASON_INSUFFICIENT_FUNDS\x10\x06\x12\x12\n\x0eREASON_NO_RATE\x10\x07\x12\x14\n\x10REASON_NO_TARIFF\x10\x08\"4\n\x0eReleaseRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\" \n\x0cReleaseReply\x12\x10\n\x08released\x18\x01 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ringwise/billing/v1/credit.proto\x12\x13ringwise.billing.v1\x1a\x1dringwise/events/v1/call.proto\"\xcc\x01\n\x10\x41uthoriseRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x30\n\tdirection\x18\x03 \x01(\x0e\x32\x1d.ringwise.events.v1.Direction\x12\x13\n\x0b\x66rom_number\x18\x04 \x01(\t\x12\x11\n\tto_number\x18\x05 \x01(\t\x12\x0f\n\x07user_id\x18\x06 \x01(\t\x12\x19\n\x11requested_seconds\x18\x07 \x01(\r\x12\x0e\n\x06\x65xtend\x18\x08 \x01(\x08\"\xd0\x04\n\x0e\x41uthoriseReply\x12>\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32,.ringwise.billing.v1.AuthoriseReply.Decision\x12:\n\x06reason\x18\x02 \x01(\x0e\x32*.ringwise.billing.v1.AuthoriseReply.Reason\x12\x16\n\x0emax_duration_s\x18\x03 \x01(\r\x12\x11\n\twarn_at_s\x18\x04 \x01(\r\x12\x17\n\x0freserved_amount\x18\x05 \x01(\t\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x18\n\x10\x61vailable_amount\x18\x07 \x01(\t\x12\x0e\n\x06prompt\x18\x08 \x01(\t\"K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02\"\xf4\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15REASON_NOT_CHARGEABLE\x10\x01\x12\x19\n\x15REASON_FUNDS_RESERVED\x10\x02\x12\x1b\n\x17REASON_FREE_DESTINATION\x10\x03\x12\x1b\n\x17REASON_ACCOUNT_INACTIVE\x10\x04\x12\x19\n\x15REASON_BLOCKED_UNPAID\x10\x05\x12\x1d\n\x19REASON_INSUFFICIENT_FUNDS\x10\x06\x12\x12\n\x0eREASON_NO_RATE\x10\x07\x12\x14\n\x10REASON_NO_TARIFF\x10\x08\"4\n\x0eReleaseRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\" \n\x0cReleaseReply\x12\x10\n\x08released\x18\x01 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ringwise.billing.v1.credit_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUTHORISEREQUEST']._serialized_start=89
-  _globals['_AUTHORISEREQUEST']._serialized_end=277
-  _globals['_AUTHORISEREPLY']._serialized_start=280
-  _globals['_AUTHORISEREPLY']._serialized_end=872
-  _globals['_AUTHORISEREPLY_DECISION']._serialized_start=550
-  _globals['_AUTHORISEREPLY_DECISION']._serialized_end=625
-  _globals['_AUTHORISEREPLY_REASON']._serialized_start=628
-  _globals['_AUTHORISEREPLY_REASON']._serialized_end=872
-  _globals['_RELEASEREQUEST']._serialized_start=874
-  _globals['_RELEASEREQUEST']._serialized_end=926
-  _globals['_RELEASEREPLY']._serialized_start=928
-  _globals['_RELEASEREPLY']._serialized_end=960
+  _globals['_AUTHORISEREQUEST']._serialized_end=293
+  _globals['_AUTHORISEREPLY']._serialized_start=296
+  _globals['_AUTHORISEREPLY']._serialized_end=888
+  _globals['_AUTHORISEREPLY_DECISION']._serialized_start=566
+  _globals['_AUTHORISEREPLY_DECISION']._serialized_end=641
+  _globals['_AUTHORISEREPLY_REASON']._serialized_start=644
+  _globals['_AUTHORISEREPLY_REASON']._serialized_end=888
+  _globals['_RELEASEREQUEST']._serialized_start=890
+  _globals['_RELEASEREQUEST']._serialized_end=942
+  _globals['_RELEASEREPLY']._serialized_start=944
+  _globals['_RELEASEREPLY']._serialized_end=976
 # @@protoc_insertion_point(module_scope)

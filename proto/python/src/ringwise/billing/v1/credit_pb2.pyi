@@ -4,8 +4,9 @@ isort:skip_file
 Credit authorisation for routing (request/reply, queue group "billing").
   ringwise.v1.billing.authorise  AuthoriseRequest -> AuthoriseReply
   ringwise.v1.billing.release    ReleaseRequest   -> ReleaseReply
-An authorised outbound call holds a reservation of funds for its maximum duration, so
-concurrent calls cannot overspend the prepaid balance. The reservation is settled by the
+An authorised outbound call holds a reservation of funds for the talk time granted (one
+quota at a time; `extend` asks for the next), so concurrent calls cannot overspend the
+prepaid balance. The reservation is settled by the
 call's rating when CallEnded is booked, released by ReleaseRequest when the call never
 connects, and stops counting when it expires. See docs/billing.md.
 """
@@ -36,6 +37,7 @@ class AuthoriseRequest(_message.Message):
     TO_NUMBER_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     REQUESTED_SECONDS_FIELD_NUMBER: _builtins.int
+    EXTEND_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     call_id: _builtins.str
     """idempotency key: asking again answers the same"""
@@ -45,7 +47,9 @@ class AuthoriseRequest(_message.Message):
     """the dialled number, E.164"""
     user_id: _builtins.str
     requested_seconds: _builtins.int
-    """0 = as long as the balance and the platform cap allow"""
+    """0 = as long as the balance, the quota and the cap allow"""
+    extend: _builtins.bool
+    """a call in progress asks for more time (next quota)"""
     def __init__(
         self,
         *,
@@ -56,10 +60,11 @@ class AuthoriseRequest(_message.Message):
         to_number: _builtins.str = ...,
         user_id: _builtins.str = ...,
         requested_seconds: _builtins.int = ...,
+        extend: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "direction", b"direction", "from_number", b"from_number", "requested_seconds", b"requested_seconds", "tenant_id", b"tenant_id", "to_number", b"to_number", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "direction", b"direction", "extend", b"extend", "from_number", b"from_number", "requested_seconds", b"requested_seconds", "tenant_id", b"tenant_id", "to_number", b"to_number", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -138,9 +143,11 @@ class AuthoriseReply(_message.Message):
     decision: Global___AuthoriseReply.Decision.ValueType
     reason: Global___AuthoriseReply.Reason.ValueType
     max_duration_s: _builtins.int
-    """talk time allowed; 0 with ALLOW = no limit"""
+    """talk time allowed in all; 0 with ALLOW = no limit."""
     warn_at_s: _builtins.int
-    """play the warning tone at this second of talk time (0 = none)"""
+    """An extension DENY carries the time still granted.
+    play the warning tone at this second of talk time (0 = none)
+    """
     reserved_amount: _builtins.str
     """decimal string in `currency`"""
     currency: _builtins.str
