@@ -87,13 +87,14 @@ async def test_every_operation_in_the_fragments_has_a_handler_and_the_reverse() 
         doc = yaml.safe_load(fragment.read_text())
         for path, item in doc["paths"].items():
             assert path.startswith("/v1/tenants/{tenant_id}/"), path
+            assert "{user_id}" not in path or item["get"].get("x-ringwise-self") == "user_id"
             for method, op in item.items():
                 if method == "parameters":
                     continue
                 documented[op["operationId"]] = op["x-ringwise-roles"]
     handlers = wiring.router(lambda: None).handlers  # type: ignore[arg-type, return-value]
     assert set(documented) == set(handlers)
-    assert len(documented) == 24
+    assert len(documented) == 25
 
 
 async def test_tariffs_are_operator_set_tenant_read_and_corrected_by_revision(
@@ -310,6 +311,13 @@ async def test_call_history_filters_pages_and_exports_csv(stores: Billing) -> No
     assert cells[1][5] == "'=HYPERLINK(1)"  # text, not a formula
     assert cells[3][1] == datetime(2026, 3, 2, 9, 1)  # a real date cell (UTC)
     assert (cells[3][10], cells[3][11]) == (30, 0.02)  # numeric cells
+
+    bob = api_pb2.Principal(subject_id="bob", tenant_id="acme", role=api_pb2.ROLE_USER)
+    status, own, _ = await api("listUserCalls", bob, user_id="bob")
+    assert (status, [c["call_id"] for c in own["items"]]) == (200, ["h2"])
+    assert (await api("listUserCalls", bob, user_id="alice"))[0] == 404
+    status, alices, _ = await api("listUserCalls", ADMIN, user_id="alice")
+    assert [c["call_id"] for c in alices["items"]] == ["h4", "h3", "h1"]
 
     status, stats, _ = await api("getCallStatistics", query=[("from", "2026-03-02")])
     assert status == 200

@@ -14,7 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 from openpyxl import Workbook
-from ringwise_kit.api import ApiCall, ApiResult, ApiRouter, field_error
+from ringwise.api.v1 import api_pb2
+from ringwise_kit.api import ApiCall, ApiError, ApiResult, ApiRouter, field_error
 
 from ringwise_billing.apiutil import (
     READERS,
@@ -206,6 +207,24 @@ def router(billing: Callable[[], Any]) -> ApiRouter:
             if len(docs) < EXPORT_PAGE:
                 return
             before = (docs[-1]["started_at"], docs[-1]["_id"])
+
+    @api.operation("listUserCalls")
+    async def list_user_calls(call: ApiCall) -> ApiResult:
+        """A user's own call history (admins and supervisors may read anyone's)."""
+        user_id = call.param("user_id")
+        if call.role == api_pb2.ROLE_USER:
+            if call.principal.subject_id != user_id:
+                raise ApiError(404, "Not Found", "no such user")
+        else:
+            require(call, READERS)
+        limit = limit_of(call)
+        cursor = decode_cursor(call, datetime, str)
+        filters = {**filters_of(call), "user_id": user_id}
+        docs = await page(call, filters, (cursor[0], cursor[1]) if cursor else None, limit)
+        next_cursor = (
+            encode_cursor(docs[-1]["started_at"], docs[-1]["_id"]) if len(docs) == limit else None
+        )
+        return ApiResult(body={"items": await with_charges(docs), "next_cursor": next_cursor})
 
     @api.operation("exportCalls")
     async def export_calls(call: ApiCall) -> ApiResult:
