@@ -20,6 +20,7 @@ from ringwise_billing.fees import http as fees_http
 from ringwise_billing.fees.store import Clock, Fees, utc_now
 from ringwise_billing.invoices import http as invoices_http
 from ringwise_billing.invoices.issue import Issuer
+from ringwise_billing.ledger import http as ledger_http
 from ringwise_billing.ledger.booking import Booker
 from ringwise_billing.ledger.store import LedgerStore
 from ringwise_billing.tariffs import http as tariffs_http
@@ -75,6 +76,13 @@ BILLING_KEY = web.AppKey("billing", Billing)
 def router(billing: Callable[[], Billing]) -> ApiRouter:
     """Every billing API operation, from each feature's router."""
     api = ApiRouter()
-    for feature in (tariffs_http, accounts_http, cdrs_api, fees_http, invoices_http):
+    for feature in (
+        tariffs_http,
+        accounts_http,
+        cdrs_api,
+        fees_http,
+        invoices_http,
+        ledger_http,
+    ):
         api.include(feature.router(billing))
     return api

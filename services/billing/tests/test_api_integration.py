@@ -94,7 +94,7 @@ async def test_every_operation_in_the_fragments_has_a_handler_and_the_reverse() 
                 documented[op["operationId"]] = op["x-ringwise-roles"]
     handlers = wiring.router(lambda: None).handlers  # type: ignore[arg-type, return-value]
     assert set(documented) == set(handlers)
-    assert len(documented) == 25
+    assert len(documented) == 26
 
 
 async def test_tariffs_are_operator_set_tenant_read_and_corrected_by_revision(
@@ -226,6 +226,18 @@ async def test_activation_top_ups_blocking_and_the_dashboard(stores: Billing) ->
         disposition=call_pb2.DISPOSITION_ANSWERED,
     )
     await stores.booker.book([call])
+    status, first, _ = await api("listLedgerEntries", query=[("limit", "2")])
+    status, rest, _ = await api("listLedgerEntries", query=[("cursor", first["next_cursor"])])
+    movements = [(e["kind"], e["amount"]) for e in first["items"] + rest["items"]]
+    assert sorted(movements) == [
+        ("call", "-0.040000"),
+        ("topup", "10.000000"),
+        ("topup", "50.000000"),
+    ]
+    status, calls_only, _ = await api("listLedgerEntries", query=[("kind", "call")])
+    assert [(e["entry_id"], e["billed_seconds"]) for e in calls_only["items"]] == [("call:d1", 120)]
+    assert (await api("listLedgerEntries", query=[("kind", "gift")]))[0] == 400
+
     status, board, _ = await api("getBillingDashboard")
     assert status == 200
     assert board["this_month_spend"] == "0.040000"
