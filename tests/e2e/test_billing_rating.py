@@ -9,9 +9,11 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 import pytest
 from nats.aio.client import Client as NatsClient
 from ringwise.api.v1 import api_pb2
+from ringwise_billing.accounts import credit
 from ringwise_dev.fixture import ALICE, TENANT
 from ringwise_dev.platform import LocalPlatform
 from ringwise_dev.sipp import PhoneKind
@@ -91,3 +93,20 @@ async def test_an_answered_call_to_a_priced_number_is_booked_once_at_its_price(
         assert Decimal(listed["charge"]) == Decimal("0.01") * seconds
     finally:
         await nc.drain()
+
+
+@pytest.mark.parametrize("prompt", credit.ALL_PROMPTS)
+async def test_each_credit_prompt_is_a_sound_the_platform_has(
+    platform: LocalPlatform, prompt: str
+) -> None:
+    asterisk = platform.asterisk
+    async with (
+        aiohttp.ClientSession(headers=asterisk.ari_auth_headers()) as session,
+        session.get(f"{asterisk.ari_url}/ari/sounds", params={"lang": "en"}) as resp,
+    ):
+        assert resp.status == 200
+        sounds = {sound["id"] for sound in await resp.json()}
+    for media in prompt.split(","):
+        kind, name = media.split(":", 1)
+        assert kind == "sound"
+        assert name in sounds, f"Asterisk has no English sound {name}"

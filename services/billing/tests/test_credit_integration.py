@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from ringwise.billing.v1 import credit_pb2
 from ringwise.events.v1 import call_pb2
-from ringwise_billing.accounts.credit import CreditControl, CreditPolicy
+from ringwise_billing.accounts.credit import (
+    PROMPT_BLOCKED,
+    PROMPT_INSUFFICIENT,
+    PROMPT_NOT_ALLOWED,
+    CreditControl,
+    CreditPolicy,
+)
 from ringwise_billing.accounts.store import ACTIVE, reserved_micros
 from ringwise_billing.ledger.store import TOPUP
 from ringwise_billing.rating.example import JAN, example_versions
@@ -77,7 +83,7 @@ async def test_fifty_simultaneous_authorisations_never_overspend_a_small_balance
     # Each call reserves 4 minutes (0.08): 12 fit (0.96); the 13th gets the 2 minutes left.
     assert sorted(r.max_duration_s for r in allowed) == [120] + [240] * 12
     assert {r.reason for r in denied} == {Reply.REASON_INSUFFICIENT_FUNDS}
-    assert all(r.prompt == "ringwise/balance-insufficient" for r in denied)
+    assert all(r.prompt == PROMPT_INSUFFICIENT for r in denied)
     account = await billing.accounts.get("acme")
     assert account is not None
     assert reserved_micros(account, NOW) == 1_000_000 == account["balance_micros"]
@@ -119,13 +125,9 @@ async def test_authorisation_outcomes(billing: Billing) -> None:
     assert (await credit.authorise(outbound("m3", "+447700900123"), later)).max_duration_s == 318
 
     cases = [
-        (outbound("x1", "+81312345678"), Reply.REASON_NO_RATE, "ringwise/destination-not-allowed"),
-        (outbound("x2", tenant="empty"), Reply.REASON_BLOCKED_UNPAID, "ringwise/balance-blocked"),
-        (
-            outbound("x3", tenant="dormant"),
-            Reply.REASON_ACCOUNT_INACTIVE,
-            "ringwise/balance-blocked",
-        ),
+        (outbound("x1", "+81312345678"), Reply.REASON_NO_RATE, PROMPT_NOT_ALLOWED),
+        (outbound("x2", tenant="empty"), Reply.REASON_BLOCKED_UNPAID, PROMPT_BLOCKED),
+        (outbound("x3", tenant="dormant"), Reply.REASON_ACCOUNT_INACTIVE, PROMPT_BLOCKED),
     ]
     for request, reason, prompt in cases:
         reply = await credit.authorise(request, NOW)

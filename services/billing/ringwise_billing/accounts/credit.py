@@ -31,9 +31,15 @@ from ringwise_billing.tariffs.store import TariffStore
 Reply = credit_pb2.AuthoriseReply
 Doc = dict[str, Any]
 
-PROMPT_BLOCKED = "ringwise/balance-blocked"
-PROMPT_INSUFFICIENT = "ringwise/balance-insufficient"
-PROMPT_NOT_ALLOWED = "ringwise/destination-not-allowed"
+# What routing plays before refusing (media URIs, comma-separated, as in RoutingDecision.prompt;
+# each is a sound the platform's Asterisk has: tests/e2e/test_billing_rating.py checks).
+# "I'm sorry. Please try your call again later." / "...cannot be completed as dialed."
+PROMPT_BLOCKED = "sound:im-sorry,sound:please-try-call-later"
+PROMPT_INSUFFICIENT = PROMPT_BLOCKED
+PROMPT_NOT_ALLOWED = "sound:im-sorry,sound:cannot-complete-as-dialed"
+# Played by routing when the authorised time is about to run out and no more was granted.
+WARNING_TONE = "sound:beep"
+ALL_PROMPTS = (PROMPT_BLOCKED, PROMPT_INSUFFICIENT, PROMPT_NOT_ALLOWED, WARNING_TONE)
 
 
 @dataclass(frozen=True)

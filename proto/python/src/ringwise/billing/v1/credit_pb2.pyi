@@ -154,7 +154,7 @@ class AuthoriseReply(_message.Message):
     available_amount: _builtins.str
     """balance minus every reservation, after this one"""
     prompt: _builtins.str
-    """sound to play before refusing (DENY only)"""
+    """media to play before refusing (DENY only), comma-separated"""
     def __init__(
         self,
         *,
