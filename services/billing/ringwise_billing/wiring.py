@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 from pymongo import AsyncMongoClient
-from ringwise_kit.api import ApiRouter
+from ringwise_kit.api import ApiCall, ApiResult, ApiRouter, Handler
 
 from ringwise_billing.accounts import http as accounts_http
 from ringwise_billing.accounts.payments import BankTransferProvider, PaymentProvider
@@ -18,6 +18,7 @@ from ringwise_billing.cdrs import api as cdrs_api
 from ringwise_billing.cdrs.store import CdrStore
 from ringwise_billing.fees import http as fees_http
 from ringwise_billing.fees.store import Clock, Fees, utc_now
+from ringwise_billing.idempotency import IdempotentReplies
 from ringwise_billing.invoices import http as invoices_http
 from ringwise_billing.invoices.issue import Issuer
 from ringwise_billing.ledger import http as ledger_http
@@ -37,6 +38,7 @@ class Billing:
     topups: TopUps
     fees: Fees
     issuer: Issuer
+    idempotency: IdempotentReplies
 
     @classmethod
     def open(
@@ -60,6 +62,7 @@ class Billing:
             topups=TopUps(client, database, ledger, accounts, {p.name: p for p in providers}),
             fees=Fees(client, database, ledger, accounts, clock),
             issuer=issuer or Issuer(),
+            idempotency=IdempotentReplies(client, database),
         )
 
     async def ensure_indexes(self) -> None:
@@ -73,9 +76,31 @@ class Billing:
 BILLING_KEY = web.AppKey("billing", Billing)
 
 
+# POST operations answered again, not repeated, for a retried Idempotency-Key (createTopUp
+# keys the top-up itself; confirmTopUp is idempotent by nature).
+IDEMPOTENT_POSTS = frozenset(
+    {
+        "createTariff",
+        "rerateCalls",
+        "createFee",
+        "endFee",
+        "reserveNumber",
+        "activateNumber",
+        "releaseNumber",
+    }
+)
+
+
+def _idempotent(billing: Callable[[], Billing], operation: str, handler: Handler) -> Handler:
+    async def answer(call: ApiCall) -> ApiResult:
+        return await billing().idempotency.wrap(operation, handler)(call)
+
+    return answer
+
+
 def router(billing: Callable[[], Billing]) -> ApiRouter:
     """Every billing API operation, from each feature's router."""
-    api = ApiRouter()
+    features = ApiRouter()
     for feature in (
         tariffs_http,
         accounts_http,
@@ -84,5 +109,11 @@ def router(billing: Callable[[], Billing]) -> ApiRouter:
         invoices_http,
         ledger_http,
     ):
-        api.include(feature.router(billing))
+        features.include(feature.router(billing))
+    api = ApiRouter()
+    for operation, handler in features.handlers.items():
+        if operation in IDEMPOTENT_POSTS:
+            api.operation(operation)(_idempotent(billing, operation, handler))
+        else:
+            api.operation(operation)(handler)
     return api

@@ -114,6 +114,7 @@ async def test_tariffs_are_operator_set_tenant_read_and_corrected_by_revision(
 
     status, listed, _ = await api("listTariffs", ADMIN)
     assert [(v["version_id"], v["outbound_rates"]) for v in listed["items"]] == [("std-2026", 5)]
+    assert listed["items"][0]["created_at"]
     status, one, _ = await api("getTariff", ADMIN, version_id="std-2026")
     assert one["outbound"][0] == {
         "prefix": "44",
@@ -133,6 +134,14 @@ async def test_tariffs_are_operator_set_tenant_read_and_corrected_by_revision(
     assert (status, fixed["revision"], fixed["name"]) == (200, 2, "fixed")
     stale = await api("correctTariff", OPERATOR, fix, if_match='"1"', version_id="std-2026")
     assert stale[0] == 412
+    # A retried POST with its Idempotency-Key gets the first reply, not a 409.
+    v2 = {**STANDARD_2026, "version_id": "v2", "effective_from": "2027-01-01T00:00:00Z"}
+    first = await api("createTariff", OPERATOR, v2, idempotency_key="t-1")
+    retry = await api("createTariff", OPERATOR, v2, idempotency_key="t-1")
+    assert (first[0], retry[0], retry[1]) == (201, 201, first[1])
+    reused = await api("createTariff", OPERATOR, STANDARD_2026, idempotency_key="t-1")
+    assert (reused[0], fields(reused[1])) == (422, {"Idempotency-Key"})
+    assert (await api("createTariff", OPERATOR, v2, idempotency_key="t-2"))[0] == 409
     other = {**fix, "version_id": "other"}
     assert (await api("correctTariff", OPERATOR, other, version_id="std-2026"))[0] == 422
     # Another tenant's admin sees none of it.
