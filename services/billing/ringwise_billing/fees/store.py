@@ -197,6 +197,8 @@ class Fees:
     # ------------------------------------------------------------------ charging
 
     def entries_due(self, doc: Doc, now: datetime) -> list[Doc]:
+        """The fee entries owed by now, from the last period already booked on (booking
+        them again is harmless: their keys are there; this only keeps the job's work small)."""
         starts_at = doc.get("starts_at")
         if starts_at is None:
             return []
@@ -211,7 +213,7 @@ class Fees:
             "booked_at": now,
             "applied": False,
         }
-        if doc.get("setup_micros"):
+        if doc.get("setup_micros") and not doc.get("setup_charged"):
             entries.append(
                 {
                     **base,
@@ -221,13 +223,17 @@ class Fees:
                     "occurred_at": starts_at,
                 }
             )
+        charged_through = doc.get("charged_through") or ""
         if doc.get("monthly_micros"):
             for period in due_periods(starts_at, doc.get("ends_at"), now):
+                key = period_key(period)
+                if key < charged_through:
+                    continue
                 entries.append(
                     {
                         **base,
-                        "_id": f"fee:{doc['tenant_id']}:{doc['fee_id']}:{period_key(period)}",
-                        "period": period_key(period),
+                        "_id": f"fee:{doc['tenant_id']}:{doc['fee_id']}:{key}",
+                        "period": key,
                         "amount_micros": -int(doc["monthly_micros"]),
                         "occurred_at": max(period, starts_at),
                     }
@@ -240,12 +246,22 @@ class Fees:
         query: Doc = {"starts_at": {"$ne": None}}
         if tenant_id is not None:
             query["tenant_id"] = tenant_id
-        entries = [
-            e async for doc in self.subscriptions.find(query) for e in self.entries_due(doc, now)
-        ]
-        booked = await self.ledger.append_once(entries)
-        await self.accounts.apply_pending([e["_id"] for e in entries])
-        return len(booked)
+        booked = 0
+        async for doc in self.subscriptions.find(query):
+            entries = self.entries_due(doc, now)
+            if not entries:
+                continue
+            booked += len(await self.ledger.append_once(entries))
+            await self.accounts.apply_pending([e["_id"] for e in entries])
+            periods = [e["period"] for e in entries if e["period"] != "setup"]
+            progress: Doc = {
+                "setup_charged": bool(doc.get("setup_charged"))
+                or any(e["period"] == "setup" for e in entries)
+            }
+            if periods:
+                progress["charged_through"] = max(periods)
+            await self.subscriptions.update_one({"_id": doc["_id"]}, {"$set": progress})
+        return booked
 
     async def next_payment(self, tenant_id: str) -> Doc | None:
         """The next period's date and what the fees in force then will cost."""
