@@ -6,6 +6,10 @@
                billing process (its own instance on PortPlan(6000)), each stored as a CDR,
                rated and booked in the ledger and the balance on the Mongo-wire store;
                measured from the first publish until the last entry is booked
+  (c) authorise  routing's credit authorisation over NATS request/reply against the same
+               process (each one a compare-and-set reservation on the account), 10 calls in
+               flight, each releasing its reservation after the answer; latency of the
+               authorisation alone
 
     uv run python bench/rating.py                     # 300k pure, 5k booked
     uv run python bench/rating.py --pure 100000 --booked 2000
@@ -24,12 +28,17 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from nats.aio.client import Client as NatsClient
 from pymongo import AsyncMongoClient
+from ringwise.billing.v1 import credit_pb2
 from ringwise.events.v1 import call_pb2
+from ringwise_billing.accounts.store import ACTIVE
+from ringwise_billing.ledger.store import TOPUP
 from ringwise_billing.rating.example import JAN, STANDARD_2026, SUMMER_2026
 from ringwise_billing.rating.rater import CallToRate, Direction, rate_call
 from ringwise_billing.rating.tariff import TariffBook, TariffVersion, parse_version
@@ -127,7 +136,61 @@ def cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-async def bench_booked(count: int) -> tuple[float, dict[str, float]]:
+@dataclass
+class Booked:
+    rate: float
+    cpu_per_cdr: dict[str, float]
+    authorise_latencies_s: list[float]
+    authorise_wall_s: float
+
+
+async def bench_authorise(nc: NatsClient, stores: Billing, count: int) -> tuple[list[float], float]:
+    """Routing's question before each outbound call, over NATS, 10 in flight at a time."""
+    await stores.ledger.append_once(
+        [
+            {
+                "_id": "topup:bench",
+                "tenant_id": "bench",
+                "kind": TOPUP,
+                "amount_micros": 10**12,
+                "currency": "EUR",
+                "occurred_at": JAN,
+                "booked_at": JAN,
+                "applied": False,
+            }
+        ]
+    )
+    await stores.accounts.apply_pending()
+    await stores.accounts.change("bench", lambda doc: {**doc, "status": ACTIVE})
+    latencies: list[float] = []
+
+    async def ask(index: int) -> None:
+        request = credit_pb2.AuthoriseRequest(
+            tenant_id="bench",
+            call_id=f"auth-{index}",
+            direction=call_pb2.DIRECTION_OUTBOUND,
+            to_number="+447700900123",
+        )
+        started = time.perf_counter()
+        reply = await bus.request(
+            nc, subjects.BILLING_AUTHORISE, request, credit_pb2.AuthoriseReply, timeout_s=10
+        )
+        latencies.append(time.perf_counter() - started)
+        assert reply.decision == credit_pb2.AuthoriseReply.DECISION_ALLOW, reply
+        # The call ends at once (never connected): its reservation goes back, as routing
+        # would, so the account holds a steady number of live reservations.
+        release = credit_pb2.ReleaseRequest(tenant_id="bench", call_id=request.call_id)
+        await bus.request(
+            nc, subjects.BILLING_RELEASE, release, credit_pb2.ReleaseReply, timeout_s=10
+        )
+
+    started = time.perf_counter()
+    for chunk in range(0, count, 10):
+        await asyncio.gather(*(ask(i) for i in range(chunk, min(chunk + 10, count))))
+    return latencies, time.perf_counter() - started
+
+
+async def bench_booked(count: int, authorisations: int) -> Booked:
     data = repo_root() / ".run" / "bench-rating"
     shutil.rmtree(data, ignore_errors=True)
     infra = Infra(PORTS, data / "infra")
@@ -175,12 +238,18 @@ async def bench_booked(count: int) -> tuple[float, dict[str, float]]:
         cpu = cpu_s(billing.pid) - cpu_before
         store_cpu = cpu_s(infra.mongo.pid) - store_before
         nats_cpu = cpu_s(infra.nats.pid) - nats_before
+        latencies, wall = await bench_authorise(nc, stores, authorisations)
         await nc.drain()
-        return count / elapsed, {
-            "billing": cpu / count,
-            "mongo-wire store": store_cpu / count,
-            "nats": nats_cpu / count,
-        }
+        return Booked(
+            count / elapsed,
+            {
+                "billing": cpu / count,
+                "mongo-wire store": store_cpu / count,
+                "nats": nats_cpu / count,
+            },
+            latencies,
+            wall,
+        )
     finally:
         await billing.stop()
         await mongo.close()
@@ -191,17 +260,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pure", type=int, default=300_000, help="calls for the pure rater")
     parser.add_argument("--booked", type=int, default=5_000, help="CDRs through NATS + store")
+    parser.add_argument(
+        "--authorisations", type=int, default=500, help="credit authorisations over NATS"
+    )
     args = parser.parse_args()
     pure_rate, total = bench_pure(args.pure)
     print(
         f"(a) pure rater      {pure_rate:>10,.0f} CDR/s on one core  ({args.pure:,} calls, "
         f"sum {Decimal(total).scaleb(-6)} EUR)"
     )
-    booked_rate, cpu_per_cdr = asyncio.run(bench_booked(args.booked))
+    booked = asyncio.run(bench_booked(args.booked, args.authorisations))
+    booked_rate, cpu_per_cdr = booked.rate, booked.cpu_per_cdr
     print(f"(b) NATS + store    {booked_rate:>10,.0f} CDR/s end to end  ({args.booked:,} CDRs)")
     for name, seconds in cpu_per_cdr.items():
         print(f"    CPU per booked CDR, {name:<17} {seconds * 1e6:>8,.0f} µs")
     print(f"ratio a/b           {pure_rate / booked_rate:>10,.1f}")
+    lat = sorted(booked.authorise_latencies_s)
+    if lat:
+        p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+        print(
+            f"(c) authorise       {len(lat) / booked.authorise_wall_s:>10,.0f} /s, 10 in flight  "
+            f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms  ({len(lat):,} requests)"
+        )
     verdict = "PASS" if pure_rate >= TARGET_PURE else "FAIL"
     print(f"{verdict}: pure rater {pure_rate:,.0f} CDR/s per core (target >= {TARGET_PURE:,})")
     return 0

@@ -76,6 +76,9 @@ class AccountStore:
     def __init__(self, client: AsyncMongoClient[Doc], database: str, ledger: LedgerStore) -> None:
         self.accounts: AsyncCollection[Doc] = client[database].accounts
         self.ledger = ledger
+        # Writers in this process take turns per account, so they do not spend round trips
+        # losing compare-and-sets to each other; other processes are still kept out by CAS.
+        self._turns: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def get(self, tenant_id: str) -> Doc | None:
         return await self.accounts.find_one({"_id": tenant_id})
@@ -85,6 +88,12 @@ class AccountStore:
     ) -> Doc | None:
         """Compare-and-set loop: `edit` gets a copy of the account (a new one when missing
         and `create`) and returns the new document, or None to change nothing."""
+        async with self._turns[tenant_id]:
+            return await self._change(tenant_id, edit, create=create)
+
+    async def _change(
+        self, tenant_id: str, edit: Callable[[Doc], Doc | None], *, create: bool
+    ) -> Doc | None:
         for attempt in range(MAX_ATTEMPTS):
             current = await self.get(tenant_id)
             if current is None and not create:
