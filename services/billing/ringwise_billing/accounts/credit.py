@@ -2,10 +2,11 @@
 
 Inbound and internal calls are never refused here (blocked accounts keep receiving calls).
 An outbound call is priced by the tariff in force now; it is allowed for the longest talk
-time that what is left of the balance covers (balance minus other calls' reservations, up
-to the platform cap or the time asked for), and that time's price is reserved, in one
+time that what is left of the balance covers (balance minus other calls' reservations, at
+most one quota or the time asked for), and that time's price is reserved, in one
 compare-and-set on the account, so concurrent calls never overspend. Asking again for the
-same call answers the same (idempotent on call id).
+same call answers the same (idempotent on call id); asking with `extend` grants the next
+quota as far as the balance goes.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class CreditPolicy:
     reservation_grace_s: int = 120  # a reservation outlives its call by this much
 
 
-def deny(reason: int, prompt: str, currency: str = "") -> Reply:
-    return Reply(decision=Reply.DECISION_DENY, reason=reason, prompt=prompt, currency=currency)  # type: ignore[arg-type]
+def deny(reason: Reply.Reason.ValueType, prompt: str, currency: str = "") -> Reply:
+    return Reply(decision=Reply.DECISION_DENY, reason=reason, prompt=prompt, currency=currency)
 
 
 class CreditControl:
