@@ -26,6 +26,7 @@ async def write_contacts(
     stop: asyncio.Event,
     acked: dict[str, str],
     attempts: list[int],
+    progressed: asyncio.Event,
 ) -> None:
     """One script: create contacts one after the other; retry each (same Idempotency-Key)
     until it is acknowledged, whatever the platform answers meanwhile."""
@@ -46,6 +47,7 @@ async def write_contacts(
                     body: Any = await resp.json(content_type=None)
                     if resp.status == 201:
                         acked[name] = body["contact_id"]
+                        progressed.set()
                         break
                     assert resp.status in (409, 502, 503, 504), (resp.status, body)
             except (aiohttp.ClientError, TimeoutError):
@@ -77,16 +79,21 @@ async def test_restarting_gateway_and_directory_under_writes_loses_no_acknowledg
         stop = asyncio.Event()
         acked: dict[str, str] = {}
         attempts: list[int] = []
+        progressed = asyncio.Event()
         writers = [
-            asyncio.create_task(write_contacts(session, base, token, w, stop, acked, attempts))
+            asyncio.create_task(
+                write_contacts(session, base, token, w, stop, acked, attempts, progressed)
+            )
             for w in range(WRITERS)
         ]
 
         async def progress(more: int) -> None:
+            """Wait until the writers got `more` writes acknowledged."""
             target = len(acked) + more
             async with asyncio.timeout(60):
                 while len(acked) < target:
-                    await asyncio.sleep(0.05)
+                    progressed.clear()
+                    await progressed.wait()
 
         gateway, directory = platform.services["gateway"], platform.services["directory"]
         await progress(20)
