@@ -1,4 +1,9 @@
-"""A directory served in-process over real NATS and Mongo-wire, and clients of each role."""
+"""A directory served in-process over real NATS and Mongo-wire, and clients of each role.
+
+It answers on the real directory subjects, so these tests must run before anything starts the
+whole platform (whose directory would share the queue group): pytest runs services/ before
+tests/ (testpaths order).
+"""
 
 from __future__ import annotations
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from datetime import timedelta
 
 import pytest
 from openpyxl import load_workbook
 from ringwise.api.v1 import api_pb2
+from ringwise_kit.api import ApiCall
 
 from .conftest import Harness
 
@@ -375,3 +377,30 @@ async def test_a_claim_left_by_a_crash_does_not_block_the_extension(harness: Har
         "createUser", {"email": "late@ext.example", "name": "Late", "extension": "410"}
     )
     assert created.status == 201
+
+
+async def test_a_retried_team_creation_under_one_idempotency_key_returns_the_first_team(
+    harness: Harness,
+) -> None:
+    tenant = await harness.new_tenant("ext-replay")
+    admin = harness.client(ADMIN, tenant, subject_id="admin-r")
+    body = {"name": "Sales", "extension": "520", "ring_strategy": "random"}
+
+    def create(key: str) -> ApiCall:
+        return ApiCall(
+            operation="createTeam",
+            principal=admin.principal,
+            path_params={"tenant_id": tenant},
+            body=json.dumps(body).encode(),
+            request_id="r",
+            idempotency_key=key,
+        )
+
+    first = await admin.send(create("k-1"))
+    again = await admin.send(create("k-1"))
+    assert (first.status, again.status) == (201, 201)
+    assert again.body["team_id"] == first.body["team_id"]
+    other_key = await admin.send(create("k-2"))
+    assert other_key.status in (409, 422)  # a new creation: the extension is taken
+    listed = await admin.op("listTeams")
+    assert len(listed.body["items"]) == 1

@@ -31,6 +31,9 @@ DIRECTORY_CHANGES = f"{PREFIX}.directory.*.number_changed"
 DIRECTORY_AUTHENTICATE = f"{PREFIX}.directory.authenticate"
 DIRECTORY_LIST_SIP_DEVICES = f"{PREFIX}.directory.list_sip_devices"
 DIRECTORY_SIP_DEVICE_CHANGES = f"{PREFIX}.directory.*.sip_device_changed"
+# Credit authorisation for chargeable calls (proto ringwise.billing.v1; queue group "billing").
+BILLING_AUTHORISE = f"{PREFIX}.billing.authorise"
+BILLING_RELEASE = f"{PREFIX}.billing.release"
 
 
 def tenant_token(tenant_id: str) -> str:

@@ -15,6 +15,7 @@ from ringwise_directory.common.records import (
     diff,
     find_page,
     new_id,
+    replayable_id,
     update_versioned,
 )
 
@@ -39,25 +40,40 @@ class TenantRecords:
         fields: dict[str, Any],
         actor: Doc,
         on_duplicate: ApiError,
+        idempotency_key: str = "",
         record_id: str | None = None,
     ) -> Doc:
+        """Insert a new record; with an idempotency_key, a retry returns the first one.
+        record_id: an id the caller already chose (from new_record_id)."""
         now = self._dir.now()
+        record_id = record_id or self.new_record_id(tenant_id, actor, idempotency_key)
         doc: Doc = {
-            self.key: record_id or new_id(self.prefix),
+            self.key: record_id,
             "tenant_id": tenant_id,
             **fields,
             "version": 1,
             "created_at": now,
             "updated_at": now,
         }
+        if idempotency_key:
+            doc["idempotency_key"] = idempotency_key
         try:
             await self.collection.insert_one(doc)
         except DuplicateKeyError:
+            if idempotency_key:
+                first = await self.get(tenant_id, record_id)
+                if first is not None and first.get("idempotency_key") == idempotency_key:
+                    return first
             raise on_duplicate from None
         await self._dir.history.record(
             tenant_id, actor, f"{self.kind}.created", self.kind, doc[self.key], after=doc
         )
         return doc
+
+    def new_record_id(self, tenant_id: str, actor: Doc, idempotency_key: str = "") -> str:
+        if idempotency_key:
+            return replayable_id(self.prefix, tenant_id, str(actor["id"]), idempotency_key)
+        return new_id(self.prefix)
 
     async def get(self, tenant_id: str, record_id: str) -> Doc | None:
         return await self.collection.find_one({"tenant_id": tenant_id, self.key: record_id})

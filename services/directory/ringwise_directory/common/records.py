@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,14 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
+def replayable_id(prefix: str, tenant_id: str, actor_id: str, idempotency_key: str) -> str:
+    """The id of a resource created under an Idempotency-Key: the same key (same tenant, same
+    caller) always gives the same id, so a retried create meets the first one in the unique
+    index instead of making a second resource, even across crashes and restarts."""
+    seed = f"{tenant_id}\n{actor_id}\n{idempotency_key}".encode()
+    return f"{prefix}_{hashlib.sha256(seed).hexdigest()[:16]}"
+
+
 def etag(version: int) -> str:
     return f'"{version}"'
 
@@ -49,7 +58,7 @@ def check_if_match(call: ApiCall, current_version: int) -> None:
 
 def public(doc: Mapping[str, Any], hidden: Sequence[str] = ()) -> Doc:
     """A stored document as the API shows it: no Mongo _id, no internal fields."""
-    out = {k: v for k, v in doc.items() if k != "_id" and k not in hidden}
+    out = {k: v for k, v in doc.items() if k not in ("_id", "idempotency_key") and k not in hidden}
     for key, value in out.items():
         if isinstance(value, datetime):
             out[key] = value.astimezone(UTC).isoformat().replace("+00:00", "Z")

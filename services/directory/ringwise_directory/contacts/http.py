@@ -71,7 +71,9 @@ def router(stores: Stores) -> ApiRouter:
         if errors:
             raise unprocessable(errors)
         fields["owner_id"] = viewer(call) if fields["scope"] == "personal" else None
-        doc = await contacts.create(call.tenant_id, fields, actor_of(call.principal), DUPLICATE)
+        doc = await contacts.create(
+            call.tenant_id, fields, actor_of(call.principal), DUPLICATE, call.idempotency_key
+        )
         return created(doc, f"/v1/tenants/{call.tenant_id}/contacts/{doc['contact_id']}")
 
     @api.operation("listContacts")

@@ -40,7 +40,9 @@ def router(stores: Stores) -> ApiRouter:
     async def create_schedule(call: ApiCall) -> ApiResult:
         fields = schedule_fields(call.json(), partial=False)
         await check_user(call.tenant_id, fields)
-        doc = await schedules.create(call.tenant_id, fields, actor_of(call.principal), DUPLICATE)
+        doc = await schedules.create(
+            call.tenant_id, fields, actor_of(call.principal), DUPLICATE, call.idempotency_key
+        )
         return created(doc, f"/v1/tenants/{call.tenant_id}/schedules/{doc['schedule_id']}")
 
     @api.operation("listSchedules")

@@ -52,8 +52,14 @@ def router(stores: Stores) -> ApiRouter:
     @api.operation("createTeam")
     async def create_team(call: ApiCall) -> ApiResult:
         fields = team_fields(call.json(), partial=False)
-        await check_refs(call.tenant_id, fields)
-        doc = await teams.create(call.tenant_id, fields, actor_of(call.principal), DUPLICATE)
+        actor = actor_of(call.principal)
+        # Under an Idempotency-Key the id is known up front: a retry must not find its own
+        # first team "already holding" the extension.
+        team_id = teams.new_record_id(call.tenant_id, actor, call.idempotency_key)
+        await check_refs(call.tenant_id, fields, team_id)
+        doc = await teams.create(
+            call.tenant_id, fields, actor, DUPLICATE, call.idempotency_key, record_id=team_id
+        )
         return created(doc, f"/v1/tenants/{call.tenant_id}/teams/{doc['team_id']}")
 
     @api.operation("listTeams")

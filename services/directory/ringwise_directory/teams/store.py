@@ -10,7 +10,7 @@ from ringwise_kit.api import ApiError
 from ringwise_directory.common.context import Directory
 from ringwise_directory.common.crud import TenantRecords
 from ringwise_directory.common.extensions import ExtensionClaims, extension_taken
-from ringwise_directory.common.records import Doc, new_id
+from ringwise_directory.common.records import Doc
 
 
 class TeamStore(TenantRecords):
@@ -24,14 +24,18 @@ class TeamStore(TenantRecords):
         fields: dict[str, Any],
         actor: Doc,
         on_duplicate: ApiError,
+        idempotency_key: str = "",
         record_id: str | None = None,
     ) -> Doc:
-        team_id = record_id or new_id(self.prefix)
+        team_id = record_id or self.new_record_id(tenant_id, actor, idempotency_key)
         extension = fields.get("extension")
+        # A replayed create (same Idempotency-Key) finds its own claim and its first record.
         if extension and not await self._extensions.claim(tenant_id, extension, "team", team_id):
             raise extension_taken()
         try:
-            return await super().create(tenant_id, fields, actor, on_duplicate, team_id)
+            return await super().create(
+                tenant_id, fields, actor, on_duplicate, idempotency_key, record_id=team_id
+            )
         except Exception:
             await self._extensions.release(tenant_id, extension, "team", team_id)
             raise

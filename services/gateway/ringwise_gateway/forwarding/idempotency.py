@@ -20,7 +20,9 @@ from ringwise.api.v1 import api_pb2
 from ringwise_kit.api import ApiError
 
 PREFIX = "gw:idem:"
-IN_FLIGHT_TTL_S = 60
+# Longer than a forward can take (forward_timeout_s), short enough that a client retrying
+# after a gateway crash is not kept waiting long.
+IN_FLIGHT_TTL_S = 15
 
 
 @dataclass(frozen=True)
