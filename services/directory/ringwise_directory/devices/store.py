@@ -100,7 +100,8 @@ class DeviceStore:
             doc["number"] = fields["number"]
         # Each device takes one of the user's 5 slots (unique in the database, so concurrent
         # creations cannot exceed the limit); its position, the ring order, follows the last.
-        for _attempt in range(5):
+        # Every lost race means another creation took a slot: after MAX + 1 tries all are taken.
+        for _attempt in range(MAX_DEVICES_PER_USER + 2):
             held = await self._devices.find(
                 {"tenant_id": tenant_id, "user_id": user_id}, {"slot": 1, "position": 1}
             ).to_list()
