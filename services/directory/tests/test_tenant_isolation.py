@@ -6,10 +6,9 @@ import re
 from typing import Any
 
 import pytest
+from directory_harness import Harness
 from ringwise.api.v1 import api_pb2
 from ringwise_directory.common.access import load_rules
-
-from .conftest import Harness
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 ROLES = (
