@@ -1,168 +1,23 @@
-"""A directory served in-process over real NATS and Mongo-wire, and clients of each role.
+"""Fixtures of the directory's tests (the harness itself: directory_harness.py).
 
-It answers on the real directory subjects, so these tests must run before anything starts the
-whole platform (whose directory would share the queue group): pytest runs services/ before
-tests/ (testpaths order).
+The in-process directory answers on the real directory subjects, so these tests must run
+before anything starts the whole platform (whose directory would share the queue group):
+pytest runs services/ before tests/ (testpaths order).
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest_asyncio
-from argon2 import PasswordHasher
+from directory_harness import TEST_HASHER, FakeClock, Harness, next_db_name
 from nats.aio.client import Client as NatsClient
 from pymongo import AsyncMongoClient
-from ringwise.api.v1 import api_pb2
-from ringwise.directory.v1 import auth_pb2
 from ringwise_dev.infra import Infra
-from ringwise_directory.main import DirectoryService, start_directory
+from ringwise_directory.main import start_directory
 from ringwise_directory.settings import DirectorySettings
-from ringwise_kit import bus, subjects
-from ringwise_kit.api import ApiCall, call_service, new_request_id
-
-_dbs = itertools.count()
-# Cheap argon2 for tests (the service default is 64 MiB x 3 passes).
-TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-Role = api_pb2.Role
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.moment = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-    def advance(self, **delta: float) -> None:
-        self.moment += timedelta(**delta)
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any
-    headers: dict[str, str]
-    content_type: str
-    raw: bytes
-
-    @property
-    def etag(self) -> str:
-        return self.headers.get("ETag", "")
-
-
-@dataclass
-class Client:
-    """Calls the directory as the gateway would, as one principal."""
-
-    nc: NatsClient
-    principal: api_pb2.Principal
-    tenant_id: str = ""
-    calls: list[Reply] = field(default_factory=list)
-
-    async def op(
-        self,
-        operation: str,
-        body: Any = None,
-        *,
-        query: dict[str, str] | None = None,
-        if_match: str = "",
-        **path: str,
-    ) -> Reply:
-        return await self.at(operation, body, path, query=query, if_match=if_match)
-
-    async def at(
-        self,
-        operation: str,
-        body: Any,
-        path: dict[str, str],
-        *,
-        query: dict[str, str] | None = None,
-        if_match: str = "",
-    ) -> Reply:
-        """The operation with these path parameters (the client's tenant unless given)."""
-        params = {"tenant_id": self.tenant_id, **path}
-        call = ApiCall(
-            operation=operation,
-            principal=self.principal,
-            path_params={k: v for k, v in params.items() if v},
-            query=list((query or {}).items()),
-            body=b"" if body is None else json.dumps(body).encode(),
-            request_id=new_request_id(),
-            if_match=if_match,
-        )
-        return await self.send(call)
-
-    async def send(self, call: ApiCall) -> Reply:
-        reply = await call_service(self.nc, "directory", call)
-        decoded: Any = None
-        if reply.body and reply.content_type.split(";")[0] in (
-            "application/json",
-            "application/problem+json",
-        ):
-            decoded = json.loads(reply.body)
-        result = Reply(reply.status, decoded, dict(reply.headers), reply.content_type, reply.body)
-        self.calls.append(result)
-        return result
-
-
-@dataclass
-class Harness:
-    nc: NatsClient
-    service: DirectoryService
-    clock: FakeClock
-
-    def client(
-        self, role: int, tenant_id: str = "", subject_id: str = "", email: str = ""
-    ) -> Client:
-        principal = api_pb2.Principal(
-            subject_id=subject_id or f"test-{role}",
-            tenant_id=tenant_id,
-            role=api_pb2.Role.ValueType(role),
-            email=email,
-        )
-        return Client(self.nc, principal, tenant_id)
-
-    @property
-    def operator(self) -> Client:
-        return self.client(api_pb2.ROLE_OPERATOR_ADMIN, subject_id="op-1")
-
-    async def authenticate(self, **credential: Any) -> auth_pb2.AuthenticateReply:
-        return await bus.request(
-            self.nc,
-            subjects.DIRECTORY_AUTHENTICATE,
-            auth_pb2.AuthenticateRequest(**credential),
-            auth_pb2.AuthenticateReply,
-            timeout_s=10,
-        )
-
-    async def new_tenant(self, slug: str) -> str:
-        reply = await self.operator.op(
-            "createTenant",
-            {
-                "tenant_id": slug,
-                "name": slug.title(),
-                "country": "GB",
-                "time_zone": "Europe/London",
-            },
-        )
-        assert reply.status == 201, reply.body
-        return str(reply.body["tenant_id"])
-
-    async def new_user(
-        self, tenant_id: str, email: str, role: str = "user", **extra: Any
-    ) -> dict[str, Any]:
-        admin = self.client(api_pb2.ROLE_TENANT_ADMIN, tenant_id)
-        reply = await admin.op(
-            "createUser", {"email": email, "name": email.split("@")[0], "role": role, **extra}
-        )
-        assert reply.status == 201, reply.body
-        return dict(reply.body)
+from ringwise_kit import bus
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -186,7 +41,7 @@ async def harness(
     nc: NatsClient, mongo: AsyncMongoClient[dict[str, Any]]
 ) -> AsyncIterator[Harness]:
     clock = FakeClock()
-    db = mongo[f"directory_api_test_{next(_dbs)}"]
+    db = mongo[next_db_name()]
     service = await start_directory(
         nc, db, DirectorySettings(), clock=clock, hasher=TEST_HASHER, run_lifecycle=False
     )

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from directory_harness import Harness
 from ringwise.api.v1 import api_pb2
 from ringwise.directory.v1 import auth_pb2
-
-from .conftest import Harness
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 Status = auth_pb2.AuthenticateReply

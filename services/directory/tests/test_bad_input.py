@@ -7,11 +7,9 @@ import re
 from typing import Any
 
 import pytest
+from directory_harness import BODIES, Harness, populate
 from ringwise.api.v1 import api_pb2
 from ringwise_directory.common.access import load_rules
-
-from .conftest import Harness
-from .test_tenant_isolation import BODIES, populate
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 WRONG: list[Any] = [

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from directory_harness import Harness
 from ringwise.directory.v1 import resolve_pb2
 from ringwise_directory.numbers.fixture import FixtureError, load_fixture, read_fixture
 from ringwise_directory.stores import Stores
-
-from .conftest import Harness
 
 Reply = resolve_pb2.ResolveNumberReply
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from directory_harness import Harness
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from ringwise.api.v1 import api_pb2
@@ -18,8 +19,6 @@ from ringwise_dev.fixture import ALICE, PEOPLE, dial_string, write_fixture
 from ringwise_dev.ports import PortPlan
 from ringwise_directory.numbers.fixture import load_fixture
 from ringwise_kit import bus, subjects
-
-from .conftest import Harness
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 ADMIN, USER = api_pb2.ROLE_TENANT_ADMIN, api_pb2.ROLE_USER

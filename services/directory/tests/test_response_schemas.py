@@ -8,12 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
+from directory_harness import BODIES, Harness, Reply, populate
 from jsonschema import Draft202012Validator
 from ringwise.api.v1 import api_pb2
 from ringwise_directory.common.access import HTTP_METHODS, load_rules
-
-from .conftest import Harness, Reply
-from .test_tenant_isolation import BODIES, populate
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

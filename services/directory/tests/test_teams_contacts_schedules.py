@@ -9,11 +9,10 @@ import json
 from datetime import timedelta
 
 import pytest
+from directory_harness import Harness
 from openpyxl import load_workbook
 from ringwise.api.v1 import api_pb2
 from ringwise_kit.api import ApiCall
-
-from .conftest import Harness
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 ADMIN, SUPERVISOR, USER = api_pb2.ROLE_TENANT_ADMIN, api_pb2.ROLE_SUPERVISOR, api_pb2.ROLE_USER

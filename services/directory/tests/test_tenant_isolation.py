@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
+from directory_harness import BODIES, Harness, populate
 from ringwise.api.v1 import api_pb2
 from ringwise_directory.common.access import load_rules
-
-from .conftest import Harness
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 ROLES = (
@@ -19,56 +17,6 @@ ROLES = (
     api_pb2.ROLE_COMPLIANCE_OFFICER,
 )
 MARK = "alphasecret"
-# A body each operation accepts when it is sent to the caller's own tenant.
-BODIES: dict[str, Any] = {
-    "createUser": {"email": "new@beta.example", "name": "New"},
-    "updateUser": {"name": "Renamed"},
-    "createTenant": {"name": "T", "country": "GB", "time_zone": "UTC"},
-    "updateTenant": {"name": "Renamed"},
-    "createApiKey": {"name": "k", "role": "supervisor"},
-    "reserveNumber": {"number": "+442071230999"},
-    "updateNumber": {"label": "x"},
-    "createDevice": {"kind": "sip_phone"},
-    "updateDevice": {"label": "x"},
-    "createTeam": {"name": "T", "extension": "777", "ring_strategy": "random"},
-    "updateTeam": {"name": "x"},
-    "createContact": {"name": "C"},
-    "updateContact": {"name": "x"},
-    "createSchedule": {"name": "S", "time_zone": "UTC", "ranges": []},
-    "updateSchedule": {"name": "x"},
-    "importUsers": {"csv": "email,name\r\nimported@beta.example,Imp\r\n"},
-}
-
-
-async def populate(harness: Harness, tenant: str, prefix: str) -> dict[str, str]:
-    """One of everything, named so that a leak is easy to spot."""
-    admin = harness.client(api_pb2.ROLE_TENANT_ADMIN, tenant, subject_id=f"{prefix}-admin")
-    user = await harness.new_user(tenant, f"{prefix}.user@{prefix}.example", extension="500")
-    number = "+44207555" + ("0001" if prefix == MARK else "0002")
-    await admin.op("reserveNumber", {"number": number, "label": f"{prefix} line"})
-    device = await admin.op(
-        "createDevice", {"kind": "sip_phone", "label": f"{prefix} desk"}, user_id=user["user_id"]
-    )
-    team = await admin.op(
-        "createTeam", {"name": f"{prefix} team", "extension": "600", "ring_strategy": "random"}
-    )
-    contact = await admin.op(
-        "createContact", {"scope": "tenant", "name": f"{prefix} contact", "visibility": "public"}
-    )
-    schedule = await admin.op(
-        "createSchedule", {"name": f"{prefix} hours", "time_zone": "UTC", "ranges": []}
-    )
-    key = await admin.op("createApiKey", {"name": f"{prefix} key", "role": "supervisor"})
-    return {
-        "tenant_id": tenant,
-        "user_id": user["user_id"],
-        "number": number,
-        "device_id": device.body["device_id"],
-        "team_id": team.body["team_id"],
-        "contact_id": contact.body["contact_id"],
-        "schedule_id": schedule.body["schedule_id"],
-        "key_id": key.body["key_id"],
-    }
 
 
 def leaks(raw: bytes, alpha: dict[str, str]) -> list[str]:
@@ -77,8 +25,8 @@ def leaks(raw: bytes, alpha: dict[str, str]) -> list[str]:
 
 
 async def test_no_operation_answers_with_another_tenants_data(harness: Harness) -> None:
-    alpha = await populate(harness, await harness.new_tenant(MARK), MARK)
-    beta = await populate(harness, await harness.new_tenant("beta"), "beta")
+    alpha = await populate(harness, await harness.new_tenant(MARK), MARK, "+442075550001")
+    beta = await populate(harness, await harness.new_tenant("beta"), "beta", "+442075550002")
     rules = load_rules()
     checked = 0
     for role in ROLES:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from directory_harness import Harness
 from ringwise.api.v1 import api_pb2
-
-from .conftest import Harness
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 ADMIN, SUPERVISOR, USER = api_pb2.ROLE_TENANT_ADMIN, api_pb2.ROLE_SUPERVISOR, api_pb2.ROLE_USER

@@ -15,6 +15,10 @@ _tenants = itertools.count(1)
 NEW_PASSWORD = "Long memorable passphrase 42"
 
 
+class GatewayError(AssertionError):
+    """The API answered another status than expected (an AssertionError, for tests)."""
+
+
 class GatewayClient:
     """A thin client of the public API, as a tenant admin's script would use it."""
 
@@ -29,7 +33,8 @@ class GatewayClient:
             method, self.base + path, json=body, headers=headers
         ) as resp:
             text = await resp.text()
-            assert resp.status == status, f"{method} {path} -> {resp.status}: {text}"
+            if resp.status != status:
+                raise GatewayError(f"{method} {path} -> {resp.status}: {text}")
             return await resp.json(content_type=None) if text else None
 
     async def login(self, email: str, password: str, new_password: str = "") -> None:
