@@ -16,6 +16,7 @@ import contextlib
 import errno
 import itertools
 import math
+import re
 import shutil
 import socket
 import time
@@ -56,6 +57,8 @@ class PhoneKind(StrEnum):
     """486 Busy Here."""
     NOANSWER = "noanswer"
     """180 and rings until CANCEL (200 + 487)."""
+    MWI = "mwi"
+    """Takes message-waiting NOTIFYs (200) and logs their counts (SippPhone.mwi_counts)."""
 
     @property
     def scenario(self) -> str:
@@ -229,6 +232,19 @@ class SippPhone:
 
     def calls(self) -> list[CallOutcome]:
         return parse_short_messages(self.short_messages)
+
+    def mwi_counts(self) -> list[tuple[bool, int, int, int]]:
+        """(waiting, new, old, urgent) of each message-waiting NOTIFY received, in order."""
+        path = self.run_dir / "mwi.log"
+        if not path.exists():
+            return []
+        found = []
+        for match in re.finditer(
+            r"MWI waiting=(yes|no) new=(\d+) old=(\d+) urgent=(\d+)", path.read_text()
+        ):
+            waiting, new, old, urgent = match.groups()
+            found.append((waiting == "yes", int(new), int(old), int(urgent)))
+        return found
 
     def calls_handled(self) -> int:
         """INVITEs (distinct calls) this phone received."""
@@ -416,6 +432,8 @@ class SippWorkspace:
             args += ["-set", "ring_ms", str(ring_ms)]
         if kind is PhoneKind.ANSWER_AND_HANGUP:
             args += ["-set", "hold_ms", str(hold_ms)]
+        if kind is PhoneKind.MWI:
+            args += ["-trace_logs", "-log_file", str(run_chroot / "mwi.log")]
 
         async def bound() -> bool:
             return _udp_port_taken(host, port)

@@ -31,6 +31,16 @@ DIRECTORY_CHANGES = f"{PREFIX}.directory.*.number_changed"
 DIRECTORY_AUTHENTICATE = f"{PREFIX}.directory.authenticate"
 DIRECTORY_LIST_SIP_DEVICES = f"{PREFIX}.directory.list_sip_devices"
 DIRECTORY_SIP_DEVICE_CHANGES = f"{PREFIX}.directory.*.sip_device_changed"
+VOICEMAIL_DEPOSIT_BEGIN = f"{PREFIX}.voicemail.deposit_begin"
+VOICEMAIL_DEPOSIT_COMPLETE = f"{PREFIX}.voicemail.deposit_complete"
+
+# JetStream stream of voicemail events: accepted deposits (voicemail's own work queue) and the
+# events other services act on (alerts).
+VOICEMAIL_STREAM = "VOICEMAIL"
+VOICEMAIL_EVENTS = f"{PREFIX}.voicemail.*.*"
+VOICEMAIL_DEPOSITED = "deposited"
+VOICEMAIL_MESSAGE_RECEIVED = "message_received"
+VOICEMAIL_MAILBOX_LOCKED = "mailbox_locked"
 
 
 def tenant_token(tenant_id: str) -> str:
@@ -67,3 +77,11 @@ def api(service: str) -> str:
 
 def sip_device_changed(tenant_id: str) -> str:
     return f"{PREFIX}.directory.{tenant_token(tenant_id)}.sip_device_changed"
+
+
+def voicemail_event(tenant_id: str, event: str) -> str:
+    return f"{PREFIX}.voicemail.{tenant_token(tenant_id)}.{event}"
+
+
+def voicemail_events_of_kind(event: str) -> str:
+    return f"{PREFIX}.voicemail.*.{event}"
