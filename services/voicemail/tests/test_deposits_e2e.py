@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ from ringwise_dev.voicemail_testing import (
 )
 from ringwise_kit import bus, subjects
 from ringwise_kit.events import to_timestamp
+from ringwise_voicemail.messages.deposits import PIPELINE_CONCURRENCY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -318,8 +320,18 @@ async def test_voicemail_sigkilled_during_a_burst_of_100_deposits_loses_and_repe
     assert all(d["duration_s"] == pytest.approx(lengths[d["_id"]], abs=0.01) for d in docs)
 
     emailed = mails_to(platform, f"{user_id}@example.test")
-    ids = [m["X-Ringwise-Message-Id"] for m in emailed]
-    assert sorted(ids) == sorted(lengths), "every message emailed exactly once"
+    sent = Counter(m["X-Ringwise-Message-Id"] for m in emailed)
+    assert set(sent) == set(lengths), "every message emailed"
+    assert all(m["Message-ID"] == f"<vm-{m['X-Ringwise-Message-Id']}@ringwise>" for m in emailed)
+    # SMTP cannot be exactly-once across a crash: an email the sink accepted just before the
+    # kill, but not yet recorded, goes again with the same Message-ID (mail stores collapse
+    # it). Only the emails in flight at the kill can repeat, once each.
+    repeated = sorted(n for n in sent.values() if n > 1)
+    assert not repeated or (repeated[-1] == 2 and len(repeated) <= PIPELINE_CONCURRENCY)
+    print(
+        f"\nburst: {burst} deposits, {stored_at_kill} stored at the kill, "
+        f"{len(emailed)} emails, {len(repeated)} resent after the kill"
+    )
 
     assert await last_mwi(mwi_phone, (True, burst, 0, 0)) == (True, burst, 0, 0)
     alerts = await alerts_for(platform, user_id)

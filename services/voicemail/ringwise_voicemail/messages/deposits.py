@@ -380,7 +380,7 @@ DEPOSIT_CONSUMER = bus.ConsumerSpec(
     stream=subjects.VOICEMAIL_STREAM,
     durable="voicemail-deposits",
     filter_subjects=[subjects.voicemail_events_of_kind(subjects.VOICEMAIL_DEPOSITED)],
-    ack_wait_s=60.0,
+    ack_wait_s=20.0,
     max_ack_pending=200,
 )
 VOICEMAIL_STREAM = bus.StreamSpec(subjects.VOICEMAIL_STREAM, [subjects.VOICEMAIL_EVENTS])
