@@ -12,6 +12,8 @@ from ringwise_kit.ops import READINESS_KEY
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.router import CallRouter
+from ringwise_routing.calls.session import CallerHungUp
+from ringwise_routing.calls.voicemail_step import VoicemailStep
 from ringwise_routing.settings import RoutingSettings
 
 ROUTER_KEY = web.AppKey("router", CallRouter)
@@ -36,7 +38,10 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             settings.ari_password.get_secret_value(),
             settings.ari_app,
         )
-        router = CallRouter(ari, directory, publisher)
+        voicemail = VoicemailStep(
+            app[service.NATS_KEY], ari, CallerHungUp, timeout_s=settings.voicemail_timeout_s
+        )
+        router = CallRouter(ari, directory, publisher, voicemail)
         app[ROUTER_KEY] = router
         app[READINESS_KEY].add("ari", lambda: ari.connected)
         await ari.start()

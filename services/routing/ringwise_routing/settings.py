@@ -13,3 +13,5 @@ class RoutingSettings(KitSettings, RedisSettings, AriSettings):
     number_negative_cache_ttl_s: int = 30
     # In-process copy in front of Redis (0 turns it off); dropped on number_changed too.
     number_local_cache_ttl_s: float = 5.0
+    # deposit_begin deadline: past it the caller gets the old "not answering" treatment.
+    voicemail_timeout_s: float = 1.0

@@ -22,6 +22,7 @@ from ringwise_dev.sipp import PhoneKind, SippPhone
 from ringwise_dev.voicemail_testing import (
     api,
     eventually,
+    last_mwi,
     mails_to,
     place_recording,
     recording_dir,
@@ -115,20 +116,6 @@ async def mwi_phone(platform: LocalPlatform) -> AsyncIterator[SippPhone]:
     phone = await platform.sipp.start_phone(PhoneKind.MWI, port)
     yield phone
     await phone.stop()
-
-
-async def last_mwi(
-    phone: SippPhone, expect: tuple[bool, int, int, int], timeout_s: float = 15.0
-) -> tuple[bool, int, int, int] | None:
-    """The phone's latest message-waiting counts, once they are `expect` (or at the timeout)."""
-
-    async def latest() -> tuple[bool, int, int, int] | None:
-        counts = phone.mwi_counts()
-        return counts[-1] if counts and counts[-1] == expect else None
-
-    found = await eventually(latest, timeout_s=timeout_s)
-    counts = phone.mwi_counts()
-    return found or (counts[-1] if counts else None)
 
 
 async def alerts_for(platform: LocalPlatform, user_id: str) -> list[alerts_pb2.MessageReceived]:

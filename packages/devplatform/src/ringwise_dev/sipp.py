@@ -348,6 +348,7 @@ class SippWorkspace:
         limit: int | None = None,
         timeout_s: float = 30.0,
         extra_args: Sequence[str] = (),
+        scenario: str | None = None,
     ) -> SippResult:
         """Place `calls` calls to `number` (sipp uac) and wait until sipp ends.
 
@@ -355,6 +356,7 @@ class SippWorkspace:
         wait_for_far_bye: only the far end ends the call. cancel_after_ms: the caller hangs up
         (CANCEL) that long after the 180, before any answer. rate/limit: sipp -r/-l.
         source_ip PSTN_HOST reaches the Stasis trunk, STATIC_TRUNK_HOST the bench-static one.
+        scenario: another caller scenario of tests/sipp (its -set variables in extra_args).
         """
         await asyncio.to_thread(self._prepare)
         run_host, run_chroot = await asyncio.to_thread(self._new_run, "caller")
@@ -391,7 +393,8 @@ class SippWorkspace:
             name=f"sipp-caller-{number}",
             argv=self._argv(
                 run_chroot,
-                CALLER_SCENARIO if cancel_after_ms is None else CANCELLING_CALLER_SCENARIO,
+                scenario
+                or (CALLER_SCENARIO if cancel_after_ms is None else CANCELLING_CALLER_SCENARIO),
                 args,
             ),
             log_path=run_host / "sipp.log",

@@ -19,6 +19,7 @@ from ringwise.api.v1 import api_pb2
 from ringwise_kit.api import ApiCall, call_service, new_request_id, service_principal
 
 from ringwise_dev.platform import LocalPlatform
+from ringwise_dev.sipp import SippPhone
 
 RATE = 8000
 
@@ -90,3 +91,27 @@ async def eventually(check: Any, timeout_s: float = 30.0, every_s: float = 0.2) 
         if value or loop.time() > deadline:
             return value
         await asyncio.sleep(every_s)
+
+
+async def last_mwi(
+    phone: SippPhone, expect: tuple[bool, int, int, int], timeout_s: float = 15.0
+) -> tuple[bool, int, int, int] | None:
+    """The phone's latest message-waiting counts, once they are `expect` (or at the timeout)."""
+
+    async def latest() -> tuple[bool, int, int, int] | None:
+        counts = phone.mwi_counts()
+        return counts[-1] if counts and counts[-1] == expect else None
+
+    found = await eventually(latest, timeout_s=timeout_s)
+    counts = phone.mwi_counts()
+    return found or (counts[-1] if counts else None)
+
+
+def sound_seconds(platform: LocalPlatform, *names: str) -> float:
+    """Total length of Asterisk core sounds (the English ones the chroot has)."""
+    folder = platform.asterisk.chroot / "usr/share/asterisk/sounds/en_US_f_Allison"
+    total = 0.0
+    for name in names:
+        with wave.open(str(folder / f"{name}.wav")) as audio:
+            total += audio.getnframes() / audio.getframerate()
+    return total
