@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from ringwise.voicemail.v1 import deposit_pb2
+from ringwise.voicemail.v1 import deposit_pb2, mailbox_pb2
 from ringwise_kit import api, bus, service, subjects
 from ringwise_kit.ari import AriClient
 
@@ -24,6 +24,7 @@ from ringwise_voicemail.messages.deposits import (
     utc_now,
 )
 from ringwise_voicemail.messages.email import Mailer
+from ringwise_voicemail.messages.phone import PhoneMailbox, phone_sessions
 from ringwise_voicemail.messages.retention_job import RetentionJob, retention_ctx
 from ringwise_voicemail.messages.store import MessageStore
 from ringwise_voicemail.settings import VoicemailSettings
@@ -65,7 +66,29 @@ def voicemail_ctx(settings: VoicemailSettings) -> service.CleanupCtx:
             audio_url_ttl_s=settings.audio_url_ttl_s,
         )
         app[VOICEMAIL_KEY] = voicemail
+        phone = PhoneMailbox(voicemail, phone_sessions(client, settings.voicemail_db))
         subs = [
+            await bus.serve(
+                nc,
+                subjects.VOICEMAIL_MAILBOX_LOGIN,
+                "voicemail",
+                mailbox_pb2.MailboxLoginRequest,
+                phone.login,
+            ),
+            await bus.serve(
+                nc,
+                subjects.VOICEMAIL_MAILBOX_LIST,
+                "voicemail",
+                mailbox_pb2.MailboxListRequest,
+                phone.list,
+            ),
+            await bus.serve(
+                nc,
+                subjects.VOICEMAIL_MAILBOX_ACTION,
+                "voicemail",
+                mailbox_pb2.MailboxActionRequest,
+                phone.act,
+            ),
             await bus.serve(
                 nc,
                 subjects.VOICEMAIL_DEPOSIT_BEGIN,

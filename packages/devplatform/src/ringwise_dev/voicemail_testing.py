@@ -19,7 +19,7 @@ from ringwise.api.v1 import api_pb2
 from ringwise_kit.api import ApiCall, call_service, new_request_id, service_principal
 
 from ringwise_dev.platform import LocalPlatform
-from ringwise_dev.sipp import SippPhone
+from ringwise_dev.sipp import SippPhone, scenarios_dir
 
 RATE = 8000
 
@@ -115,3 +115,79 @@ def sound_seconds(platform: LocalPlatform, *names: str) -> float:
         with wave.open(str(folder / f"{name}.wav")) as audio:
             total += audio.getnframes() / audio.getframerate()
     return total
+
+
+# -- a caller at the keypad -----------------------------------------------------------------
+
+SIPP_MEDIA = "/usr/share/sip-tester"
+SPEECH_PCAP = "g711a.pcap"  # 7.05 s of PCMA speech
+Step = tuple[str, int | str]
+_INFO = """  <send retrans="500">
+    <![CDATA[
+
+      INFO sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:[$caller]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: {cseq} INFO
+      Contact: <sip:[$caller]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={key}
+      Duration=160
+
+    ]]>
+  </send>"""
+
+
+def keypad_scenario(platform: LocalPlatform, name: str, steps: list[Step]) -> str:
+    """Write a sipp caller scenario that, once answered, runs the steps in order:
+    ("wait", ms), ("keys", "4711#") as SIP INFO key presses 400 ms apart, ("speak", ms) playing
+    sipp's speech pcap and waiting ms. Then it waits for the far end's BYE (or sends its own
+    after a minute). Returns the scenario's file name for SippWorkspace.call(scenario=...)."""
+    template = (scenarios_dir() / "pstn_caller_voicemail.xml").read_text()
+    head, _, tail = template.partition("  <!-- Listen to the greeting and the beep")
+    _, _, tail = tail.partition('  <pause variable="talk" />\n')
+    actions: list[str] = []
+    cseq = 10
+    for kind, value in steps:
+        if kind == "wait":
+            actions.append(f'  <pause milliseconds="{int(value)}" />')
+        elif kind == "keys":
+            # SIP INFO (application/dtmf-relay): sipp replays each RFC 4733 pcap with the same
+            # RTP timestamp, which Asterisk takes for a repeat of the previous key.
+            for key in str(value):
+                cseq += 1
+                actions.append(_INFO.format(cseq=cseq, key=key))
+                actions.append('  <recv response="200" />')
+                actions.append('  <pause milliseconds="400" />')
+        elif kind == "speak":
+            actions.append(
+                f'  <nop><action><exec play_pcap_audio="{SIPP_MEDIA}/{SPEECH_PCAP}" />'
+                "</action></nop>"
+            )
+            actions.append(f'  <pause milliseconds="{int(value)}" />')
+        else:
+            raise ValueError(f"unknown step {kind}")
+    actions.append('  <pause milliseconds="60000" />')
+    # Only the caller's number stays a -set variable; the timings are written in.
+    head = head.replace(
+        '<Global variables="caller,greeting_ms,talk_ms" />', '<Global variables="caller" />'
+    )
+    start = head.index("  <nop>\n    <action>\n      <assignstr")
+    head = head[:start] + head[head.index("  </nop>\n", start) + len("  </nop>\n") :]
+    # Our own BYE (if the far end never sends one) comes after every INFO.
+    tail = tail.replace("CSeq: 2 BYE", f"CSeq: {cseq + 1} BYE")
+    body = head + "\n".join(actions) + "\n" + tail
+    body = body.replace(
+        "      m=audio [media_port] RTP/AVP 8\n      a=rtpmap:8 PCMA/8000",
+        "      m=audio [media_port] RTP/AVP 8 101\n      a=rtpmap:8 PCMA/8000\n"
+        "      a=rtpmap:101 telephone-event/8000\n      a=fmtp:101 0-16",
+    )
+    folder = platform.sipp.host_dir / "scenarios"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(body)
+    return name

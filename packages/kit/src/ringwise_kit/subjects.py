@@ -33,6 +33,9 @@ DIRECTORY_LIST_SIP_DEVICES = f"{PREFIX}.directory.list_sip_devices"
 DIRECTORY_SIP_DEVICE_CHANGES = f"{PREFIX}.directory.*.sip_device_changed"
 VOICEMAIL_DEPOSIT_BEGIN = f"{PREFIX}.voicemail.deposit_begin"
 VOICEMAIL_DEPOSIT_COMPLETE = f"{PREFIX}.voicemail.deposit_complete"
+VOICEMAIL_MAILBOX_LOGIN = f"{PREFIX}.voicemail.mailbox_login"
+VOICEMAIL_MAILBOX_LIST = f"{PREFIX}.voicemail.mailbox_list"
+VOICEMAIL_MAILBOX_ACTION = f"{PREFIX}.voicemail.mailbox_action"
 
 # JetStream stream of voicemail events: accepted deposits (voicemail's own work queue) and the
 # events other services act on (alerts).

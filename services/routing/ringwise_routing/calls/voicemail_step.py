@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from prometheus_client import Counter
-from ringwise.voicemail.v1 import deposit_pb2
+from ringwise.voicemail.v1 import deposit_pb2, mailbox_pb2
 from ringwise_kit import bus, subjects
 from ringwise_kit.ari import (
     AriClient,
@@ -39,6 +41,7 @@ VOICEMAIL_CALLS = Counter(
 BEEP = ("sound:beep",)
 SAVED = ("sound:vm-msgsaved", "sound:vm-goodbye")  # "Your message has been saved. Goodbye."
 SKIP_GREETING_DIGIT = "#"
+MAILBOX_DIGIT = "*"
 FINISH_DIGIT = "#"
 PROMPT_TIMEOUT_S = 60.0
 # After a hang-up, Asterisk closes the file and sends RecordingFinished within moments.
@@ -51,8 +54,8 @@ AVAILABILITY = {
 }
 
 
-class CallerGone(Protocol):
-    at: datetime
+M = TypeVar("M", bound=Message)
+FindUser = Callable[[str], Awaitable[tuple[str, str] | None]]
 
 
 class Call(Protocol):
@@ -75,9 +78,12 @@ class VoicemailStep:
         caller_gone: type[Exception],
         *,
         timeout_s: float = 1.0,
+        find_user: FindUser | None = None,
     ) -> None:
         self._nc = nc
         self._ari = ari
+        # For "forward to": the user a dialled number reaches (tenant, user), if any.
+        self._find_user = find_user
         # session.CallerHungUp: what call.wait_for raises when the caller hangs up.
         self._caller_gone = caller_gone
         self._timeout_s = timeout_s
@@ -116,7 +122,16 @@ class VoicemailStep:
             return False
         log.info("voicemail_deposit", greeting=begin.greeting, deposit_id=begin.deposit_id)
         await self._ari.answer(call.caller_id)
-        await self._play(call, begin.greeting_media, "greeting", stop_on=SKIP_GREETING_DIGIT)
+        keys = Keys(self._ari, call)
+        pressed = await keys.play(
+            begin.greeting_media, stop_on=(SKIP_GREETING_DIGIT, MAILBOX_DIGIT)
+        )
+        if pressed == MAILBOX_DIGIT:
+            # The owner calling their own number from any phone: the mailbox, after the PIN.
+            keys.take()
+            await self.mailbox(call, keys, record.tenant_id, record.user_id)
+            return True
+        keys.take()
         if begin.status == reply.STATUS_GREETING_ONLY:
             VOICEMAIL_CALLS.labels("greeting_only").inc()
             return True
@@ -124,6 +139,70 @@ class VoicemailStep:
         await self._record(call, begin)
         await self._play(call, SAVED, "saved")
         return True
+
+    async def mailbox(self, call: Call, keys: Keys, tenant_id: str, user_id: str) -> None:
+        """PIN, then the messages; wrong PINs are audited and lock the mailbox (voicemail)."""
+        session = ""
+        login = LOGIN()
+        for _ in range(PIN_ATTEMPTS_PER_CALL):
+            pin = await keys.number(["sound:vm-password"], max_digits=12)
+            login = await _mailbox_request(
+                self._nc,
+                subjects.VOICEMAIL_MAILBOX_LOGIN,
+                mailbox_pb2.MailboxLoginRequest(
+                    tenant_id=tenant_id,
+                    user_id=user_id,
+                    pin=pin,
+                    call_id=call.call_id,
+                    caller_number=call.record.from_number,
+                ),
+                LOGIN,
+            )
+            if login.status == LOGIN.STATUS_OK:
+                session = login.session
+                break
+            await keys.play(["sound:vm-incorrect"])
+            if login.status != LOGIN.STATUS_WRONG_PIN:
+                break  # locked, or no PIN: no more tries in this call
+        log.info("mailbox_login", status=LOGIN.Status.Name(login.status))
+        if not session:
+            VOICEMAIL_CALLS.labels("mailbox_refused").inc()
+            await keys.play(["sound:vm-goodbye"])
+            return
+        VOICEMAIL_CALLS.labels("mailbox").inc()
+        listed = await _mailbox_request(
+            self._nc,
+            subjects.VOICEMAIL_MAILBOX_LIST,
+            mailbox_pb2.MailboxListRequest(
+                session=session, folders=[mailbox_pb2.FOLDER_NEW, mailbox_pb2.FOLDER_SAVED]
+            ),
+            mailbox_pb2.MailboxListReply,
+        )
+        messages = list(listed.messages)
+        await keys.play(_count_prompt(len(messages)), stop_on=MENU_KEYS)
+        await PhoneMenu(self, call, keys, session, tenant_id).run(messages)
+        await keys.play(["sound:vm-goodbye"])
+
+    async def record_raw(self, call: Call, name: str, max_seconds: int) -> None:
+        """Record the caller until "#", silence or max_seconds (the hang-up propagates)."""
+        await self._ari.request(
+            "POST",
+            f"/channels/{call.caller_id}/record",
+            params={
+                "name": name,
+                "format": "wav",
+                "maxDurationSeconds": max_seconds,
+                "maxSilenceSeconds": 5,
+                "ifExists": "overwrite",
+                "beep": "false",
+                "terminateOn": FINISH_DIGIT,
+            },
+        )
+        await call.wait_for(
+            lambda e: isinstance(e, RecordingFinished | RecordingFailed)
+            and e.recording.name == name,
+            max_seconds + 10,
+        )
 
     async def _play(
         self, call: Call, media: Sequence[str], label: str, stop_on: str | None = None
@@ -233,3 +312,167 @@ class VoicemailStep:
             return
         # The recording stays in Asterisk's spool under its deposit name for an operator.
         log.error("voicemail_complete_failed", deposit_id=begin.deposit_id)
+
+
+# -- the mailbox by phone -------------------------------------------------------------------
+
+# Keys as in Asterisk's Comedian Mail, which callers know.
+KEY_REPEAT = "5"
+KEY_NEXT = "6"
+KEY_PREVIOUS = "4"
+KEY_DELETE = "7"
+KEY_FORWARD = "8"
+KEY_SAVE = "9"
+KEY_EXIT = "#"
+MENU_KEYS = (KEY_REPEAT, KEY_NEXT, KEY_PREVIOUS, KEY_DELETE, KEY_FORWARD, KEY_SAVE, KEY_EXIT)
+PIN_ATTEMPTS_PER_CALL = 3
+LOGIN = mailbox_pb2.MailboxLoginReply
+ACTION = mailbox_pb2.MailboxActionRequest
+KEY_TIMEOUT_S = 8.0
+BETWEEN_KEYS_S = 4.0
+ANNOTATION_MAX_S = 60
+
+
+class Keys:
+    """DTMF of one caller: digits pressed during a prompt stop it (barge-in) and are kept
+    for the next read, so a fast caller never loses a key."""
+
+    def __init__(self, ari: AriClient, call: Call) -> None:
+        self._ari = ari
+        self._call = call
+        self._buffer: list[str] = []
+        self._plays = 0
+
+    def _is_key(self, event: AriEvent) -> bool:
+        return isinstance(event, ChannelDtmfReceived) and event.channel.id == self._call.caller_id
+
+    async def play(self, media: Sequence[str], stop_on: Sequence[str] | None = None) -> str | None:
+        """Play; a key (any, or one of stop_on) stops it. Returns the key that did."""
+        if self._buffer:
+            return self._buffer[0]
+        if not media:
+            return None
+        self._plays += 1
+        playback_id = f"{self._call.call_id}-vm{self._plays}"
+        await self._ari.play(self._call.caller_id, list(media), playback_id)
+        while True:
+            event = await self._call.wait_for(
+                lambda e: self._is_key(e)
+                or (isinstance(e, PlaybackFinished) and e.playback.id == playback_id),
+                PROMPT_TIMEOUT_S,
+            )
+            if not isinstance(event, ChannelDtmfReceived):
+                return None
+            if stop_on is None or event.digit in stop_on:
+                self._buffer.append(event.digit)
+                await self._ari.stop_playback(playback_id)
+                return event.digit
+
+    def take(self) -> str | None:
+        return self._buffer.pop(0) if self._buffer else None
+
+    async def key(self, timeout_s: float = KEY_TIMEOUT_S) -> str | None:
+        if self._buffer:
+            return self._buffer.pop(0)
+        event = await self._call.wait_for(self._is_key, timeout_s)
+        return event.digit if isinstance(event, ChannelDtmfReceived) else None
+
+    async def number(self, prompt: Sequence[str], max_digits: int = 20) -> str:
+        """Digits up to "#" (or a pause, or max_digits)."""
+        await self.play(prompt)
+        digits = ""
+        timeout = KEY_TIMEOUT_S
+        while len(digits) < max_digits:
+            key = await self.key(timeout)
+            if key is None or key == "#":
+                break
+            digits += key
+            timeout = BETWEEN_KEYS_S
+        return digits
+
+
+def _count_prompt(count: int) -> list[str]:
+    # "You have <n> messages" from the core sounds.
+    return ["sound:vm-youhave", f"number:{count}", "sound:vm-messages"]
+
+
+async def _mailbox_request(nc: NatsClient, subject: str, req: Message, reply: type[M]) -> M:
+    return await bus.request(nc, subject, req, reply, 2.0)
+
+
+class PhoneMenu:
+    """One logged-in walk through the messages (play, repeat, previous, next, save, delete,
+    forward with an annotation)."""
+
+    def __init__(
+        self, step: VoicemailStep, call: Call, keys: Keys, session: str, tenant_id: str
+    ) -> None:
+        self.step = step
+        self.call = call
+        self.keys = keys
+        self.session = session
+        self.tenant_id = tenant_id
+
+    async def act(
+        self,
+        message: mailbox_pb2.PhoneMessage,
+        action: mailbox_pb2.MailboxActionRequest.Action.ValueType,
+        **extra: str,
+    ) -> mailbox_pb2.MailboxActionReply:
+        return await _mailbox_request(
+            self.step._nc,
+            subjects.VOICEMAIL_MAILBOX_ACTION,
+            mailbox_pb2.MailboxActionRequest(
+                session=self.session, message_id=message.message_id, action=action, **extra
+            ),
+            mailbox_pb2.MailboxActionReply,
+        )
+
+    async def run(self, messages: list[mailbox_pb2.PhoneMessage]) -> None:
+        index = 0
+        while 0 <= index < len(messages):
+            message = messages[index]
+            await self.keys.play([message.media], stop_on=MENU_KEYS)
+            key = await self.keys.key()
+            if key in (None, KEY_NEXT):
+                index += 1
+            elif key == KEY_REPEAT:
+                continue
+            elif key == KEY_PREVIOUS:
+                index = max(0, index - 1)
+            elif key == KEY_SAVE:
+                await self.act(message, ACTION.ACTION_SAVE)
+                await self.keys.play(["sound:vm-saved"])
+                index += 1
+            elif key == KEY_DELETE:
+                await self.act(message, ACTION.ACTION_DELETE)
+                await self.keys.play(["sound:vm-deleted"])
+                index += 1
+            elif key == KEY_FORWARD:
+                await self.forward(message)
+                index += 1
+            elif key == KEY_EXIT:
+                break
+        if index >= len(messages):
+            await self.keys.play(["sound:vm-nomore"])
+
+    async def forward(self, message: mailbox_pb2.PhoneMessage) -> None:
+        """To the user a number reaches: the caller records an introduction first."""
+        number = await self.keys.number(["sound:vm-extension"])
+        found = await self.step._find_user(number) if self.step._find_user and number else None
+        if found is None or found[0] != self.tenant_id:
+            await self.keys.play(["sound:vm-sorry"])
+            return
+        annotation = f"vm-{subjects.tenant_token(self.tenant_id)}-fwd-{uuid.uuid4().hex}"
+        await self.keys.play(BEEP)
+        await self.step.record_raw(self.call, annotation, ANNOTATION_MAX_S)
+        done = await self.act(
+            message,
+            mailbox_pb2.MailboxActionRequest.ACTION_FORWARD,
+            forward_to_user_id=found[1],
+            annotation_recording=annotation,
+        )
+        if done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE:
+            await self.keys.play(["sound:vm-msgforwarded"])
+        else:
+            await self.keys.play(["sound:vm-sorry"])

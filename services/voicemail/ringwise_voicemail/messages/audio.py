@@ -106,3 +106,16 @@ class AudioStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+def concat_wavs(first: bytes, second: bytes) -> bytes:
+    """One WAV of two with the same format (Asterisk records 8 kHz 16-bit mono)."""
+    with wave.open(io.BytesIO(first)) as a, wave.open(io.BytesIO(second)) as b:
+        if a.getparams()[:3] != b.getparams()[:3]:
+            raise ValueError(f"different audio formats: {a.getparams()} and {b.getparams()}")
+        out = io.BytesIO()
+        with wave.open(out, "wb") as joined:
+            joined.setparams(a.getparams())
+            joined.writeframes(a.readframes(a.getnframes()))
+            joined.writeframes(b.readframes(b.getnframes()))
+        return out.getvalue()
