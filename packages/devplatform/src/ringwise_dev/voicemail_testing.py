@@ -67,10 +67,14 @@ async def api(
     path_params: dict[str, str],
     body: Any = None,
     query: list[tuple[str, str]] | None = None,
+    *,
+    principal: api_pb2.Principal | None = None,
+    if_match: str = "",
 ) -> tuple[int, Any]:
-    """Call a voicemail operation as the gateway would (as an internal service principal)."""
-    principal: api_pb2.Principal = service_principal("voicemail-tests")
+    """Call a voicemail operation as the gateway would (by default as an internal service)."""
+    principal = principal or service_principal("voicemail-tests")
     call = ApiCall(
+        if_match=if_match,
         operation=operation,
         principal=principal,
         path_params=path_params,

@@ -19,7 +19,8 @@ from ringwise_voicemail.messages import mwi
 from ringwise_voicemail.messages.audio import greeting_key, wav_duration_s
 from ringwise_voicemail.messages.deposits import Voicemail
 
-MAX_GREETING_SECONDS = 120
+# Audio travels base64 in one NATS message (1 MB by default): 30 s of 8 kHz 16-bit WAV fits.
+MAX_GREETING_SECONDS = 30
 _BOOL_FIELDS = ("email_attach", "email_keep", "extended_absence")
 
 

@@ -17,7 +17,7 @@ from ringwise_voicemail.messages.deposits import Voicemail, send_voice_message
 
 Doc = dict[str, Any]
 MAX_BROADCAST = 200
-MAX_MESSAGE_SECONDS = 300
+MAX_MESSAGE_SECONDS = 30  # see mailbox/http.py MAX_GREETING_SECONDS
 
 
 def message_json(doc: Doc) -> dict[str, Any]:
