@@ -17,6 +17,7 @@ from ringwise_dev.testing import StartPhone, new_caller
 from ringwise_dev.voicemail_testing import (
     api,
     eventually,
+    keypad_scenario,
     last_mwi,
     mails_to,
     sound_seconds,
@@ -120,3 +121,57 @@ async def leave_and_check(
     new = await messages.count_documents({"user_id": CAROL.user_id, "folder": "new"})
     old = await messages.count_documents({"user_id": CAROL.user_id, "folder": "saved"})
     assert await last_mwi(carols_lamp, (True, new, old, 0)) == (True, new, old, 0)
+
+
+async def test_a_caller_who_presses_hash_then_4_leaves_an_urgent_message(
+    platform: LocalPlatform,
+    start_phone: StartPhone,
+    nc: NatsClient,
+    mongo: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    await start_phone(PhoneKind.NOANSWER, CAROL)
+    mailbox_id = f"{TENANT}:{CAROL.user_id}"
+    try:
+        status, body = await api(
+            nc,
+            "putVoicemailSettings",
+            {"tenant_id": TENANT, "user_id": CAROL.user_id},
+            {"email": "carol@acme.test"},
+        )
+        assert status in (200, 201), body
+        greeting_s = sound_seconds(platform, *GREETING)
+        listen_ms = round(greeting_s * 1000) + 500
+        scenario = keypad_scenario(
+            platform,
+            "urgent_message.xml",
+            [
+                ("wait", listen_ms),
+                ("speak", 7300),
+                ("keys", "#"),  # done: the review menu
+                ("wait", 2500),
+                ("keys", "4"),  # urgent
+                ("wait", 2500),
+                ("keys", "1"),  # accept
+            ],
+        )
+        caller = new_caller()
+        result = await platform.sipp.call(
+            CAROL.number, caller=caller, scenario=scenario, timeout_s=90
+        )
+        assert result.exit_code == 0, result.output_tail
+
+        async def emailed() -> dict[str, Any] | None:
+            return await mongo[DB].messages.find_one(
+                {"caller_number": caller, "emailed_at": {"$ne": None}}
+            )
+
+        doc = await eventually(emailed)
+        assert doc is not None
+        assert doc["urgent"] is True
+        # "#" ends the recording; the review menu is not recorded. The INFO for "#" leaves
+        # 7.3 s after speaking began, 0.5 s after the beep ended.
+        assert doc["duration_s"] == pytest.approx(listen_ms / 1000 - greeting_s + 7.3, abs=1.0)
+        [mail] = [m for m in mails_to(platform, "carol@acme.test") if caller in m["Subject"]]
+        assert mail["Subject"].startswith("URGENT: ")
+    finally:
+        await mongo[DB].mailboxes.delete_one({"_id": mailbox_id})

@@ -47,6 +47,11 @@ PROMPT_TIMEOUT_S = 60.0
 # After a hang-up, Asterisk closes the file and sends RecordingFinished within moments.
 RECORDING_CLOSE_TIMEOUT_S = 3.0
 COMPLETE_ATTEMPTS = 5
+# After "#": "press 1 to accept, 2 to listen, 3 to re-record" + "4 to mark it urgent".
+REVIEW_PROMPT = ("sound:vm-review", "sound:vm-review-urgent")
+REVIEW_ACCEPT, REVIEW_LISTEN, REVIEW_RERECORD, REVIEW_URGENT = "1", "2", "3", "4"
+REVIEW_KEYS = (REVIEW_ACCEPT, REVIEW_LISTEN, REVIEW_RERECORD, REVIEW_URGENT)
+REVIEW_WAIT_S = 5.0
 
 AVAILABILITY = {
     "NOANSWER": deposit_pb2.AVAILABILITY_AVAILABLE,
@@ -135,9 +140,8 @@ class VoicemailStep:
         if begin.status == reply.STATUS_GREETING_ONLY:
             VOICEMAIL_CALLS.labels("greeting_only").inc()
             return True
-        await self._play(call, BEEP, "beep")
-        await self._record(call, begin)
-        await self._play(call, SAVED, "saved")
+        await self._record(call, begin, keys)
+        await keys.play(SAVED)
         return True
 
     async def mailbox(self, call: Call, keys: Keys, tenant_id: str, user_id: str) -> None:
@@ -204,29 +208,50 @@ class VoicemailStep:
             max_seconds + 10,
         )
 
-    async def _play(
-        self, call: Call, media: Sequence[str], label: str, stop_on: str | None = None
-    ) -> None:
-        if not media:
-            return
-        playback_id = f"{call.call_id}-vm-{label}"
-        await self._ari.play(call.caller_id, list(media), playback_id)
+    async def _record(self, call: Call, begin: deposit_pb2.DepositBeginReply, keys: Keys) -> None:
+        """Beep, record, then the review menu: 1 (or nothing) accepts, 2 plays it back,
+        3 records again, 4 marks it urgent. A hang-up at any point keeps what was recorded."""
+        urgent = False
+        while True:
+            await keys.play(BEEP)
+            started, ended, failed, gone = await self._take_recording(call, begin)
+            if gone is not None or failed:
+                await self._complete(
+                    call, begin, started, ended, recorded=not failed, urgent=urgent
+                )
+                VOICEMAIL_CALLS.labels("recording_failed" if failed else "recorded").inc()
+                if gone is not None:
+                    raise gone
+                return
+            try:
+                choice = await self._review(keys, begin)
+                while choice in (REVIEW_LISTEN, REVIEW_URGENT):
+                    if choice == REVIEW_URGENT:
+                        urgent = True
+                        await keys.play(["sound:vm-marked-urgent"])
+                    else:
+                        await keys.play([f"recording:{begin.recording_name}"])
+                    choice = await self._review(keys, begin)
+            except self._caller_gone:
+                await self._complete(call, begin, started, ended, recorded=True, urgent=urgent)
+                VOICEMAIL_CALLS.labels("recorded").inc()
+                raise
+            if choice != REVIEW_RERECORD:
+                await self._complete(call, begin, started, ended, recorded=True, urgent=urgent)
+                VOICEMAIL_CALLS.labels("recorded").inc()
+                return
 
-        def done(event: AriEvent) -> bool:
-            if isinstance(event, PlaybackFinished):
-                return event.playback.id == playback_id
-            return (
-                stop_on is not None
-                and isinstance(event, ChannelDtmfReceived)
-                and event.channel.id == call.caller_id
-                and event.digit == stop_on
-            )
+    async def _review(self, keys: Keys, begin: deposit_pb2.DepositBeginReply) -> str:
+        await keys.play(REVIEW_PROMPT, stop_on=REVIEW_KEYS)
+        while True:
+            key = await keys.key(REVIEW_WAIT_S)
+            if key is None or key in REVIEW_KEYS:
+                return key or REVIEW_ACCEPT
 
-        event = await call.wait_for(done, PROMPT_TIMEOUT_S)
-        if isinstance(event, ChannelDtmfReceived):
-            await self._ari.stop_playback(playback_id)
-
-    async def _record(self, call: Call, begin: deposit_pb2.DepositBeginReply) -> None:
+    async def _take_recording(
+        self, call: Call, begin: deposit_pb2.DepositBeginReply
+    ) -> tuple[datetime, datetime, bool, Exception | None]:
+        """(started, ended, failed, the caller's hang-up if they hung up meanwhile)."""
         name = begin.recording_name
         started = datetime.now(UTC)
         await self._ari.request(
@@ -263,11 +288,7 @@ class VoicemailStep:
                 with contextlib.suppress(self._caller_gone):
                     result = await call.wait_for(finished, deadline - loop.time())
         ended = result.timestamp if result is not None else datetime.now(UTC)
-        failed = isinstance(result, RecordingFailed)
-        await self._complete(call, begin, started, ended, recorded=not failed)
-        VOICEMAIL_CALLS.labels("recording_failed" if failed else "recorded").inc()
-        if gone is not None:
-            raise gone
+        return started, ended, isinstance(result, RecordingFailed), gone
 
     async def _complete(
         self,
@@ -277,6 +298,7 @@ class VoicemailStep:
         ended: datetime,
         *,
         recorded: bool,
+        urgent: bool,
     ) -> None:
         record = call.record
         request = deposit_pb2.DepositCompleteRequest(
@@ -287,6 +309,7 @@ class VoicemailStep:
             recording_name=begin.recording_name if recorded else "",
             duration_ms=max(0, round((ended - started).total_seconds() * 1000)),
             caller_number=record.from_number,
+            urgent=urgent,
             started_at=to_timestamp(started),
             recording_format=begin.recording_format or "wav",
         )
