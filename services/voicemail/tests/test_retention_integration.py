@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ import pytest_asyncio
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 from ringwise_dev.infra import Infra
+from ringwise_voicemail.mailbox.greetings import Greeting, GreetingKind
 from ringwise_voicemail.mailbox.retention import Folder, RetentionPolicy
 from ringwise_voicemail.mailbox.store import MailboxStore
 from ringwise_voicemail.messages.audio import AudioStore, message_key
@@ -142,3 +143,24 @@ async def test_each_tenant_keeps_messages_for_its_own_retention(parts: Parts) ->
     assert await parts.job.run_once(T0 + 60 * day) == 1
     assert await parts.present("long", "carol", "l-new") == (False, False)
     assert await parts.present("short", "bob", "s-archived") == (True, True)
+
+
+async def test_a_temporary_greeting_is_deleted_after_its_day_in_the_users_time_zone(
+    parts: Parts,
+) -> None:
+    await parts.mailboxes.put_settings("tz", "dan", {"time_zone": "America/New_York"}, T0)
+    key = "tz/voicemail/dan/greetings/temporary-1.wav"
+    await parts.audio.put(key, b"RIFF-greeting")
+    day = date(2026, 10, 1)
+    await parts.mailboxes.set_greeting("tz", "dan", Greeting(GreetingKind.TEMPORARY, key, T0, day))
+    end = datetime(2026, 10, 2, 4, 0, tzinfo=UTC)  # midnight in New York (EDT)
+
+    await parts.job.run_once(end - timedelta(seconds=1))
+    mailbox = await parts.mailboxes.get("tz", "dan")
+    assert mailbox is not None and GreetingKind.TEMPORARY in mailbox.greetings
+    assert await parts.audio.exists(key)
+
+    await parts.job.run_once(end)
+    mailbox = await parts.mailboxes.get("tz", "dan")
+    assert mailbox is not None and GreetingKind.TEMPORARY not in mailbox.greetings
+    assert not await parts.audio.exists(key)

@@ -212,5 +212,11 @@ class MailboxStore:
             upsert=True,
         )
 
+    async def with_greeting(self, tenant_id: str, kind: GreetingKind) -> list[Mailbox]:
+        cursor = self._mailboxes.find(
+            {"tenant_id": tenant_id, f"greetings.{kind.value}": {"$exists": True}}
+        )
+        return [to_mailbox(doc) async for doc in cursor]
+
     async def tenants_with_mailboxes(self) -> list[str]:
         return sorted(await self._mailboxes.distinct("tenant_id"))

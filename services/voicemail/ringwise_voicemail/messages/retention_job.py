@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import Counter
 from ringwise_kit.logs import get_logger
 
+from ringwise_voicemail.mailbox.greetings import GreetingKind, expired_temporaries
 from ringwise_voicemail.mailbox.retention import Folder
 from ringwise_voicemail.mailbox.store import MailboxStore
 from ringwise_voicemail.messages.audio import AudioStore
@@ -51,6 +52,7 @@ class RetentionJob:
                     touched.add(doc["user_id"])
                     deleted += 1
                     EXPIRED.inc()
+            await self._expire_temporary_greetings(tenant_id, now)
             for user_id in sorted(touched):
                 try:
                     result = self.counts_changed(tenant_id, user_id)
@@ -61,6 +63,14 @@ class RetentionJob:
         if deleted:
             log.info("retention_deleted", count=deleted)
         return deleted
+
+    async def _expire_temporary_greetings(self, tenant_id: str, now: datetime) -> None:
+        """A temporary greeting is gone after its day (it already stopped playing then)."""
+        for mailbox in await self.mailboxes.with_greeting(tenant_id, GreetingKind.TEMPORARY):
+            for greeting in expired_temporaries(mailbox.greetings, now, mailbox.time_zone):
+                await self.mailboxes.remove_greeting(tenant_id, mailbox.user_id, greeting.kind)
+                await self.audio.delete(greeting.audio_key)
+                log.info("temporary_greeting_expired", user_id=mailbox.user_id)
 
 
 def retention_ctx(
