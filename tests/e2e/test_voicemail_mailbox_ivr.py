@@ -212,3 +212,79 @@ async def test_five_wrong_pins_over_two_calls_lock_the_mailbox_with_an_audit_ent
         assert event.user_id == DAVE.user_id and event.failures == 5
     finally:
         await mongo[DB].mailboxes.delete_one({"_id": f"{TENANT}:{DAVE.user_id}"})
+
+
+async def test_the_owner_records_a_greeting_and_changes_the_pin_by_phone(
+    platform: LocalPlatform,
+    nc: NatsClient,
+    mongo: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    mailbox_id = f"{TENANT}:{DAVE.user_id}"
+    try:
+        await mongo[DB].mailboxes.delete_one({"_id": mailbox_id})
+        await mailbox(nc, DAVE.user_id)
+        scenario = keypad_scenario(
+            platform,
+            "ivr_options.xml",
+            [
+                ("wait", 1500),
+                ("keys", "*"),
+                ("wait", 2000),
+                ("keys", PIN + "#"),
+                ("wait", 3000),  # "you have 0 messages", "no more messages"...
+                ("keys", "0"),  # mailbox options
+                ("wait", 2000),
+                ("keys", "1"),  # record my (unavailable) greeting
+                ("wait", 6500),  # "record your unavailable message", beep
+                ("speak", 7300),
+                ("keys", "#"),
+                ("wait", 2000),
+                ("keys", "1"),  # accept it
+                ("wait", 4000),  # "message saved", the options again
+                ("keys", "5"),  # new PIN
+                ("wait", 1500),
+                ("keys", "8642#"),
+                ("wait", 1500),
+                ("keys", "8642#"),
+                ("wait", 4000),  # "password changed", the options again
+                ("keys", "#"),
+            ],
+        )
+        result = await platform.sipp.call(
+            DAVE.number, caller=new_caller(), scenario=scenario, timeout_s=120
+        )
+        assert result.exit_code == 0, result.output_tail
+
+        status, settings = await api(
+            nc, "getVoicemailSettings", {"tenant_id": TENANT, "user_id": DAVE.user_id}
+        )
+        assert status == 200 and settings["greetings"] == ["permanent"]
+        begun = await bus.request(
+            nc,
+            subjects.VOICEMAIL_DEPOSIT_BEGIN,
+            deposit_pb2.DepositBeginRequest(tenant_id=TENANT, user_id=DAVE.user_id),
+            deposit_pb2.DepositBeginReply,
+        )
+        assert begun.greeting == "permanent greeting"
+        assert "/greetings/permanent-" in begun.greeting_media[0]
+
+        async def login(pin: str) -> int:
+            reply = await bus.request(
+                nc,
+                subjects.VOICEMAIL_MAILBOX_LOGIN,
+                mailbox_pb2.MailboxLoginRequest(tenant_id=TENANT, user_id=DAVE.user_id, pin=pin),
+                mailbox_pb2.MailboxLoginReply,
+            )
+            return reply.status
+
+        assert await login("8642") == mailbox_pb2.MailboxLoginReply.STATUS_OK
+        assert await login(PIN) == mailbox_pb2.MailboxLoginReply.STATUS_WRONG_PIN
+        changes = [
+            a.get("channel")
+            async for a in mongo[DB].audit.find(
+                {"tenant_id": TENANT, "user_id": DAVE.user_id, "what": "pin changed"}
+            )
+        ]
+        assert "phone" in changes
+    finally:
+        await mongo[DB].mailboxes.delete_one({"_id": mailbox_id})

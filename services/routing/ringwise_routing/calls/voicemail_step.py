@@ -347,7 +347,28 @@ KEY_DELETE = "7"
 KEY_FORWARD = "8"
 KEY_SAVE = "9"
 KEY_EXIT = "#"
-MENU_KEYS = (KEY_REPEAT, KEY_NEXT, KEY_PREVIOUS, KEY_DELETE, KEY_FORWARD, KEY_SAVE, KEY_EXIT)
+KEY_OPTIONS = "0"
+MENU_KEYS = (
+    KEY_REPEAT,
+    KEY_NEXT,
+    KEY_PREVIOUS,
+    KEY_DELETE,
+    KEY_FORWARD,
+    KEY_SAVE,
+    KEY_OPTIONS,
+    KEY_EXIT,
+)
+# Mailbox options: key -> (greeting kind, its "record your ... greeting" prompt).
+GREETING_KEYS = {
+    "1": ("permanent", "sound:vm-rec-unv"),
+    "2": ("busy", "sound:vm-rec-busy"),
+    "3": ("name", "sound:vm-rec-name"),
+    "4": ("temporary", "sound:vm-rec-temp"),
+}
+KEY_NEW_PIN = "5"
+OPTION_KEYS = (*GREETING_KEYS, KEY_NEW_PIN, "*", "#")
+GREETING_REVIEW_KEYS = ("1", "2", "3")
+GREETING_MAX_S = 120
 PIN_ATTEMPTS_PER_CALL = 3
 LOGIN = mailbox_pb2.MailboxLoginReply
 ACTION = mailbox_pb2.MailboxActionRequest
@@ -438,7 +459,7 @@ class PhoneMenu:
 
     async def act(
         self,
-        message: mailbox_pb2.PhoneMessage,
+        message: mailbox_pb2.PhoneMessage | None,
         action: mailbox_pb2.MailboxActionRequest.Action.ValueType,
         **extra: str,
     ) -> mailbox_pb2.MailboxActionReply:
@@ -446,7 +467,10 @@ class PhoneMenu:
             self.step._nc,
             subjects.VOICEMAIL_MAILBOX_ACTION,
             mailbox_pb2.MailboxActionRequest(
-                session=self.session, message_id=message.message_id, action=action, **extra
+                session=self.session,
+                message_id=message.message_id if message else "",
+                action=action,
+                **extra,
             ),
             mailbox_pb2.MailboxActionReply,
         )
@@ -474,10 +498,54 @@ class PhoneMenu:
             elif key == KEY_FORWARD:
                 await self.forward(message)
                 index += 1
+            elif key == KEY_OPTIONS:
+                await self.options()
             elif key == KEY_EXIT:
-                break
-        if index >= len(messages):
-            await self.keys.play(["sound:vm-nomore"])
+                return
+        await self.keys.play(["sound:vm-nomore"], stop_on=(KEY_OPTIONS,))
+        if await self.keys.key(BETWEEN_KEYS_S) == KEY_OPTIONS:
+            await self.options()
+
+    async def options(self) -> None:
+        """Mailbox options (Comedian Mail keys): 1 unavailable (permanent) greeting, 2 busy,
+        3 name, 4 temporary (for today), 5 PIN; anything else returns."""
+        while True:
+            await self.keys.play(["sound:vm-options"], stop_on=OPTION_KEYS)
+            key = await self.keys.key()
+            if key in GREETING_KEYS:
+                kind, prompt = GREETING_KEYS[key]
+                await self.record_greeting(kind, prompt)
+            elif key == KEY_NEW_PIN:
+                await self.change_pin()
+            else:
+                return
+
+    async def record_greeting(self, kind: str, prompt: str) -> None:
+        name = f"vm-{subjects.tenant_token(self.tenant_id)}-greet-{uuid.uuid4().hex}"
+        choice = REVIEW_RERECORD
+        while choice == REVIEW_RERECORD:
+            await self.keys.play([prompt])
+            await self.keys.play(BEEP)
+            await self.step.record_raw(self.call, name, GREETING_MAX_S)
+            choice = REVIEW_LISTEN
+            while choice == REVIEW_LISTEN:
+                await self.keys.play(["sound:vm-review"], stop_on=GREETING_REVIEW_KEYS)
+                choice = await self.keys.key(REVIEW_WAIT_S) or REVIEW_ACCEPT
+                if choice == REVIEW_LISTEN:
+                    await self.keys.play([f"recording:{name}"])
+        done = await self.act(None, ACTION.ACTION_SET_GREETING, greeting_kind=kind, recording=name)
+        ok = done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE
+        await self.keys.play(["sound:vm-msgsaved" if ok else "sound:vm-sorry"])
+
+    async def change_pin(self) -> None:
+        new = await self.keys.number(["sound:vm-newpassword"], max_digits=12)
+        again = await self.keys.number(["sound:vm-reenterpassword"], max_digits=12)
+        if new != again:
+            await self.keys.play(["sound:vm-mismatch"])
+            return
+        done = await self.act(None, ACTION.ACTION_SET_PIN, new_pin=new)
+        ok = done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE
+        await self.keys.play(["sound:vm-passchanged" if ok else "sound:vm-invalid-password"])
 
     async def forward(self, message: mailbox_pb2.PhoneMessage) -> None:
         """To the user a number reaches: the caller records an introduction first."""

@@ -5,9 +5,11 @@ forward with a recorded annotation)."""
 from __future__ import annotations
 
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
@@ -19,8 +21,9 @@ from ringwise_kit.events import to_timestamp
 from ringwise_kit.logs import get_logger
 
 from ringwise_voicemail.mailbox import pin
+from ringwise_voicemail.mailbox.greetings import Greeting, GreetingKind
 from ringwise_voicemail.mailbox.retention import Folder
-from ringwise_voicemail.messages.audio import concat_wavs, wav_duration_s
+from ringwise_voicemail.messages.audio import concat_wavs, greeting_key, wav_duration_s
 from ringwise_voicemail.messages.deposits import Voicemail, send_voice_message
 
 log = get_logger(__name__)
@@ -161,6 +164,10 @@ class PhoneMailbox:
         if session is None:
             return ActionStatus(status=ActionStatus.STATUS_NO_SESSION)
         tenant_id, user_id = session["tenant_id"], session["user_id"]
+        if req.action == Action.ACTION_SET_PIN:
+            return await self._set_pin(tenant_id, user_id, req.new_pin)
+        if req.action == Action.ACTION_SET_GREETING:
+            return await self._set_greeting(tenant_id, user_id, req)
         doc = await vm.messages.get(tenant_id, user_id, req.message_id)
         if doc is None:
             return ActionStatus(status=ActionStatus.STATUS_NOT_FOUND)
@@ -187,6 +194,52 @@ class PhoneMailbox:
             user_id=user_id,
         )
         return reply
+
+    async def _set_pin(self, tenant_id: str, user_id: str, new_pin: str) -> ActionStatus:
+        try:
+            hashed = pin.hash_pin(new_pin)
+        except pin.PinRejected as exc:
+            return ActionStatus(status=ActionStatus.STATUS_REJECTED, detail=str(exc))
+        await self.vm.mailboxes.set_pin_hash(tenant_id, user_id, hashed)
+        await self.vm.mailboxes.audit(
+            tenant_id, user_id, "pin changed", self.vm.clock(), channel="phone"
+        )
+        return ActionStatus(status=ActionStatus.STATUS_DONE)
+
+    async def _set_greeting(
+        self, tenant_id: str, user_id: str, req: mailbox_pb2.MailboxActionRequest
+    ) -> ActionStatus:
+        vm = self.vm
+        try:
+            kind = GreetingKind(req.greeting_kind)
+        except ValueError:
+            return ActionStatus(status=ActionStatus.STATUS_REJECTED, detail="no such greeting")
+        if not req.recording.startswith(f"vm-{subjects.tenant_token(tenant_id)}-"):
+            raise ValueError("the recording is not this tenant's")
+        mailbox = await vm.mailboxes.get(tenant_id, user_id)
+        if mailbox is None:
+            return ActionStatus(status=ActionStatus.STATUS_NOT_FOUND)
+        try:
+            audio = await vm.asterisk.stored_recording_file(req.recording)
+        except AriNotFound:
+            return ActionStatus(status=ActionStatus.STATUS_REJECTED, detail="no recording")
+        if not wav_duration_s(audio):
+            return ActionStatus(status=ActionStatus.STATUS_REJECTED, detail="empty recording")
+        now = vm.clock()
+        for_day = (
+            now.astimezone(ZoneInfo(mailbox.time_zone)).date()
+            if kind is GreetingKind.TEMPORARY
+            else None
+        )
+        key = greeting_key(tenant_id, user_id, kind.value, uuid.uuid4().hex)
+        await vm.audio.put(key, audio)
+        await vm.mailboxes.set_greeting(tenant_id, user_id, Greeting(kind, key, now, for_day))
+        old = mailbox.greetings.get(kind)
+        if old is not None:
+            await vm.audio.delete(old.audio_key)
+        await vm.asterisk.delete_stored_recording(req.recording)
+        log.info("greeting_recorded_by_phone", kind=kind.value, user_id=user_id)
+        return ActionStatus(status=ActionStatus.STATUS_DONE)
 
     async def _forward(
         self, tenant_id: str, user_id: str, doc: Doc, req: mailbox_pb2.MailboxActionRequest

@@ -234,6 +234,10 @@ class MailboxActionRequest(_message.Message):
         ACTION_MARK_URGENT: MailboxActionRequest._Action.ValueType  # 4
         ACTION_FORWARD: MailboxActionRequest._Action.ValueType  # 5
         """to forward_to_user_id, the annotation played first"""
+        ACTION_SET_GREETING: MailboxActionRequest._Action.ValueType  # 6
+        """greeting_kind from recording (no message_id)"""
+        ACTION_SET_PIN: MailboxActionRequest._Action.ValueType  # 7
+        """new_pin (no message_id)"""
 
     class Action(_Action, metaclass=_ActionEnumTypeWrapper): ...
     ACTION_UNSPECIFIED: MailboxActionRequest.Action.ValueType  # 0
@@ -243,18 +247,30 @@ class MailboxActionRequest(_message.Message):
     ACTION_MARK_URGENT: MailboxActionRequest.Action.ValueType  # 4
     ACTION_FORWARD: MailboxActionRequest.Action.ValueType  # 5
     """to forward_to_user_id, the annotation played first"""
+    ACTION_SET_GREETING: MailboxActionRequest.Action.ValueType  # 6
+    """greeting_kind from recording (no message_id)"""
+    ACTION_SET_PIN: MailboxActionRequest.Action.ValueType  # 7
+    """new_pin (no message_id)"""
 
     SESSION_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
     FORWARD_TO_USER_ID_FIELD_NUMBER: _builtins.int
     ANNOTATION_RECORDING_FIELD_NUMBER: _builtins.int
+    GREETING_KIND_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
+    NEW_PIN_FIELD_NUMBER: _builtins.int
     session: _builtins.str
     message_id: _builtins.str
     action: Global___MailboxActionRequest.Action.ValueType
     forward_to_user_id: _builtins.str
     annotation_recording: _builtins.str
     """A recording in Asterisk's spool (routing recorded it) played before the forwarded message."""
+    greeting_kind: _builtins.str
+    """permanent, busy, name, temporary (for today), extended_absence"""
+    recording: _builtins.str
+    """a recording in Asterisk's spool (routing recorded it)"""
+    new_pin: _builtins.str
     def __init__(
         self,
         *,
@@ -263,10 +279,13 @@ class MailboxActionRequest(_message.Message):
         action: Global___MailboxActionRequest.Action.ValueType = ...,
         forward_to_user_id: _builtins.str = ...,
         annotation_recording: _builtins.str = ...,
+        greeting_kind: _builtins.str = ...,
+        recording: _builtins.str = ...,
+        new_pin: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "annotation_recording", b"annotation_recording", "forward_to_user_id", b"forward_to_user_id", "message_id", b"message_id", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "annotation_recording", b"annotation_recording", "forward_to_user_id", b"forward_to_user_id", "greeting_kind", b"greeting_kind", "message_id", b"message_id", "new_pin", b"new_pin", "recording", b"recording", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -290,6 +309,8 @@ class MailboxActionReply(_message.Message):
         """the session expired or never existed: log in again"""
         STATUS_NO_TARGET: MailboxActionReply._Status.ValueType  # 4
         """forward: the target has no mailbox"""
+        STATUS_REJECTED: MailboxActionReply._Status.ValueType  # 5
+        """a PIN breaking the rules, a recording that is unusable"""
 
     class Status(_Status, metaclass=_StatusEnumTypeWrapper): ...
     STATUS_UNSPECIFIED: MailboxActionReply.Status.ValueType  # 0
@@ -300,21 +321,27 @@ class MailboxActionReply(_message.Message):
     """the session expired or never existed: log in again"""
     STATUS_NO_TARGET: MailboxActionReply.Status.ValueType  # 4
     """forward: the target has no mailbox"""
+    STATUS_REJECTED: MailboxActionReply.Status.ValueType  # 5
+    """a PIN breaking the rules, a recording that is unusable"""
 
     STATUS_FIELD_NUMBER: _builtins.int
     NEW_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
     status: Global___MailboxActionReply.Status.ValueType
     new_message_id: _builtins.str
     """forward: the target's message"""
+    detail: _builtins.str
+    """why, for STATUS_REJECTED"""
     def __init__(
         self,
         *,
         status: Global___MailboxActionReply.Status.ValueType = ...,
         new_message_id: _builtins.str = ...,
+        detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_message_id", b"new_message_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "new_message_id", b"new_message_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
