@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import struct
+import wave
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from ringwise_voicemail.mailbox import pin
-from ringwise_voicemail.mailbox.deposit import DepositLimits
+from ringwise_voicemail.mailbox.deposit import DepositLimits, trim_silence
 from ringwise_voicemail.mailbox.greetings import (
     Availability,
     Greeting,
@@ -16,6 +19,7 @@ from ringwise_voicemail.mailbox.greetings import (
     temporary_expiry,
 )
 from ringwise_voicemail.mailbox.retention import Folder, RetentionPolicy
+from ringwise_voicemail.messages.audio import wav_duration_s
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -268,3 +272,34 @@ def test_a_tenant_can_shorten_unsaved_and_bound_saved_retention() -> None:
 def test_retention_of_zero_days_is_refused(unsaved: int, saved: int | None) -> None:
     with pytest.raises(ValueError):
         RetentionPolicy(unsaved_days=unsaved, saved_days=saved)
+
+
+def _wav(*parts: tuple[float, int]) -> bytes:
+    """(seconds, amplitude) pieces of a 8 kHz 16-bit mono square-ish tone (0 = silence)."""
+    samples = b"".join(
+        struct.pack("<h", amp if (i // 10) % 2 else -amp)
+        for seconds, amp in parts
+        for i in range(round(seconds * 8000))
+    )
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(samples)
+    return out.getvalue()
+
+
+def test_silence_beyond_half_a_second_is_trimmed_from_both_ends() -> None:
+    recorded = _wav((3.0, 0), (4.0, 3000), (10.0, 0))  # e.g. ended by 10 s of silence
+    trimmed = trim_silence(recorded)
+    assert wav_duration_s(trimmed) == pytest.approx(0.5 + 4.0 + 0.5, abs=0.02)
+    assert trim_silence(trimmed) == trimmed
+
+
+def test_short_edges_all_silence_and_other_formats_are_left_alone() -> None:
+    tight = _wav((0.3, 0), (2.0, 3000), (0.2, 0))
+    assert trim_silence(tight) == tight
+    silent = _wav((5.0, 0))
+    assert trim_silence(silent) == silent
+    assert trim_silence(b"not a wav") == b"not a wav"

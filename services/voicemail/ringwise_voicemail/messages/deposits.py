@@ -33,7 +33,7 @@ from ringwise_kit.ari import AriNotFound
 from ringwise_kit.events import from_timestamp, to_timestamp
 from ringwise_kit.logs import bind_call, get_logger
 
-from ringwise_voicemail.mailbox.deposit import DepositLimits
+from ringwise_voicemail.mailbox.deposit import DepositLimits, trim_silence
 from ringwise_voicemail.mailbox.greetings import Availability, GreetingChoice, choose_greeting
 from ringwise_voicemail.mailbox.retention import Folder
 from ringwise_voicemail.mailbox.store import Mailbox, MailboxStore, mwi_mailbox
@@ -239,6 +239,7 @@ class Voicemail:
                 raise bus.PermanentError(
                     f"recording {dep.recording_name} is neither in Asterisk nor in S3"
                 ) from None
+        data = trim_silence(data)
         duration_s = wav_duration_s(data)
         if duration_s is None:
             duration_s = dep.duration_ms / 1000
