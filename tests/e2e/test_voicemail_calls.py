@@ -21,8 +21,10 @@ from ringwise_dev.voicemail_testing import (
     last_mwi,
     mails_to,
     sound_seconds,
+    speech_wav,
 )
 from ringwise_kit import bus
+from ringwise_voicemail.mailbox.deposit import trim_silence
 from ringwise_voicemail.messages.audio import wav_duration_s
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -108,9 +110,9 @@ async def leave_and_check(
 
     doc = await eventually(emailed)
     assert doc is not None, "no message stored and emailed for the call"
-    # The recording runs from the end of the beep to the caller's hang-up.
-    expected_s = (listen_ms + talk_ms) / 1000 - greeting_s
-    assert doc["duration_s"] == pytest.approx(expected_s, abs=1.0)
+    # What the caller said, with the silence around it trimmed to half a second each side.
+    said_s = wav_duration_s(trim_silence(speech_wav(platform)))
+    assert doc["duration_s"] == pytest.approx(said_s, abs=1.0)
 
     [mail] = [m for m in mails_to(platform, "carol@acme.test") if caller in m["Subject"]]
     [attachment] = [part for part in mail.walk() if part.get_content_maintype() == "audio"]
@@ -168,9 +170,9 @@ async def test_a_caller_who_presses_hash_then_4_leaves_an_urgent_message(
         doc = await eventually(emailed)
         assert doc is not None
         assert doc["urgent"] is True
-        # "#" ends the recording; the review menu is not recorded. The INFO for "#" leaves
-        # 7.3 s after speaking began, 0.5 s after the beep ended.
-        assert doc["duration_s"] == pytest.approx(listen_ms / 1000 - greeting_s + 7.3, abs=1.0)
+        # "#" ends the recording (the review menu is not recorded), just after the speech.
+        said_s = wav_duration_s(trim_silence(speech_wav(platform)))
+        assert doc["duration_s"] == pytest.approx(said_s, abs=1.0)
         [mail] = [m for m in mails_to(platform, "carol@acme.test") if caller in m["Subject"]]
         assert mail["Subject"].startswith("URGENT: ")
     finally:

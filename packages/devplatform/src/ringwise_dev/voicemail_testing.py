@@ -195,3 +195,36 @@ def keypad_scenario(platform: LocalPlatform, name: str, steps: list[Step]) -> st
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(body)
     return name
+
+
+def _alaw_to_linear(byte: int) -> int:
+    """G.711 A-law to 16-bit linear (ITU-T G.711)."""
+    a = byte ^ 0x55
+    exponent = (a & 0x70) >> 4
+    mantissa = a & 0x0F
+    magnitude = (
+        (mantissa << 4) + 8 if exponent == 0 else ((mantissa << 4) + 0x108) << (exponent - 1)
+    )
+    return magnitude if a & 0x80 else -magnitude
+
+
+def speech_wav(platform: LocalPlatform, pad_s: float = 1.0) -> bytes:
+    """What sipp's speech pcap says, as 8 kHz 16-bit WAV with pad_s of silence each side:
+    the audio a recording of the caller holds (RTP payloads decoded from A-law)."""
+    data = (platform.asterisk.chroot / SIPP_MEDIA.lstrip("/") / SPEECH_PCAP).read_bytes()
+    samples = bytearray()
+    offset = 24  # pcap global header
+    while offset + 16 <= len(data):
+        length = struct.unpack_from("<I", data, offset + 8)[0]
+        packet = data[offset + 16 : offset + 16 + length]
+        offset += 16 + length
+        payload = packet[14 + 20 + 8 + 12 :]  # Ethernet, IPv4, UDP, RTP headers
+        samples += b"".join(struct.pack("<h", _alaw_to_linear(b)) for b in payload)
+    silence = b"\0\0" * round(pad_s * RATE)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(RATE)
+        audio.writeframes(silence + bytes(samples) + silence)
+    return out.getvalue()

@@ -200,7 +200,11 @@ class Voicemail:
             return "already_done"
         mailbox = await self.mailboxes.get(dep.tenant_id, dep.user_id)
         if mailbox is None:
+            # The mailbox went away meanwhile: nothing of the deposit may stay behind.
             await self._drop_recording(dep.recording_name)
+            await self.audio.delete(
+                message_key(dep.tenant_id, dep.user_id, dep.deposit_id, RECORDING_FORMAT)
+            )
             await self._finish(dep.deposit_id, "no_mailbox")
             return "no_mailbox"
         doc = await self.messages.by_id(dep.deposit_id)

@@ -87,6 +87,10 @@ class PhoneMailbox:
             return LoginStatus(status=LoginStatus.STATUS_NO_PIN)
         if outcome is pin.Outcome.WRONG_PIN:
             return LoginStatus(status=LoginStatus.STATUS_WRONG_PIN)
+        # Expired sessions of this mailbox go at each login, so they never pile up.
+        await self.sessions.delete_many(
+            {"tenant_id": req.tenant_id, "user_id": req.user_id, "expires_at": {"$lte": now}}
+        )
         token = secrets.token_urlsafe(24)
         await self.sessions.insert_one(
             {
