@@ -288,3 +288,63 @@ async def test_the_owner_records_a_greeting_and_changes_the_pin_by_phone(
         assert "phone" in changes
     finally:
         await mongo[DB].mailboxes.delete_one({"_id": mailbox_id})
+
+
+async def test_envelope_rewind_forward_urgent_and_archive_by_phone(
+    platform: LocalPlatform,
+    start_phone: StartPhone,
+    nc: NatsClient,
+    mongo: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    await start_phone(PhoneKind.NOANSWER, CAROL)
+    messages = mongo[DB].messages
+    try:
+        await mailbox(nc, CAROL.user_id)
+        await messages.delete_many({"user_id": CAROL.user_id})
+        first = await leave(platform, nc, CAROL.user_id, 3.0)
+        second = await leave(platform, nc, CAROL.user_id, 3.0)
+
+        async def both_stored() -> bool:
+            return await messages.count_documents({"user_id": CAROL.user_id}) == 2
+
+        assert await eventually(both_stored)
+        log_before = platform.asterisk.messages_log_path.stat().st_size
+        scenario = keypad_scenario(
+            platform,
+            "ivr_envelope.xml",
+            [
+                ("wait", 1500),
+                ("keys", "*"),
+                ("wait", 2000),
+                ("keys", PIN + "#"),
+                ("wait", 3000),  # "you have 2 messages"; the first starts
+                ("keys", "*"),  # back 4 s (it plays on)
+                ("keys", "#"),  # on 4 s: past its end
+                ("wait", 1500),
+                ("keys", "3"),  # the envelope
+                ("wait", 2500),
+                ("keys", "1"),  # urgent
+                ("wait", 2500),
+                ("keys", "2"),  # archive; the second message plays
+                ("wait", 6000),
+                ("keys", "#"),  # leave
+            ],
+        )
+        result = await platform.sipp.call(
+            CAROL.number, caller=new_caller(), scenario=scenario, timeout_s=90
+        )
+        assert result.exit_code == 0, result.output_tail
+
+        archived = await messages.find_one({"_id": first})
+        assert archived is not None
+        assert archived["folder"] == "archived" and archived["urgent"] is True
+        untouched = await messages.find_one({"_id": second})
+        assert untouched is not None
+        assert untouched["folder"] == "new" and untouched["urgent"] is False
+        with platform.asterisk.messages_log_path.open() as log:
+            log.seek(log_before)
+            played = log.read()
+        assert "Playing 'vm-received." in played
+        assert "Playing 'digits/mon-" in played
+    finally:
+        await mongo[DB].mailboxes.delete_one({"_id": f"{TENANT}:{CAROL.user_id}"})

@@ -20,6 +20,7 @@ from ringwise_voicemail.mailbox.greetings import (
 )
 from ringwise_voicemail.mailbox.retention import Folder, RetentionPolicy
 from ringwise_voicemail.messages.audio import wav_duration_s
+from ringwise_voicemail.messages.phone import envelope_media
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -303,3 +304,23 @@ def test_short_edges_all_silence_and_other_formats_are_left_alone() -> None:
     silent = _wav((5.0, 0))
     assert trim_silence(silent) == silent
     assert trim_silence(b"not a wav") == b"not a wav"
+
+
+def test_the_envelope_says_when_in_the_owners_time_zone_and_from_whom() -> None:
+    doc = {"received_at": datetime(2026, 11, 25, 14, 5, tzinfo=UTC), "caller_number": "+4416"}
+    # 09:05 on Wednesday 25 November in New York.
+    assert envelope_media(doc, "America/New_York") == [
+        "sound:vm-received",
+        "sound:digits/day-3",
+        "sound:digits/mon-10",
+        "number:25",
+        "sound:digits/at",
+        "number:9",
+        "number:5",
+        "sound:digits/a-m",
+        "sound:vm-from-phonenumber",
+        "digits:4416",
+    ]
+    anonymous = {"received_at": datetime(2026, 11, 25, 12, 0, tzinfo=UTC), "caller_number": ""}
+    said = envelope_media(anonymous, "UTC")
+    assert said[5:] == ["number:12", "sound:digits/p-m", "sound:vm-unknown-caller"]

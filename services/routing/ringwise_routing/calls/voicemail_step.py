@@ -348,7 +348,16 @@ KEY_FORWARD = "8"
 KEY_SAVE = "9"
 KEY_EXIT = "#"
 KEY_OPTIONS = "0"
+KEY_URGENT = "1"
+KEY_ARCHIVE = "2"
+KEY_ENVELOPE = "3"
+# While a message plays, * goes back and # forward 4 s; it plays on.
+SKIP_MS = 4000
+PLAYBACK_CONTROLS = {"*": "reverse", "#": "forward"}
 MENU_KEYS = (
+    KEY_URGENT,
+    KEY_ARCHIVE,
+    KEY_ENVELOPE,
     KEY_REPEAT,
     KEY_NEXT,
     KEY_PREVIOUS,
@@ -359,6 +368,7 @@ MENU_KEYS = (
     KEY_EXIT,
 )
 # Mailbox options: key -> (greeting kind, its "record your ... greeting" prompt).
+PLAY_KEYS = tuple(k for k in MENU_KEYS if k not in PLAYBACK_CONTROLS)
 GREETING_KEYS = {
     "1": ("permanent", "sound:vm-rec-unv"),
     "2": ("busy", "sound:vm-rec-busy"),
@@ -408,6 +418,31 @@ class Keys:
             if not isinstance(event, ChannelDtmfReceived):
                 return None
             if stop_on is None or event.digit in stop_on:
+                self._buffer.append(event.digit)
+                await self._ari.stop_playback(playback_id)
+                return event.digit
+
+    async def play_controlled(
+        self, media: Sequence[str], controls: dict[str, str], stop_on: Sequence[str]
+    ) -> str | None:
+        """Play a message: control keys move it (ARI playback control) and it plays on;
+        a stop_on key stops it and is kept for the next read."""
+        if self._buffer:
+            return self._buffer[0]
+        self._plays += 1
+        playback_id = f"{self._call.call_id}-vm{self._plays}"
+        await self._ari.play(self._call.caller_id, list(media), playback_id, skipms=SKIP_MS)
+        while True:
+            event = await self._call.wait_for(
+                lambda e: self._is_key(e)
+                or (isinstance(e, PlaybackFinished) and e.playback.id == playback_id),
+                PROMPT_TIMEOUT_S + 600,
+            )
+            if not isinstance(event, ChannelDtmfReceived):
+                return None
+            if event.digit in controls:
+                await self._ari.control_playback(playback_id, controls[event.digit])
+            elif event.digit in stop_on:
                 self._buffer.append(event.digit)
                 await self._ari.stop_playback(playback_id)
                 return event.digit
@@ -477,9 +512,12 @@ class PhoneMenu:
 
     async def run(self, messages: list[mailbox_pb2.PhoneMessage]) -> None:
         index = 0
+        replay = True
         while 0 <= index < len(messages):
             message = messages[index]
-            await self.keys.play([message.media], stop_on=MENU_KEYS)
+            if replay:
+                await self.keys.play_controlled([message.media], PLAYBACK_CONTROLS, PLAY_KEYS)
+            replay = True
             key = await self.keys.key()
             if key in (None, KEY_NEXT):
                 index += 1
@@ -487,6 +525,17 @@ class PhoneMenu:
                 continue
             elif key == KEY_PREVIOUS:
                 index = max(0, index - 1)
+            elif key == KEY_ENVELOPE:
+                await self.keys.play(list(message.envelope), stop_on=MENU_KEYS)
+                replay = False
+            elif key == KEY_URGENT:
+                await self.act(message, ACTION.ACTION_MARK_URGENT)
+                await self.keys.play(["sound:vm-marked-urgent"], stop_on=MENU_KEYS)
+                replay = False
+            elif key == KEY_ARCHIVE:
+                await self.act(message, ACTION.ACTION_ARCHIVE)
+                await self.keys.play(["sound:vm-savedto", "sound:vm-Old"], stop_on=MENU_KEYS)
+                index += 1
             elif key == KEY_SAVE:
                 await self.act(message, ACTION.ACTION_SAVE)
                 await self.keys.play(["sound:vm-saved"])

@@ -50,6 +50,28 @@ def phone_sessions(client: AsyncMongoClient[Doc], database: str) -> AsyncCollect
     return client[database].phone_sessions
 
 
+def envelope_media(doc: Doc, tz: str) -> list[str]:
+    """ "Received <weekday> <month> <day> at <hour> <minute> a.m., from <number>"."""
+    at = doc["received_at"].astimezone(ZoneInfo(tz))
+    hour12 = at.hour % 12 or 12
+    media = [
+        "sound:vm-received",
+        f"sound:digits/day-{(at.weekday() + 1) % 7}",  # day-0 is Sunday
+        f"sound:digits/mon-{at.month - 1}",
+        f"number:{at.day}",
+        "sound:digits/at",
+        f"number:{hour12}",
+    ]
+    if at.minute:
+        media.append(f"number:{at.minute}")
+    media.append("sound:digits/a-m" if at.hour < 12 else "sound:digits/p-m")
+    number = "".join(c for c in doc.get("caller_number", "") if c.isdigit())
+    media += (
+        ["sound:vm-from-phonenumber", f"digits:{number}"] if number else ["sound:vm-unknown-caller"]
+    )
+    return media
+
+
 @dataclass
 class PhoneMailbox:
     vm: Voicemail
@@ -143,6 +165,8 @@ class PhoneMailbox:
         if session is None:
             return mailbox_pb2.MailboxListReply()
         folders = [FOLDERS[f] for f in req.folders if f in FOLDERS] or [Folder.NEW, Folder.SAVED]
+        mailbox = await self.vm.mailboxes.get(session["tenant_id"], session["user_id"])
+        tz = mailbox.time_zone if mailbox else "UTC"
         found: list[mailbox_pb2.PhoneMessage] = []
         for folder in folders:
             docs = await self.vm.messages.page(
@@ -158,6 +182,7 @@ class PhoneMailbox:
                         received_at=to_timestamp(doc["received_at"]),
                         duration_s=round(doc["duration_s"]),
                         urgent=doc["urgent"],
+                        envelope=envelope_media(doc, tz),
                     )
                 )
         return mailbox_pb2.MailboxListReply(messages=found)

@@ -305,16 +305,33 @@ class AriClient:
         return True
 
     async def play(
-        self, channel_id: str, media: str | Sequence[str], playback_id: str, *, lang: str = "en"
+        self,
+        channel_id: str,
+        media: str | Sequence[str],
+        playback_id: str,
+        *,
+        lang: str = "en",
+        skipms: int | None = None,
     ) -> Playback:
-        """Start playing; the id is chosen by us so PlaybackFinished cannot race the reply."""
+        """Start playing; the id is chosen by us so PlaybackFinished cannot race the reply.
+        skipms: how far the playback's forward/reverse controls move (Asterisk: 3000)."""
         medias = [media] if isinstance(media, str) else list(media)
+        params: dict[str, str | int] = {"media": ",".join(medias), "lang": lang}
+        if skipms is not None:
+            params["skipms"] = skipms
         return await self._model(
-            Playback,
-            "POST",
-            f"/channels/{channel_id}/play/{playback_id}",
-            params={"media": ",".join(medias), "lang": lang},
+            Playback, "POST", f"/channels/{channel_id}/play/{playback_id}", params=params
         )
+
+    async def control_playback(self, playback_id: str, operation: str) -> bool:
+        """pause, unpause, restart, reverse, forward; False if the playback has ended."""
+        try:
+            await self.request(
+                "POST", f"/playbacks/{playback_id}/control", params={"operation": operation}
+            )
+        except AriNotFound:
+            return False
+        return True
 
     async def stop_playback(self, playback_id: str) -> None:
         with contextlib.suppress(AriNotFound):

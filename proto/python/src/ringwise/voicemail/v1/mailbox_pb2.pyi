@@ -169,6 +169,7 @@ class PhoneMessage(_message.Message):
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
     DURATION_S_FIELD_NUMBER: _builtins.int
     URGENT_FIELD_NUMBER: _builtins.int
+    ENVELOPE_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     folder: Global___Folder.ValueType
     media: _builtins.str
@@ -178,6 +179,10 @@ class PhoneMessage(_message.Message):
     urgent: _builtins.bool
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def envelope(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The envelope as ARI media, said in the owner's time zone: when it came, from whom."""
+
     def __init__(
         self,
         *,
@@ -188,10 +193,11 @@ class PhoneMessage(_message.Message):
         received_at: _timestamp_pb2.Timestamp | None = ...,
         duration_s: _builtins.int = ...,
         urgent: _builtins.bool = ...,
+        envelope: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_number", b"caller_number", "duration_s", b"duration_s", "folder", b"folder", "media", b"media", "message_id", b"message_id", "received_at", b"received_at", "urgent", b"urgent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_number", b"caller_number", "duration_s", b"duration_s", "envelope", b"envelope", "folder", b"folder", "media", b"media", "message_id", b"message_id", "received_at", b"received_at", "urgent", b"urgent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
