@@ -1,4 +1,7 @@
-"""Voicemail, recording and messaging each own a durable consumer and see every call."""
+"""Recording and messaging each own a durable consumer and see every call.
+
+(Voicemail no longer watches call events: routing asks it over request/reply when a call
+reaches voicemail; docs/voicemail.md.)"""
 
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ from ringwise_kit import bus
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 EXPECTED_KINDS = {
-    "voicemail": {"routed", "ended"},
     "recording": {"answered", "ended"},
     "messaging": {"ended"},
 }

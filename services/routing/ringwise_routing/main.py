@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from ringwise.directory.v1 import resolve_pb2
 from ringwise_kit import bus, service
 from ringwise_kit.ari import AriClient
 from ringwise_kit.ops import READINESS_KEY
 
+from ringwise_routing.calls import policy
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.router import CallRouter
+from ringwise_routing.calls.session import CallerHungUp
+from ringwise_routing.calls.voicemail_step import VoicemailStep
 from ringwise_routing.provisioning.pjsip import PjsipOptions
 from ringwise_routing.provisioning.provisioner import Provisioner
 from ringwise_routing.settings import RoutingSettings
@@ -39,7 +43,24 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             settings.ari_password.get_secret_value(),
             settings.ari_app,
         )
-        router = CallRouter(ari, directory, publisher)
+
+        async def find_user(number: str) -> tuple[str, str] | None:
+            lookup = await directory.resolve(policy.normalize_number(number))
+            if (
+                isinstance(lookup, resolve_pb2.ResolveNumberReply)
+                and lookup.status == resolve_pb2.ResolveNumberReply.STATUS_FOUND
+            ):
+                return lookup.tenant_id, lookup.user_id
+            return None
+
+        voicemail = VoicemailStep(
+            app[service.NATS_KEY],
+            ari,
+            CallerHungUp,
+            timeout_s=settings.voicemail_timeout_s,
+            find_user=find_user,
+        )
+        router = CallRouter(ari, directory, publisher, voicemail)
         app[ROUTER_KEY] = router
         provisioner = Provisioner(
             app[service.NATS_KEY],

@@ -19,3 +19,5 @@ class RoutingSettings(KitSettings, RedisSettings, AriSettings):
     # answering on another port).
     pjsip_rewrite_contact: bool = True
     pjsip_transport: str = "transport-udp"
+    # deposit_begin deadline: past it the caller gets the old "not answering" treatment.
+    voicemail_timeout_s: float = 1.0

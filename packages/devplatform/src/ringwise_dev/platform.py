@@ -59,7 +59,16 @@ class LocalPlatform:
             "RINGWISE_REDIS_URL": endpoints.redis_url,
             "RINGWISE_MONGO_URL": endpoints.mongo_url,
         }
-        if name == "routing":
+        if name == "voicemail":
+            env |= {
+                "RINGWISE_S3_ENDPOINT": endpoints.s3_endpoint,
+                "RINGWISE_S3_ACCESS_KEY": endpoints.s3_access_key,
+                "RINGWISE_S3_SECRET_KEY": endpoints.s3_secret_key,
+                "RINGWISE_S3_REGION": endpoints.s3_region,
+                "RINGWISE_SMTP_HOST": endpoints.smtp_host,
+                "RINGWISE_SMTP_PORT": str(endpoints.smtp_port),
+            }
+        if name in ("routing", "voicemail"):
             env |= {
                 "RINGWISE_ARI_URL": self.asterisk.ari_url,
                 "RINGWISE_ARI_USER": self.asterisk.ari_user,

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import itertools
 import math
+import re
 import shutil
 import socket
 import time
@@ -57,6 +58,8 @@ class PhoneKind(StrEnum):
     """486 Busy Here."""
     NOANSWER = "noanswer"
     """180 and rings until CANCEL (200 + 487)."""
+    MWI = "mwi"
+    """Takes message-waiting NOTIFYs (200) and logs their counts (SippPhone.mwi_counts)."""
 
     @property
     def scenario(self) -> str:
@@ -264,6 +267,19 @@ class SippPhone:
     def calls(self) -> list[CallOutcome]:
         return parse_short_messages(self.short_messages)
 
+    def mwi_counts(self) -> list[tuple[bool, int, int, int]]:
+        """(waiting, new, old, urgent) of each message-waiting NOTIFY received, in order."""
+        path = self.run_dir / "mwi.log"
+        if not path.exists():
+            return []
+        found = []
+        for match in re.finditer(
+            r"MWI waiting=(yes|no) new=(\d+) old=(\d+) urgent=(\d+)", path.read_text()
+        ):
+            waiting, new, old, urgent = match.groups()
+            found.append((waiting == "yes", int(new), int(old), int(urgent)))
+        return found
+
     def calls_handled(self) -> int:
         """INVITEs (distinct calls) this phone received."""
         return sum(1 for c in self.calls() if c.invite_at is not None)
@@ -366,6 +382,7 @@ class SippWorkspace:
         limit: int | None = None,
         timeout_s: float = 30.0,
         extra_args: Sequence[str] = (),
+        scenario: str | None = None,
     ) -> SippResult:
         """Place `calls` calls to `number` (sipp uac) and wait until sipp ends.
 
@@ -373,6 +390,7 @@ class SippWorkspace:
         wait_for_far_bye: only the far end ends the call. cancel_after_ms: the caller hangs up
         (CANCEL) that long after the 180, before any answer. rate/limit: sipp -r/-l.
         source_ip PSTN_HOST reaches the Stasis trunk, STATIC_TRUNK_HOST the bench-static one.
+        scenario: another caller scenario of tests/sipp (its -set variables in extra_args).
         """
         await asyncio.to_thread(self._prepare)
         run_host, run_chroot = await asyncio.to_thread(self._new_run, "caller")
@@ -409,7 +427,8 @@ class SippWorkspace:
             name=f"sipp-caller-{number}",
             argv=self._argv(
                 run_chroot,
-                CALLER_SCENARIO if cancel_after_ms is None else CANCELLING_CALLER_SCENARIO,
+                scenario
+                or (CALLER_SCENARIO if cancel_after_ms is None else CANCELLING_CALLER_SCENARIO),
                 args,
             ),
             log_path=run_host / "sipp.log",
@@ -495,6 +514,8 @@ class SippWorkspace:
             args += ["-set", "ring_ms", str(ring_ms)]
         if kind is PhoneKind.ANSWER_AND_HANGUP:
             args += ["-set", "hold_ms", str(hold_ms)]
+        if kind is PhoneKind.MWI:
+            args += ["-trace_logs", "-log_file", str(run_chroot / "mwi.log")]
 
         async def bound() -> bool:
             return _udp_port_taken(host, port)

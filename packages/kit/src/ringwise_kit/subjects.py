@@ -34,6 +34,19 @@ DIRECTORY_SIP_DEVICE_CHANGES = f"{PREFIX}.directory.*.sip_device_changed"
 # Credit authorisation for chargeable calls (proto ringwise.billing.v1; queue group "billing").
 BILLING_AUTHORISE = f"{PREFIX}.billing.authorise"
 BILLING_RELEASE = f"{PREFIX}.billing.release"
+VOICEMAIL_DEPOSIT_BEGIN = f"{PREFIX}.voicemail.deposit_begin"
+VOICEMAIL_DEPOSIT_COMPLETE = f"{PREFIX}.voicemail.deposit_complete"
+VOICEMAIL_MAILBOX_LOGIN = f"{PREFIX}.voicemail.mailbox_login"
+VOICEMAIL_MAILBOX_LIST = f"{PREFIX}.voicemail.mailbox_list"
+VOICEMAIL_MAILBOX_ACTION = f"{PREFIX}.voicemail.mailbox_action"
+
+# JetStream stream of voicemail events: accepted deposits (voicemail's own work queue) and the
+# events other services act on (alerts).
+VOICEMAIL_STREAM = "VOICEMAIL"
+VOICEMAIL_EVENTS = f"{PREFIX}.voicemail.*.*"
+VOICEMAIL_DEPOSITED = "deposited"
+VOICEMAIL_MESSAGE_RECEIVED = "message_received"
+VOICEMAIL_MAILBOX_LOCKED = "mailbox_locked"
 
 
 def tenant_token(tenant_id: str) -> str:
@@ -70,3 +83,11 @@ def api(service: str) -> str:
 
 def sip_device_changed(tenant_id: str) -> str:
     return f"{PREFIX}.directory.{tenant_token(tenant_id)}.sip_device_changed"
+
+
+def voicemail_event(tenant_id: str, event: str) -> str:
+    return f"{PREFIX}.voicemail.{tenant_token(tenant_id)}.{event}"
+
+
+def voicemail_events_of_kind(event: str) -> str:
+    return f"{PREFIX}.voicemail.*.{event}"

@@ -31,7 +31,11 @@ def parse_amount(value: object, *, allow_negative: bool = False) -> Decimal:
         raise MoneyError(f"{value!r} is not a decimal amount") from None
     if not amount.is_finite():
         raise MoneyError("an amount must be finite")
-    if amount != amount.quantize(MICRO, rounding=ROUND_FLOOR):
+    try:
+        quantized = amount.quantize(MICRO, rounding=ROUND_FLOOR)
+    except InvalidOperation:  # e.g. 1E+500: more digits than the context holds
+        raise MoneyError(f"{value!r} is too large for an amount") from None
+    if amount != quantized:
         raise MoneyError(f"at most {MAX_PLACES} decimal places")
     if amount < 0 and not allow_negative:
         raise MoneyError("an amount must not be negative")

@@ -10,13 +10,22 @@ from __future__ import annotations
 import asyncio
 
 from prometheus_client import Gauge
-from ringwise_kit.ari import AriClient, AriEvent, Dial, PlaybackFinished, StasisStart
+from ringwise_kit.ari import (
+    AriClient,
+    AriEvent,
+    Dial,
+    PlaybackFinished,
+    RecordingFailed,
+    RecordingFinished,
+    StasisStart,
+)
 from ringwise_kit.logs import get_logger
 
 from ringwise_routing.calls import policy
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.session import CallSession
+from ringwise_routing.calls.voicemail_step import VoicemailStep
 
 log = get_logger(__name__)
 
@@ -28,6 +37,10 @@ ROUTED_EVENT_TYPES = (
     "ChannelDestroyed",
     "Dial",
     "PlaybackFinished",
+    # The voicemail step (voicemail_step.py): "#" to skip/finish, recording outcomes.
+    "ChannelDtmfReceived",
+    "RecordingFinished",
+    "RecordingFailed",
 )
 
 ACTIVE_CALLS = Gauge("ringwise_routing_active_calls", "Calls being handled by this instance")
@@ -36,8 +49,9 @@ ACTIVE_CALLS = Gauge("ringwise_routing_active_calls", "Calls being handled by th
 def _event_channel(event: AriEvent) -> str | None:
     if isinstance(event, Dial):
         return event.peer.id
-    if isinstance(event, PlaybackFinished):
-        target = event.playback.target_uri
+    if isinstance(event, PlaybackFinished | RecordingFinished | RecordingFailed):
+        media = event.playback if isinstance(event, PlaybackFinished) else event.recording
+        target = media.target_uri
         return target.split(":", 1)[1] if target.startswith("channel:") else None
     channel = getattr(event, "channel", None)
     return channel.id if channel is not None else None
@@ -45,9 +59,14 @@ def _event_channel(event: AriEvent) -> str | None:
 
 class CallRouter:
     def __init__(
-        self, ari: AriClient, directory: NumberDirectory, publisher: EventPublisher
+        self,
+        ari: AriClient,
+        directory: NumberDirectory,
+        publisher: EventPublisher,
+        voicemail: VoicemailStep | None = None,
     ) -> None:
         self._ari = ari
+        self._voicemail = voicemail
         self._directory = directory
         self._publisher = publisher
         self._by_channel: dict[str, CallSession] = {}
@@ -83,7 +102,9 @@ class CallRouter:
         self._by_channel[channel_id] = session
 
     def _start_call(self, start: StasisStart) -> None:
-        session = CallSession(start, self._ari, self._directory, self._publisher, self._register)
+        session = CallSession(
+            start, self._ari, self._directory, self._publisher, self._register, self._voicemail
+        )
         self._register(session.caller_id, session)
         task = asyncio.create_task(session.run(), name=f"call-{session.call_id}")
         self._tasks.add(task)

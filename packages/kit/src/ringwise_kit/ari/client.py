@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
@@ -106,14 +107,18 @@ class AriClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    async def start(self) -> None:
-        """Open the HTTP session and keep the event WebSocket connected in the background."""
+    async def start(self, *, events: bool = True) -> None:
+        """Open the HTTP session and keep the event WebSocket connected in the background.
+
+        events=False: REST only (a service that calls ARI but does not own the Stasis app;
+        a second WebSocket on the app would take events away from routing)."""
         # aiohttp carries the event WebSocket; REST goes through the lean keep-alive client.
         self._session = aiohttp.ClientSession(headers=self._auth_header, timeout=self._timeout)
         self._http = KeepAliveHttp(
             self.base_url, self._auth_header, timeout_s=self._request_timeout_s
         )
-        self._ws_task = asyncio.create_task(self._ws_loop(), name="ari-events")
+        if events:
+            self._ws_task = asyncio.create_task(self._ws_loop(), name="ari-events")
 
     async def wait_connected(self, timeout_s: float = 10.0) -> None:
         await asyncio.wait_for(self._connected.wait(), timeout_s)
@@ -300,16 +305,33 @@ class AriClient:
         return True
 
     async def play(
-        self, channel_id: str, media: str | Sequence[str], playback_id: str, *, lang: str = "en"
+        self,
+        channel_id: str,
+        media: str | Sequence[str],
+        playback_id: str,
+        *,
+        lang: str = "en",
+        skipms: int | None = None,
     ) -> Playback:
-        """Start playing; the id is chosen by us so PlaybackFinished cannot race the reply."""
+        """Start playing; the id is chosen by us so PlaybackFinished cannot race the reply.
+        skipms: how far the playback's forward/reverse controls move (Asterisk: 3000)."""
         medias = [media] if isinstance(media, str) else list(media)
+        params: dict[str, str | int] = {"media": ",".join(medias), "lang": lang}
+        if skipms is not None:
+            params["skipms"] = skipms
         return await self._model(
-            Playback,
-            "POST",
-            f"/channels/{channel_id}/play/{playback_id}",
-            params={"media": ",".join(medias), "lang": lang},
+            Playback, "POST", f"/channels/{channel_id}/play/{playback_id}", params=params
         )
+
+    async def control_playback(self, playback_id: str, operation: str) -> bool:
+        """pause, unpause, restart, reverse, forward; False if the playback has ended."""
+        try:
+            await self.request(
+                "POST", f"/playbacks/{playback_id}/control", params={"operation": operation}
+            )
+        except AriNotFound:
+            return False
+        return True
 
     async def stop_playback(self, playback_id: str) -> None:
         with contextlib.suppress(AriNotFound):
@@ -365,3 +387,53 @@ class AriClient:
     async def asterisk_info(self) -> dict[str, Any]:
         info: dict[str, Any] = await self.request("GET", "/asterisk/info")
         return info
+
+    # -- stored recordings and dialplan originates (any service may call these) -------------
+
+    async def stored_recording_file(self, name: str) -> bytes:
+        """The audio of a finished recording (GET /recordings/stored/{name}/file)."""
+        if self._http is None:
+            raise RuntimeError("AriClient is closed (or was never started)")
+        path = f"/recordings/stored/{quote(name, safe='')}/file"
+        try:
+            status, raw = await self._http.request("GET", f"/ari{path}")
+        except HttpError as exc:
+            raise AriError(0, str(exc), "GET", path) from exc
+        if status >= 400:
+            error = AriNotFound if status == 404 else AriError
+            raise error(status, raw.decode(errors="replace")[:200], "GET", path)
+        return raw
+
+    async def delete_stored_recording(self, name: str) -> bool:
+        """Delete a finished recording; False if it was gone already."""
+        try:
+            await self.request("DELETE", f"/recordings/stored/{quote(name, safe='')}")
+        except AriNotFound:
+            return False
+        return True
+
+    async def originate_to_dialplan(
+        self,
+        endpoint: str,
+        *,
+        context: str,
+        extension: str,
+        channel_id: str,
+        variables: Mapping[str, str] | None = None,
+        priority: int = 1,
+        timeout_s: int = 10,
+    ) -> None:
+        """Originate a channel that runs dialplan, not Stasis (e.g. a Local channel running a
+        dialplan-only application such as PJSIPNotify)."""
+        await self.request(
+            "POST",
+            f"/channels/{channel_id}",
+            params={
+                "endpoint": endpoint,
+                "context": context,
+                "extension": extension,
+                "priority": priority,
+                "timeout": timeout_s,
+            },
+            body={"variables": dict(variables or {})},
+        )

@@ -137,6 +137,29 @@ class BridgeDestroyed(AriEvent):
     bridge: Bridge
 
 
+class LiveRecording(_Model):
+    name: str
+    format: str = ""
+    target_uri: str = ""
+    state: str = ""
+    duration: int | None = None  # seconds, once finished
+    talking_duration: int | None = None
+    silence_duration: int | None = None
+    cause: str = ""
+
+
+class RecordingStarted(AriEvent):
+    recording: LiveRecording
+
+
+class RecordingFinished(AriEvent):
+    recording: LiveRecording
+
+
+class RecordingFailed(AriEvent):
+    recording: LiveRecording
+
+
 EVENT_TYPES: dict[str, type[AriEvent]] = {
     cls.__name__: cls
     for cls in (
@@ -152,6 +175,9 @@ EVENT_TYPES: dict[str, type[AriEvent]] = {
         ChannelEnteredBridge,
         ChannelLeftBridge,
         BridgeDestroyed,
+        RecordingStarted,
+        RecordingFinished,
+        RecordingFailed,
     )
 }
 
