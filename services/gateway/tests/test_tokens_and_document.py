@@ -206,3 +206,8 @@ def test_users_reach_only_themselves_through_self_operations() -> None:
     with pytest.raises(ApiError) as other:
         authorise(op, me, {"tenant_id": "t1", "user_id": "u8"})
     assert other.value.status == 404
+
+
+def test_an_operation_may_ask_for_a_longer_forward_timeout() -> None:
+    assert document().by_id["getThing"].timeout_s is None
+    assert document(**{"x-ringwise-timeout-s": 120}).by_id["getThing"].timeout_s == 120.0

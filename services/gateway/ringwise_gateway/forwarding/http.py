@@ -159,7 +159,7 @@ def forwarding_handler(
             if replay is not None:
                 return to_response(replay)
         try:
-            reply = await forward(nc_of(), op.service, call, timeout_s)
+            reply = await forward(nc_of(), op.service, call, op.timeout_s or timeout_s)
         except BaseException:
             if claim is not None:
                 await idempotency_of().abandon(claim)

@@ -76,6 +76,9 @@ class Operation:
     body_media: frozenset[str]
     body_validator: Draft202012Validator | None
     idempotent_post: bool = field(default=True)
+    # x-ringwise-timeout-s: how long the owning service may take (e.g. a bulk import);
+    # None = the gateway's forward_timeout_s.
+    timeout_s: float | None = None
 
     @property
     def tenant_scoped(self) -> bool:
@@ -192,4 +195,7 @@ class OpenApiDocument:
                     body_required=bool(body.get("required", False)),
                     body_media=frozenset(content),
                     body_validator=_validator(json_schema, components) if json_schema else None,
+                    timeout_s=float(spec["x-ringwise-timeout-s"])
+                    if "x-ringwise-timeout-s" in spec
+                    else None,
                 )
