@@ -114,6 +114,8 @@ async def start_directory(
         list_sip,
     )
     await server.serve_api("directory", build_router(stores))
+    # After a crash, changes stored but never announced: routing starts over from the data.
+    await nc.publish(subjects.DIRECTORY_STARTED, b"")
     running = DirectoryService(stores, server)
     if run_lifecycle:
         running.lifecycle = asyncio.create_task(

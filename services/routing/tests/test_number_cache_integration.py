@@ -151,3 +151,38 @@ async def test_two_routing_instances_share_redis_and_both_forget_a_changed_numbe
         await first.stop()
         await second.stop()
         await sub.unsubscribe()
+
+
+async def test_a_directory_that_restarted_empties_the_cache(
+    links: tuple[NatsClient, aioredis.Redis],
+) -> None:
+    """A directory that crashed between storing a change and announcing it says so when it
+    starts again; routing then trusts nothing it cached (Redis and in-process)."""
+    nc, redis = links
+    owner = {"+15550100": "alice", "+15550101": "bob"}
+    asked: list[str] = []
+
+    async def directory(req: resolve_pb2.ResolveNumberRequest) -> Reply:
+        asked.append(req.number)
+        return Reply(status=Reply.STATUS_FOUND, tenant_id="acme", user_id=owner[req.number])
+
+    sub = await serve_directory(nc, directory)
+    numbers = NumberDirectory(nc, redis, ttl_s=300, negative_ttl_s=30, local_ttl_s=60)
+    await numbers.start()
+    try:
+        for number in owner:
+            await numbers.resolve(number)
+        owner["+15550100"] = "carol"  # stored, never announced: the directory crashed
+        cached = await numbers.resolve("+15550100")
+        assert isinstance(cached, Reply) and cached.user_id == "alice"
+        await nc.publish(subjects.DIRECTORY_STARTED, b"")
+        for _ in range(100):
+            if not await redis.exists(cache_key("+15550100"), cache_key("+15550101")):
+                break
+            await asyncio.sleep(0.02)
+        fresh = await numbers.resolve("+15550100")
+        assert isinstance(fresh, Reply) and fresh.user_id == "carol"
+        assert asked.count("+15550100") == 2
+    finally:
+        await numbers.stop()
+        await sub.unsubscribe()

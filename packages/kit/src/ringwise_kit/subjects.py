@@ -29,6 +29,10 @@ DLQ_EVENTS = f"{PREFIX}.dlq.>"
 DIRECTORY_RESOLVE_NUMBER = f"{PREFIX}.directory.resolve_number"
 DIRECTORY_CHANGES = f"{PREFIX}.directory.*.number_changed"
 DIRECTORY_AUTHENTICATE = f"{PREFIX}.directory.authenticate"
+# Published (empty body) each time a directory instance starts: a change it stored just before
+# a crash may never have been announced, so routing drops its number cache and re-applies
+# every SIP device.
+DIRECTORY_STARTED = f"{PREFIX}.directory.started"
 DIRECTORY_LIST_SIP_DEVICES = f"{PREFIX}.directory.list_sip_devices"
 DIRECTORY_SIP_DEVICE_CHANGES = f"{PREFIX}.directory.*.sip_device_changed"
 # Credit authorisation for chargeable calls (proto ringwise.billing.v1; queue group "billing").

@@ -52,6 +52,7 @@ class NumberDirectory:
         self._negative_ttl_s = negative_ttl_s
         self._timeout_s = timeout_s
         self._subscription: Subscription | None = None
+        self._started_subscription: Subscription | None = None
         self._local_ttl_s = local_ttl_s
         self._local_max_entries = local_max_entries
         self._local: dict[str, tuple[float, Reply]] = {}
@@ -60,10 +61,31 @@ class NumberDirectory:
         self._subscription = await self._nc.subscribe(
             subjects.DIRECTORY_CHANGES, cb=self._on_number_changed
         )
+        self._started_subscription = await self._nc.subscribe(
+            subjects.DIRECTORY_STARTED, cb=self._on_directory_started
+        )
 
     async def stop(self) -> None:
         if self._subscription:
             await self._subscription.unsubscribe()
+        if self._started_subscription:
+            await self._started_subscription.unsubscribe()
+
+    async def _on_directory_started(self, _msg: Msg) -> None:
+        """A directory instance (re)started: a change it stored just before a crash may never
+        have been announced, so nothing cached can be trusted."""
+        await self.forget_all()
+
+    async def forget_all(self) -> int:
+        self._local.clear()
+        dropped = 0
+        try:
+            async for key in self._redis.scan_iter(match=cache_key("*"), count=500):
+                dropped += int(await self._redis.delete(key))
+        except Exception as exc:
+            log.warning("number_cache_flush_failed", error=repr(exc))
+        log.info("number_cache_flushed", entries=dropped)
+        return dropped
 
     async def _on_number_changed(self, msg: Msg) -> None:
         change = resolve_pb2.NumberChanged()

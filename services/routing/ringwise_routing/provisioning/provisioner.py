@@ -52,6 +52,7 @@ class Provisioner:
         self.resync_s = resync_s
         self.directory_timeout_s = directory_timeout_s
         self._sub: Any = None
+        self._started_sub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._resync_lock = asyncio.Lock()
         self._resync_wanted = asyncio.Event()
@@ -61,14 +62,19 @@ class Provisioner:
         self._sub = await self.nc.subscribe(
             subjects.DIRECTORY_SIP_DEVICE_CHANGES, cb=self._on_change
         )
+        # A directory that crashed may not have announced its last changes: re-apply them all.
+        self._started_sub = await self.nc.subscribe(
+            subjects.DIRECTORY_STARTED, cb=self._on_directory_started
+        )
         # Run after every ARI (re)connect; in the background, so call events are not held up.
         self.ari.on_connected(self._request_resync)
         self._spawn(self._resync_loop())
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        for sub in (self._sub, self._started_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -79,6 +85,9 @@ class Provisioner:
         task.add_done_callback(self._tasks.discard)
 
     async def _request_resync(self) -> None:
+        self._resync_wanted.set()
+
+    async def _on_directory_started(self, _msg: Msg) -> None:
         self._resync_wanted.set()
 
     async def _resync_loop(self) -> None:
