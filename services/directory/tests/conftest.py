@@ -1,8 +1,8 @@
 """Fixtures of the directory's tests (the harness itself: directory_harness.py).
 
 The in-process directory answers on the real directory subjects, so these tests must run
-before anything starts the whole platform (whose directory would share the queue group):
-pytest runs services/ before tests/ (testpaths order).
+before anything starts the whole platform (whose directory would share the queue group): the
+ringwise_dev pytest plugin runs every test on the platform last.
 """
 
 from __future__ import annotations

@@ -50,3 +50,13 @@ async def platform(infra: Infra, test_data_dir: Path) -> AsyncIterator[LocalPlat
     await local.start()
     yield local
     await local.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the whole platform run after the others, whatever order they were given in.
+
+    Some integration tests serve a service in-process, or a stand-in for one, on the real
+    subjects of the shared NATS (e.g. a directory answering resolve_number). Once the platform
+    is up, its own services share those queue groups and would answer some of their requests.
+    """
+    items.sort(key=lambda item: "platform" in getattr(item, "fixturenames", ()))
