@@ -4,6 +4,7 @@ operation to its owning service over NATS request/reply (docs/api.md)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -26,6 +27,7 @@ from ringwise_gateway.settings import GatewaySettings
 log = get_logger(__name__)
 
 IDEMPOTENCY_KEY = web.AppKey("idempotency", IdempotencyStore)
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 REQUESTS = Histogram(
     "ringwise_gateway_request_seconds",
     "Gateway requests by operation and status",
@@ -38,7 +40,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as problem+json; nothing unexpected leaks internals."""
-    request_id = request.headers.get("X-Request-Id", "")[:64] or new_request_id()
+    # A caller's own request id is kept (for their correlation) only if it is a plain token.
+    offered = request.headers.get("X-Request-Id", "")
+    request_id = offered if REQUEST_ID.fullmatch(offered) else new_request_id()
     request[REQUEST_ID_KEY] = request_id
     started = time.perf_counter()
     operation = request.match_info.route.name or "unmatched"

@@ -426,3 +426,12 @@ async def test_a_reply_with_a_charset_passes_through(gateway: str) -> None:
         assert resp.status == 200
         assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
         assert await resp.text() == "id\n"
+
+
+async def test_request_ids_are_echoed_only_when_they_are_plain_tokens(gateway: str) -> None:
+    async with ClientSession() as s:
+        mine = await s.get(f"{gateway}/v1/openapi.json", headers={"X-Request-Id": "abc-123"})
+        assert mine.headers["X-Request-Id"] == "abc-123"
+        odd = await s.get(f"{gateway}/v1/openapi.json", headers={"X-Request-Id": 'a b"<x>'})
+        assert odd.headers["X-Request-Id"] not in ("", 'a b"<x>')
+        assert len(odd.headers["X-Request-Id"]) == 32
