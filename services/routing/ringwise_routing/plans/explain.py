@@ -73,3 +73,30 @@ def explain(
     """The plan a call from `caller` at `at` would get, with every reason, as plain JSON."""
     context = context or PlanContext(tenant=TenantPolicy(profile.tenant_id))
     return plan_to_dict(plan_call(profile, caller, at, context), caller, at)
+
+
+def step_summary(step: Step) -> str:
+    """One short line per step, for logs and table-driven tests."""
+    if isinstance(step, Screen):
+        password = " password" if step.password else ""
+        return "screen" + (" name" if step.ask_name else "") + password
+    if isinstance(step, Ring):
+        legs = ",".join(f"{leg.terminal_id}/{leg.timeout_s}" for leg in step.legs)
+        return f"ring {step.mode.value} {legs}" + (" whisper" if step.whisper else "")
+    if isinstance(step, Play):
+        return "play " + " ".join(step.media)
+    if isinstance(step, Voicemail):
+        return f"voicemail {step.greeting}"
+    if isinstance(step, Divert):
+        return f"divert {step.kind.value} {step.target}"
+    if isinstance(step, Reject):
+        return f"reject {step.cause}"
+    raise TypeError(f"not a plan step: {step!r}")
+
+
+def plan_summary(plan: CallPlan) -> list[str]:
+    return [step_summary(s) for s in plan.steps]
+
+
+def reason_codes(plan: CallPlan) -> list[str]:
+    return [r.code for r in plan.reasons]
