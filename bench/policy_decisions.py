@@ -240,9 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = plan_call(profile, caller, at, context)
         final = type(plan.final).__name__ + (" after ringing" if plan.rung_terminals() else "")
         kinds[final] = kinds.get(final, 0) + 1
-    print(
-        "plans ending in (first 5000 calls): " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
-    )
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+    print(f"plans ending in (first 5000 calls): {outcomes}")
 
     base = report("(a) today's decide() (ring devices)", measure(today, count), None)
     p99 = report("(b) plan_call() policy engine", measure(engine, count), base)
