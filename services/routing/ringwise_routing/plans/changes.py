@@ -1,0 +1,99 @@
+"""Changes a user makes to their own routing, by API, app or feature code from their phone
+(seed 001 "Set your location using your telephone"): pure functions from a profile to a new
+profile, or field errors. The caller stores the result (and announces it) after checking it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from .engine import normalize_number
+from .model import (
+    MAX_TERMINALS,
+    DeviceStatus,
+    LocationKind,
+    ManualState,
+    RoutingProfile,
+    Terminal,
+)
+from .validation import FieldError
+
+TEMP_TERMINAL_ID = "t-temp"
+
+
+def set_state(
+    profile: RoutingProfile, state: str, until: datetime | None = None
+) -> RoutingProfile | list[FieldError]:
+    """Choose an availability state by hand (until `until`, or until changed)."""
+    errors: list[FieldError] = []
+    if state not in profile.states:
+        errors.append(FieldError("state", f"unknown availability state {state}"))
+    if until is not None and until.tzinfo is None:
+        errors.append(FieldError("until", "give a time zone (or UTC)"))
+    if errors:
+        return errors
+    return replace(profile, manual=ManualState(state, until))
+
+
+def follow_schedule(profile: RoutingProfile) -> RoutingProfile:
+    """Drop the manual choice: the work schedule (or the default state) applies again."""
+    return replace(profile, manual=None)
+
+
+def set_temporary_location(
+    profile: RoutingProfile, calling_number: str, *, ring_timeout_s: int = 30
+) -> RoutingProfile | list[FieldError]:
+    """Make the phone the user is calling from their Temp location and ring it first in
+    every state that rings anyone (the seed's "automatically detect the phone number you are
+    calling from"). Logging in again clears a hot-desk log-out."""
+    number = normalize_number(calling_number)
+    if not number.startswith("+") or len(number) < 8:
+        return [FieldError("number", f"{calling_number!r} is not a full international number")]
+    others = tuple(t for t in profile.terminals if t.terminal_id != TEMP_TERMINAL_ID)
+    if len(others) >= MAX_TERMINALS:
+        return [FieldError("terminals", f"already {MAX_TERMINALS} terminals: remove one first")]
+    temp = Terminal(TEMP_TERMINAL_ID, LocationKind.TEMP, number, ring_timeout_s)
+    states = {
+        name: replace(
+            state,
+            terminal_ids=(
+                TEMP_TERMINAL_ID,
+                *(t for t in state.terminal_ids if t != TEMP_TERMINAL_ID),
+            )[:MAX_TERMINALS],
+        )
+        if state.terminal_ids
+        else state
+        for name, state in profile.states.items()
+    }
+    return replace(profile, terminals=(*others, temp), states=states, logged_out=False)
+
+
+def clear_temporary_location(profile: RoutingProfile) -> RoutingProfile:
+    states = {
+        name: replace(
+            state, terminal_ids=tuple(t for t in state.terminal_ids if t != TEMP_TERMINAL_ID)
+        )
+        for name, state in profile.states.items()
+    }
+    terminals = tuple(t for t in profile.terminals if t.terminal_id != TEMP_TERMINAL_ID)
+    return replace(profile, terminals=terminals, states=states)
+
+
+def log_out(profile: RoutingProfile) -> RoutingProfile:
+    """Location "None" / hot-desk log-out: every call goes to voicemail until logged in."""
+    return replace(profile, logged_out=True)
+
+
+def log_in(profile: RoutingProfile) -> RoutingProfile:
+    return replace(profile, logged_out=False)
+
+
+def remove_device(profile: RoutingProfile, terminal_id: str) -> RoutingProfile:
+    """A device deleted in the directory: kept as DELETED so the engine never rings it, and
+    the profile stays valid until the user edits it."""
+    terminals = tuple(
+        replace(t, status=DeviceStatus.DELETED) if t.terminal_id == terminal_id else t
+        for t in profile.terminals
+    )
+    return replace(profile, terminals=terminals)
