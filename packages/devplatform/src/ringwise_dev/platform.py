@@ -7,6 +7,8 @@ Used by `ringwise-dev up` (base port 20000, data under .run/dev) and by the pyte
 from __future__ import annotations
 
 import asyncio
+import base64
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,9 @@ class LocalPlatform:
         self.sipp = SippWorkspace.for_asterisk(self.asterisk)
         self.fixture_path = write_fixture(ports, self.data_dir / "directory-fixture.json")
         self.log_level = log_level
+        # The recording archive's platform key-encryption key (fresh per instance).
+        self.recording_platform_key = base64.b64encode(secrets.token_bytes(32)).decode()
+        self.recordings_bucket = "ringwise-recordings"
         self.services: dict[str, ManagedProcess] = {
             name: service_process(name, ports, self.data_dir / "logs", self.service_env(name))
             for name in SERVICES
@@ -52,7 +57,7 @@ class LocalPlatform:
             "RINGWISE_REDIS_URL": endpoints.redis_url,
             "RINGWISE_MONGO_URL": endpoints.mongo_url,
         }
-        if name == "routing":
+        if name in ("routing", "recording"):
             env |= {
                 "RINGWISE_ARI_URL": self.asterisk.ari_url,
                 "RINGWISE_ARI_USER": self.asterisk.ari_user,
@@ -61,6 +66,16 @@ class LocalPlatform:
             }
         if name == "directory":
             env["RINGWISE_DIRECTORY_FIXTURE"] = str(self.fixture_path)
+        if name == "recording":
+            env |= {
+                "RINGWISE_S3_ENDPOINT": endpoints.s3_endpoint,
+                "RINGWISE_S3_ACCESS_KEY": endpoints.s3_access_key,
+                "RINGWISE_S3_SECRET_KEY": endpoints.s3_secret_key,
+                "RINGWISE_S3_REGION": endpoints.s3_region,
+                "RINGWISE_RECORDINGS_BUCKET": self.recordings_bucket,
+                "RINGWISE_RECORDINGS_BUCKET_CREATE": "true",
+                "RINGWISE_RECORDING_PLATFORM_KEY": self.recording_platform_key,
+            }
         return env
 
     def service_url(self, name: str, path: str = "") -> str:

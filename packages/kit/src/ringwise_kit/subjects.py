@@ -21,6 +21,13 @@ CALL_ROUTED = "routed"
 CALL_ANSWERED = "answered"
 CALL_ENDED = "ended"
 
+# JetStream stream of recording events (services/recording archives what routing recorded).
+RECORDINGS_STREAM = "RECORDINGS"
+# Five tokens exactly, so the policy request subject (four tokens) stays out of the stream.
+RECORDING_EVENTS = f"{PREFIX}.recording.*.*"
+RECORDING_FINISHED = "finished"
+RECORDING_ARCHIVED = "archived"
+
 # Dead letters: messages a durable consumer gave up on after N failed deliveries.
 DLQ_STREAM = "DLQ"
 DLQ_EVENTS = f"{PREFIX}.dlq.>"
@@ -28,6 +35,7 @@ DLQ_EVENTS = f"{PREFIX}.dlq.>"
 # Request/reply.
 DIRECTORY_RESOLVE_NUMBER = f"{PREFIX}.directory.resolve_number"
 DIRECTORY_CHANGES = f"{PREFIX}.directory.*.number_changed"
+RECORDING_POLICY = f"{PREFIX}.recording.policy"
 
 
 def tenant_token(tenant_id: str) -> str:
@@ -45,6 +53,14 @@ def call_event(tenant_id: str, event: str) -> str:
 def call_events_of_kind(event: str) -> str:
     """Filter subject for one kind of call event across all tenants."""
     return f"{PREFIX}.call.*.{event}"
+
+
+def recording_event(tenant_id: str, event: str) -> str:
+    return f"{PREFIX}.recording.{tenant_token(tenant_id)}.{event}"
+
+
+def recording_events_of_kind(event: str) -> str:
+    return f"{PREFIX}.recording.*.{event}"
 
 
 def dead_letter(consumer: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,43 @@ def add_to_bridge(bridge_id: str, channel_ids: Sequence[str]) -> RestCall:
 
 def destroy_bridge(bridge_id: str) -> RestCall:
     return RestCall("DELETE", f"/bridges/{bridge_id}")
+
+
+def record_bridge(
+    bridge_id: str,
+    name: str,
+    *,
+    fmt: str = "wav",
+    beep: bool = False,
+    if_exists: str = "fail",
+) -> RestCall:
+    """Record a bridge's mixed audio as stored recording `name` (until the bridge ends)."""
+    params = {"name": name, "format": fmt, "beep": str(beep).lower(), "ifExists": if_exists}
+    return RestCall("POST", f"/bridges/{bridge_id}/record", params)
+
+
+def snoop(channel_id: str, snoop_id: str, app: str, *, spy: str = "in") -> RestCall:
+    """A snoop channel hearing one direction of a channel (dual-channel recording)."""
+    params = {"app": app, "spy": spy, "whisper": "none", "snoopId": snoop_id}
+    return RestCall("POST", f"/channels/{channel_id}/snoop", params)
+
+
+def record_channel(
+    channel_id: str, name: str, *, fmt: str = "wav", if_exists: str = "fail"
+) -> RestCall:
+    params = {"name": name, "format": fmt, "ifExists": if_exists}
+    return RestCall("POST", f"/channels/{channel_id}/record", params)
+
+
+def stop_recording(name: str) -> RestCall:
+    """Stop a live recording and keep its file."""
+    return RestCall("POST", f"/recordings/live/{quote(name, safe='')}/stop")
+
+
+def cancel_recording(name: str) -> RestCall:
+    """Stop a live recording and discard its file."""
+    return RestCall("DELETE", f"/recordings/live/{quote(name, safe='')}")
+
+
+def delete_stored_recording(name: str) -> RestCall:
+    return RestCall("DELETE", f"/recordings/stored/{quote(name, safe='')}")

@@ -13,8 +13,9 @@ import inspect
 import json
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
@@ -106,14 +107,18 @@ class AriClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    async def start(self) -> None:
-        """Open the HTTP session and keep the event WebSocket connected in the background."""
+    async def start(self, *, events: bool = True) -> None:
+        """Open the HTTP session and keep the event WebSocket connected in the background.
+
+        events=False: REST only (a service that fetches stored recordings must not open a
+        second WebSocket on the Stasis app that routing owns)."""
         # aiohttp carries the event WebSocket; REST goes through the lean keep-alive client.
         self._session = aiohttp.ClientSession(headers=self._auth_header, timeout=self._timeout)
         self._http = KeepAliveHttp(
             self.base_url, self._auth_header, timeout_s=self._request_timeout_s
         )
-        self._ws_task = asyncio.create_task(self._ws_loop(), name="ari-events")
+        if events:
+            self._ws_task = asyncio.create_task(self._ws_loop(), name="ari-events")
 
     async def wait_connected(self, timeout_s: float = 10.0) -> None:
         await asyncio.wait_for(self._connected.wait(), timeout_s)
@@ -361,6 +366,30 @@ class AriClient:
     async def destroy_bridge(self, bridge_id: str) -> None:
         with contextlib.suppress(AriNotFound):
             await self.call(calls.destroy_bridge(bridge_id))
+
+    async def stored_recording_file(
+        self, name: str, *, chunk_bytes: int = 1 << 20, read_timeout_s: float = 30.0
+    ) -> AsyncIterator[bytes]:
+        """Stream a stored recording's file (GET /recordings/stored/{name}/file) in chunks,
+        never holding the whole file. Raises AriNotFound if there is no such recording."""
+        if self._session is None:
+            raise RuntimeError("AriClient is closed (or was never started)")
+        path = f"/recordings/stored/{quote(name, safe='')}/file"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=read_timeout_s)
+        async with self._session.get(f"{self.base_url}/ari{path}", timeout=timeout) as resp:
+            if resp.status >= 400:
+                error = AriNotFound if resp.status == 404 else AriError
+                raise error(resp.status, await resp.text(), "GET", path)
+            async for chunk in resp.content.iter_chunked(chunk_bytes):
+                yield chunk
+
+    async def delete_stored_recording(self, name: str) -> bool:
+        """Delete a stored recording; False if it was already gone."""
+        try:
+            await self.call(calls.delete_stored_recording(name))
+        except AriNotFound:
+            return False
+        return True
 
     async def asterisk_info(self) -> dict[str, Any]:
         info: dict[str, Any] = await self.request("GET", "/asterisk/info")

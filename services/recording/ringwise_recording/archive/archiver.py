@@ -1,0 +1,277 @@
+"""Takes one finished recording from Asterisk into the WORM archive, exactly once.
+
+Stream from ARI -> SHA-256 + chunked AES-256-GCM (envelope.py) -> S3 multipart upload, with a
+bounded number of parts in flight (memory stays flat in the file's size) -> verify the stored
+version (size, multipart ETag computed locally, COMPLIANCE lock, retain-until, SSE) -> only
+then delete the file from Asterisk.
+
+Every step is recorded in the recording's Mongo document before the next one starts, so a
+redelivered event (after SIGKILL, a lost ack, an S3 outage) resumes instead of starting over:
+an object version is never created twice, and the Asterisk file is never deleted before its
+archived copy is verified (store.py lists the states).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from ringwise.events.v1 import recording_pb2
+from ringwise_kit.bus import PermanentError
+from ringwise_kit.events import from_timestamp
+from ringwise_kit.logs import bind_call, get_logger
+
+from ringwise_recording.archive.bucket import LOCK_MODE, SSE, WormBucket, error_code, multipart_etag
+from ringwise_recording.archive.envelope import Sealer, WrappingKey
+from ringwise_recording.recordings import store as states
+from ringwise_recording.recordings.store import Doc, RecordingStore
+
+log = get_logger(__name__)
+
+MIN_PART_BYTES = 5 * 1024 * 1024  # S3's minimum for every part but the last
+Clock = Callable[[], datetime]
+
+
+class RecordingSource(Protocol):
+    """Where finished recordings wait (Asterisk's stored recordings, over ARI)."""
+
+    def stream(self, name: str) -> AsyncIterator[bytes]: ...
+
+    async def delete(self, name: str) -> bool: ...
+
+
+class SourceMissing(Exception):
+    """The recording is not (or no longer) on Asterisk."""
+
+
+class KeyResolver(Protocol):
+    async def wrapping_key(self, tenant_id: str) -> WrappingKey: ...
+
+
+class VerificationFailed(Exception):
+    pass
+
+
+def object_key(tenant_id: str, started_at: datetime, recording_id: str) -> str:
+    return f"{tenant_id}/{started_at:%Y/%m/%d}/{recording_id}.rwrec"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _seconds(moment: datetime) -> datetime:
+    return moment.replace(microsecond=0)
+
+
+class Archiver:
+    def __init__(
+        self,
+        store: RecordingStore,
+        bucket: WormBucket,
+        source: RecordingSource,
+        keys: KeyResolver,
+        *,
+        part_bytes: int = 8 * 1024 * 1024,
+        parts_in_flight: int = 2,
+        default_retention_days: int = 365,
+        clock: Clock = utc_now,
+    ) -> None:
+        if part_bytes < MIN_PART_BYTES:
+            raise ValueError(f"parts must be at least {MIN_PART_BYTES} bytes")
+        self._store = store
+        self._bucket = bucket
+        self._source = source
+        self._keys = keys
+        self._part_bytes = part_bytes
+        self._parts_in_flight = max(1, parts_in_flight)
+        self._default_retention_days = default_retention_days
+        self._clock = clock
+
+    def new_document(self, event: recording_pb2.RecordingFinished) -> Doc:
+        header = event.header
+        started = from_timestamp(event.started_at) or from_timestamp(header.occurred_at)
+        ended = from_timestamp(event.ended_at) or started
+        if not event.recording_id or not event.asterisk_name or started is None or ended is None:
+            raise PermanentError("RecordingFinished lacks recording_id, asterisk_name or times")
+        days = event.retention_days or self._default_retention_days
+        # Whole seconds: S3 keeps retain-until at second precision.
+        retain_until = _seconds(ended + timedelta(days=days)) + timedelta(seconds=1)
+        parties = [p for p in (event.from_number, event.to_number) if p]
+        return {
+            "_id": event.recording_id,
+            "tenant_id": header.tenant_id,
+            "call_id": header.call_id,
+            "source": event.source or "call",
+            "mode": recording_pb2.RecordingMode.Name(event.mode),
+            "layout": recording_pb2.ChannelLayout.Name(event.layout),
+            "party": event.party,
+            "user_id": event.user_id,
+            "team_id": event.team_id,
+            "from_number": event.from_number,
+            "to_number": event.to_number,
+            "parties": parties,
+            "started_at": started,
+            "ended_at": ended,
+            "duration_ms": int((ended - started).total_seconds() * 1000),
+            "format": event.format or "wav",
+            "asterisk_name": event.asterisk_name,
+            "retention_days": days,
+            "retain_until": retain_until,
+            "bucket": self._bucket.name,
+            "object_key": object_key(header.tenant_id or "_", started, event.recording_id),
+            "legal_hold": False,
+            "state": states.UPLOADING,
+            "created_at": self._clock(),
+        }
+
+    async def archive(self, event: recording_pb2.RecordingFinished) -> Doc:
+        """Archive one recording (idempotent on its id); returns its final document."""
+        doc = await self._store.get(event.recording_id)
+        if doc is None:
+            fresh = self.new_document(event)
+            if not await self._store.create(fresh):
+                doc = await self._store.get(event.recording_id)
+            doc = doc or fresh
+        with bind_call(doc["call_id"], tenant_id=doc["tenant_id"] or None):
+            return await self._advance(doc)
+
+    async def _advance(self, doc: Doc) -> Doc:
+        started_in = doc["state"]
+        if doc["state"] == states.UPLOADING:
+            doc = await self._upload(doc)
+        if doc["state"] == states.COMPLETING:
+            doc = await self._complete(doc)
+            if doc["state"] == states.UPLOADING:  # the open upload was lost: start over
+                doc = await self._upload(doc)
+                doc = await self._complete(doc)
+        if doc["state"] == states.UPLOADED:
+            doc = await self._verify(doc)
+        if doc["state"] == states.VERIFIED:
+            await self._source.delete(doc["asterisk_name"])
+            doc = await self._set(doc, state=states.ARCHIVED, archived_at=self._clock())
+            log.info(
+                "recording_archived",
+                recording_id=doc["_id"],
+                bytes=doc["size"],
+                object_key=doc["object_key"],
+                version_id=doc["version_id"],
+                resumed_from=started_in if started_in != states.UPLOADING else None,
+            )
+        elif doc["state"] == states.ARCHIVED:
+            # A redelivery after the archive finished: make sure Asterisk's copy is gone.
+            await self._source.delete(doc["asterisk_name"])
+        return doc
+
+    async def _set(self, doc: Doc, **changes: Any) -> Doc:
+        updated = await self._store.update(doc["_id"], changes)
+        if updated is None:
+            raise RuntimeError(f"recording {doc['_id']} vanished from the store")
+        return updated
+
+    async def _upload(self, doc: Doc) -> Doc:
+        key = doc["object_key"]
+        # Leftovers of an attempt that died before recording its upload id, or mid-parts.
+        await self._bucket.abort_uploads(key)
+        if await self._bucket.versions(key):
+            # Only _complete creates a version, and only after COMPLETING is recorded.
+            raise PermanentError(f"{key} has a version the archive did not record")
+        wrapping = await self._keys.wrapping_key(doc["tenant_id"])
+        sealer = Sealer(wrapping, doc["_id"])
+        upload_id = await self._bucket.start_upload(
+            key,
+            doc["retain_until"],
+            {"recording-id": doc["_id"], "tenant-id": doc["tenant_id"], "key-id": sealer.key_id},
+        )
+        doc = await self._set(doc, upload_id=upload_id, key_mode=sealer.mode, key_id=sealer.key_id)
+        cipher_sha = hashlib.sha256()
+        cipher_size = 0
+        part_md5s: list[bytes] = []
+        uploads: list[asyncio.Task[str]] = []
+        in_flight = asyncio.Semaphore(self._parts_in_flight)
+        buffer = bytearray()
+
+        async def send(part: bytes) -> None:
+            nonlocal cipher_size
+            cipher_sha.update(part)
+            cipher_size += len(part)
+            part_md5s.append(hashlib.md5(part).digest())
+            number = len(part_md5s)
+            await in_flight.acquire()
+
+            async def upload() -> str:
+                try:
+                    return await self._bucket.upload_part(key, upload_id, number, part)
+                finally:
+                    in_flight.release()
+
+            uploads.append(asyncio.create_task(upload()))
+
+        try:
+            try:
+                async for data in self._source.stream(doc["asterisk_name"]):
+                    buffer += sealer.feed(data)
+                    while len(buffer) >= self._part_bytes:
+                        await send(bytes(buffer[: self._part_bytes]))
+                        del buffer[: self._part_bytes]
+            except SourceMissing:
+                await self._bucket.abort_uploads(key)
+                raise PermanentError(
+                    f"recording {doc['asterisk_name']} is not on Asterisk and not archived"
+                ) from None
+            buffer += sealer.finish()
+            await send(bytes(buffer))
+            buffer.clear()
+            etags = list(await asyncio.gather(*uploads))
+        except BaseException:
+            for task in uploads:
+                task.cancel()
+            raise
+        return await self._set(
+            doc,
+            state=states.COMPLETING,
+            part_etags=etags,
+            expected_etag=multipart_etag(part_md5s),
+            sha256=sealer.plain_sha256,
+            size=sealer.plain_length,
+            ciphertext_sha256=cipher_sha.hexdigest(),
+            ciphertext_size=cipher_size,
+        )
+
+    async def _complete(self, doc: Doc) -> Doc:
+        key = doc["object_key"]
+        for version in await self._bucket.versions(key):
+            if version.get("ETag") == doc["expected_etag"]:
+                # complete ran before a crash: adopt that version, never make a second.
+                return await self._set(doc, state=states.UPLOADED, version_id=version["VersionId"])
+        try:
+            version_id = await self._bucket.complete_upload(
+                key, doc["upload_id"], doc["part_etags"]
+            )
+        except Exception as exc:
+            if error_code(exc) != "NoSuchUpload":
+                raise
+            log.warning("recording_upload_lost", recording_id=doc["_id"])
+            return await self._set(doc, state=states.UPLOADING)
+        return await self._set(doc, state=states.UPLOADED, version_id=version_id)
+
+    async def _verify(self, doc: Doc) -> Doc:
+        stored = await self._bucket.state(doc["object_key"], doc["version_id"])
+        problems = []
+        if stored.size != doc["ciphertext_size"]:
+            problems.append(f"size {stored.size} != {doc['ciphertext_size']}")
+        if stored.etag != doc["expected_etag"]:
+            problems.append(f"etag {stored.etag} != {doc['expected_etag']}")
+        if stored.lock_mode != LOCK_MODE:
+            problems.append(f"lock mode {stored.lock_mode or 'none'}")
+        until = stored.retain_until
+        if until is None or until < doc["retain_until"].replace(tzinfo=UTC) - timedelta(seconds=1):
+            problems.append(f"retain-until {until} before {doc['retain_until']}")
+        if stored.sse != SSE:
+            problems.append(f"server-side encryption {stored.sse or 'none'}")
+        if problems:
+            raise VerificationFailed(f"{doc['object_key']}@{doc['version_id']}: {problems}")
+        return await self._set(doc, state=states.VERIFIED, verified_at=self._clock())

@@ -1,0 +1,126 @@
+"""Recording metadata in Mongo: one document per recording, keyed by recording id.
+
+The document also carries the archive's progress (state), so a redelivered event after a crash
+resumes where the previous attempt stopped instead of storing the recording twice:
+
+    uploading  -> a multipart upload is open (upload_id); parts are being sent
+    completing -> every part is sent; ETags and hashes are recorded; complete may have run
+    uploaded   -> the object version exists (version_id)
+    verified   -> size, ETag, lock mode and retain-until checked against what we sent
+    archived   -> deleted from Asterisk; the recording lives only in the archive now
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+Doc = dict[str, Any]
+
+UPLOADING = "uploading"
+COMPLETING = "completing"
+UPLOADED = "uploaded"
+VERIFIED = "verified"
+ARCHIVED = "archived"
+STATES = (UPLOADING, COMPLETING, UPLOADED, VERIFIED, ARCHIVED)
+
+
+class RecordingStore:
+    def __init__(self, client: AsyncMongoClient[Doc], database: str) -> None:
+        db = client[database]
+        self.recordings: AsyncCollection[Doc] = db.recordings
+        self.tenants: AsyncCollection[Doc] = db.tenant_settings
+
+    async def ensure_indexes(self) -> None:
+        await self.recordings.create_index([("tenant_id", ASCENDING), ("started_at", DESCENDING)])
+        await self.recordings.create_index([("tenant_id", ASCENDING), ("parties", ASCENDING)])
+        await self.recordings.create_index([("tenant_id", ASCENDING), ("user_id", ASCENDING)])
+        await self.recordings.create_index([("tenant_id", ASCENDING), ("team_id", ASCENDING)])
+        await self.recordings.create_index([("state", ASCENDING), ("retain_until", ASCENDING)])
+
+    async def get(self, recording_id: str) -> Doc | None:
+        return await self.recordings.find_one({"_id": recording_id})
+
+    async def get_in_tenant(self, tenant_id: str, recording_id: str) -> Doc | None:
+        return await self.recordings.find_one({"_id": recording_id, "tenant_id": tenant_id})
+
+    async def create(self, doc: Doc) -> bool:
+        """Insert a new recording's document; False if it exists already (a redelivery)."""
+        try:
+            await self.recordings.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def update(self, recording_id: str, changes: Doc) -> Doc | None:
+        return await self.recordings.find_one_and_update(
+            {"_id": recording_id}, {"$set": changes}, return_document=ReturnDocument.AFTER
+        )
+
+    async def search(
+        self,
+        tenant_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        party: str | None = None,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[Doc]:
+        """Archived recordings of a tenant, newest first."""
+        query: Doc = {"tenant_id": tenant_id, "state": ARCHIVED}
+        started: Doc = {}
+        if since is not None:
+            started["$gte"] = since
+        if until is not None:
+            started["$lt"] = until
+        if started:
+            query["started_at"] = started
+        if party:
+            query["parties"] = party
+        if user_id:
+            query["user_id"] = user_id
+        if team_id:
+            query["team_id"] = team_id
+        if after is not None:
+            at, recording_id = after
+            query["$or"] = [
+                {"started_at": {"$lt": at}},
+                {"started_at": at, "_id": {"$lt": recording_id}},
+            ]
+        cursor = self.recordings.find(query).sort([("started_at", DESCENDING), ("_id", DESCENDING)])
+        return await cursor.limit(limit).to_list(length=limit)
+
+    async def sample_archived(self, size: int) -> list[Doc]:
+        pipeline: list[Doc] = [{"$match": {"state": ARCHIVED}}, {"$sample": {"size": size}}]
+        cursor = await self.recordings.aggregate(pipeline)
+        return await cursor.to_list(length=size)
+
+    async def expired(self, now: datetime, limit: int = 500) -> list[Doc]:
+        query = {"state": ARCHIVED, "retain_until": {"$lte": now}, "legal_hold": {"$ne": True}}
+        return await self.recordings.find(query).limit(limit).to_list(length=limit)
+
+    async def delete(self, recording_id: str) -> bool:
+        result = await self.recordings.delete_one({"_id": recording_id})
+        return result.deleted_count == 1
+
+    # -- per-tenant settings (encryption mode, recording policy) --------------------------------
+
+    async def tenant_settings(self, tenant_id: str) -> Doc:
+        return await self.tenants.find_one({"_id": tenant_id}) or {"_id": tenant_id}
+
+    async def put_tenant_settings(self, tenant_id: str, changes: Doc) -> Doc:
+        doc = await self.tenants.find_one_and_update(
+            {"_id": tenant_id},
+            {"$set": changes},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        assert doc is not None
+        return doc
