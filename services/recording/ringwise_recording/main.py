@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from ringwise_kit import bus, service
+from ringwise.events.v1 import recording_pb2
+from ringwise_kit import api, bus, service, subjects
 from ringwise_kit.ari import AriClient
 from ringwise_kit.logs import get_logger
 from ringwise_kit.ops import READINESS_KEY
@@ -18,7 +21,11 @@ from ringwise_recording.archive import consumer
 from ringwise_recording.archive.archiver import Archiver
 from ringwise_recording.archive.bucket import S3Settings, WormBucket
 from ringwise_recording.archive.envelope import PlatformKey
+from ringwise_recording.archive.jobs import Expiry, Verifier, every
 from ringwise_recording.archive.keys import TenantKeys
+from ringwise_recording.recordings import access
+from ringwise_recording.recordings.audit import AuditLog
+from ringwise_recording.recordings.http import RecordingsContext, build_router
 from ringwise_recording.recordings.store import RecordingStore
 from ringwise_recording.settings import RecordingSettings
 
@@ -81,7 +88,45 @@ def archive_ctx(settings: RecordingSettings) -> service.CleanupCtx:
         )
         await archive_consumer.start()
         app[READINESS_KEY].add("consumer:recording-archive", lambda: archive_consumer.connected)
+
+        audit = AuditLog(app[service.MONGO_KEY], settings.recording_db)
+        await audit.ensure_indexes()
+        nc = app[service.NATS_KEY]
+        router = build_router(
+            RecordingsContext(store, audit, bucket, settings.recording_download_url_s)
+        )
+        api_sub = await api.serve_api(nc, "recording", router)
+
+        async def policy_of(
+            req: recording_pb2.RecordingPolicyRequest,
+        ) -> recording_pb2.RecordingPolicy:
+            tenant = await store.tenant_settings(req.tenant_id)
+            return access.resolve_policy(tenant, req.user_id, req.team_id)
+
+        policy_sub = await bus.serve(
+            nc,
+            subjects.RECORDING_POLICY,
+            "recording",
+            recording_pb2.RecordingPolicyRequest,
+            policy_of,
+        )
+        verifier, expiry = Verifier(store, bucket), Expiry(store, bucket)
+        jobs = [
+            asyncio.create_task(
+                every(
+                    settings.recording_verify_interval_s,
+                    lambda: verifier.run(settings.recording_verify_sample),
+                    "verifier",
+                )
+            ),
+            asyncio.create_task(every(settings.recording_expiry_interval_s, expiry.run, "expiry")),
+        ]
         yield
+        for job in jobs:
+            job.cancel()
+        for sub in (api_sub, policy_sub):
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         await archive_consumer.stop()
         await ari.close()
         bucket.close()

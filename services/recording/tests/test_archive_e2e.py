@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,6 +22,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from nats.aio.client import Client as NatsClient
 from pymongo import AsyncMongoClient
+from ringwise_dev.platform import LocalPlatform
+from ringwise_kit import bus
+from ringwise_recording.archive.envelope import EnvelopeError, PlatformKey, fingerprint, open_stream
+
+sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: the helpers are beside us
 from recording_helpers import (
     RECORDING_DB,
     finished_event,
@@ -32,9 +39,6 @@ from recording_helpers import (
     wav_bytes,
     write_big_wav,
 )
-from ringwise_dev.platform import LocalPlatform
-from ringwise_kit import bus
-from ringwise_recording.archive.envelope import EnvelopeError, PlatformKey, fingerprint, open_stream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 

@@ -33,6 +33,7 @@ log = get_logger(__name__)
 
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's minimum for every part but the last
 Clock = Callable[[], datetime]
+MIN_LOCK = timedelta(days=1)
 
 
 class RecordingSource(Protocol):
@@ -100,6 +101,9 @@ class Archiver:
         days = event.retention_days or self._default_retention_days
         # Whole seconds: S3 keeps retain-until at second precision.
         retain_until = _seconds(ended + timedelta(days=days)) + timedelta(seconds=1)
+        # An event archived after its retention already ran out (a long outage, an old SMS)
+        # is still stored locked: S3 refuses a retain-until in the past.
+        retain_until = max(retain_until, _seconds(self._clock()) + MIN_LOCK)
         parties = [p for p in (event.from_number, event.to_number) if p]
         return {
             "_id": event.recording_id,

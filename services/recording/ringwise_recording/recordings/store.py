@@ -72,9 +72,19 @@ class RecordingStore:
         team_id: str | None = None,
         after: tuple[datetime, str] | None = None,
         limit: int = 50,
+        only_user: str | None = None,
+        only_teams: list[str] | None = None,
     ) -> list[Doc]:
-        """Archived recordings of a tenant, newest first."""
+        """Archived recordings of a tenant, newest first. only_user / only_teams restrict the
+        result to what a user or supervisor is entitled to, whatever the filters say."""
         query: Doc = {"tenant_id": tenant_id, "state": ARCHIVED}
+        scope: list[Doc] = []
+        if only_user is not None:
+            scope.append({"user_id": only_user})
+        if only_teams is not None:
+            scope.append({"team_id": {"$in": only_teams}})
+        if scope:
+            query["$and"] = [{"$or": scope}]
         started: Doc = {}
         if since is not None:
             started["$gte"] = since
@@ -90,10 +100,14 @@ class RecordingStore:
             query["team_id"] = team_id
         if after is not None:
             at, recording_id = after
-            query["$or"] = [
-                {"started_at": {"$lt": at}},
-                {"started_at": at, "_id": {"$lt": recording_id}},
-            ]
+            query.setdefault("$and", []).append(
+                {
+                    "$or": [
+                        {"started_at": {"$lt": at}},
+                        {"started_at": at, "_id": {"$lt": recording_id}},
+                    ]
+                }
+            )
         cursor = self.recordings.find(query).sort([("started_at", DESCENDING), ("_id", DESCENDING)])
         return await cursor.limit(limit).to_list(length=limit)
 
