@@ -11,6 +11,7 @@ from ringwise_kit.ops import READINESS_KEY
 
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
+from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.router import CallRouter
 from ringwise_routing.settings import RoutingSettings
 
@@ -36,7 +37,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             settings.ari_password.get_secret_value(),
             settings.ari_app,
         )
-        router = CallRouter(ari, directory, publisher)
+        router = CallRouter(ari, directory, publisher, RecordingPolicies(app[service.NATS_KEY]))
         app[ROUTER_KEY] = router
         app[READINESS_KEY].add("ari", lambda: ari.connected)
         await ari.start()
@@ -55,7 +56,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
 def create_app(settings: RoutingSettings | None = None) -> web.Application:
     settings = settings or RoutingSettings()
     app = service.create_app(settings)
-    app.cleanup_ctx.append(service.nats_ctx(settings, bus.CALLS, bus.DEAD_LETTERS))
+    app.cleanup_ctx.append(service.nats_ctx(settings, bus.CALLS, bus.RECORDINGS, bus.DEAD_LETTERS))
     app.cleanup_ctx.append(service.redis_ctx(settings.redis_url))
     app.cleanup_ctx.append(calls_ctx(settings))
     return app

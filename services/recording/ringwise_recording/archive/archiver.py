@@ -128,13 +128,38 @@ class Archiver:
             "bucket": self._bucket.name,
             "object_key": object_key(header.tenant_id or "_", started, event.recording_id),
             "legal_hold": False,
+            "announcement": event.announcement,
             "state": states.UPLOADING,
             "created_at": self._clock(),
         }
 
+    async def kept(self, event: recording_pb2.RecordingFinished) -> bool:
+        """Compliant recordings are always kept; on-demand ones only when asked during the
+        call (feature code, or the keep operation by the call's user or a supervisor/officer)."""
+        if event.mode != recording_pb2.RECORDING_MODE_ON_DEMAND or event.keep_requested:
+            return True
+        header = event.header
+        for ask in await self._store.keep_requests_of(header.tenant_id, header.call_id):
+            if ask.get("on_behalf") or ask.get("requested_by") == event.user_id:
+                return True
+        return False
+
+    async def _discard(self, event: recording_pb2.RecordingFinished) -> Doc:
+        doc = self.new_document(event) | {"state": states.DISCARDED}
+        if not await self._store.create(doc):
+            doc = await self._store.get(event.recording_id) or doc
+        await self._source.delete(event.asterisk_name)
+        log.info("recording_discarded", recording_id=event.recording_id, reason="not kept")
+        return doc
+
     async def archive(self, event: recording_pb2.RecordingFinished) -> Doc:
         """Archive one recording (idempotent on its id); returns its final document."""
         doc = await self._store.get(event.recording_id)
+        if doc is None and not await self.kept(event):
+            return await self._discard(event)
+        if doc is not None and doc["state"] == states.DISCARDED:
+            await self._source.delete(doc["asterisk_name"])
+            return doc
         if doc is None:
             fresh = self.new_document(event)
             if not await self._store.create(fresh):

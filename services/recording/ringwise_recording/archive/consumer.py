@@ -101,6 +101,8 @@ def batch_handler(archiver: Archiver, js: JetStreamContext, parallel: int = 2) -
 async def _archive_one(archiver: Archiver, js: JetStreamContext, msg: Msg) -> None:
     event = decode_finished(msg)
     doc = await archiver.archive(event)
+    if doc["state"] != "archived":
+        return  # an on-demand recording nobody kept: discarded, nothing archived
     archived = recording_pb2.RecordingArchived(
         header=event.header,
         recording_id=doc["_id"],

@@ -287,6 +287,34 @@ def build_router(ctx: RecordingsContext) -> ApiRouter:
         await audit(call, "delete", doc["_id"])
         return ApiResult(status=204)
 
+    @router.operation("keepCallRecording")
+    async def keep_call_recording(call: ApiCall) -> ApiResult:
+        body: ReasonBody = _body(call, ReasonBody) if call.body else ReasonBody()
+        if not access.may_list(call.principal):
+            raise ApiError(
+                403,
+                "Forbidden",
+                "only the call's user, supervisors and compliance officers can keep a recording",
+            )
+        call_id = call.param("call_id")
+        existing = await ctx.store.recordings_of_call(call.tenant_id, call_id)
+        if any(doc["state"] == "discarded" for doc in existing):
+            raise ApiError(409, "Conflict", "the call has ended and its recording was discarded")
+        await ctx.store.request_keep(
+            {
+                "_id": f"{call.tenant_id}:{call_id}:{call.principal.subject_id}",
+                "tenant_id": call.tenant_id,
+                "call_id": call_id,
+                "requested_by": call.principal.subject_id,
+                "role": ROLE_NAMES.get(call.role, "unknown"),
+                # A supervisor or officer keeps it for the user; a user only their own call.
+                "on_behalf": call.role != api_pb2.ROLE_USER,
+                "at": ctx.clock(),
+            }
+        )
+        await audit(call, "keep", call_id, reason=body.reason)
+        return ApiResult(status=202, body={"call_id": call_id, "keep_requested": True})
+
     @router.operation("exportRecordingAudit")
     async def export_audit(call: ApiCall) -> ApiResult:
         if not access.may_manage(call.principal):

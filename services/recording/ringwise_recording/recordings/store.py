@@ -12,6 +12,7 @@ resumes where the previous attempt stopped instead of storing the recording twic
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +27,9 @@ COMPLETING = "completing"
 UPLOADED = "uploaded"
 VERIFIED = "verified"
 ARCHIVED = "archived"
-STATES = (UPLOADING, COMPLETING, UPLOADED, VERIFIED, ARCHIVED)
+# On-demand recordings nobody asked to keep: deleted from Asterisk, never archived.
+DISCARDED = "discarded"
+STATES = (UPLOADING, COMPLETING, UPLOADED, VERIFIED, ARCHIVED, DISCARDED)
 
 
 class RecordingStore:
@@ -34,6 +37,7 @@ class RecordingStore:
         db = client[database]
         self.recordings: AsyncCollection[Doc] = db.recordings
         self.tenants: AsyncCollection[Doc] = db.tenant_settings
+        self.keep_requests: AsyncCollection[Doc] = db.keep_requests
 
     async def ensure_indexes(self) -> None:
         await self.recordings.create_index([("tenant_id", ASCENDING), ("started_at", DESCENDING)])
@@ -44,6 +48,19 @@ class RecordingStore:
 
     async def get(self, recording_id: str) -> Doc | None:
         return await self.recordings.find_one({"_id": recording_id})
+
+    async def request_keep(self, request: Doc) -> None:
+        """Remember that someone asked to keep a call's on-demand recording (first ask wins)."""
+        with contextlib.suppress(DuplicateKeyError):  # asked twice: the first ask stands
+            await self.keep_requests.insert_one(request)
+
+    async def keep_requests_of(self, tenant_id: str, call_id: str) -> list[Doc]:
+        cursor = self.keep_requests.find({"tenant_id": tenant_id, "call_id": call_id})
+        return await cursor.to_list(length=100)
+
+    async def recordings_of_call(self, tenant_id: str, call_id: str) -> list[Doc]:
+        cursor = self.recordings.find({"tenant_id": tenant_id, "call_id": call_id})
+        return await cursor.to_list(length=100)
 
     async def get_in_tenant(self, tenant_id: str, recording_id: str) -> Doc | None:
         return await self.recordings.find_one({"_id": recording_id, "tenant_id": tenant_id})

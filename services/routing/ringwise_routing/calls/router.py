@@ -10,12 +10,21 @@ from __future__ import annotations
 import asyncio
 
 from prometheus_client import Gauge
-from ringwise_kit.ari import AriClient, AriEvent, Dial, PlaybackFinished, StasisStart
+from ringwise_kit.ari import (
+    AriClient,
+    AriEvent,
+    Dial,
+    PlaybackFinished,
+    RecordingFailed,
+    RecordingFinished,
+    StasisStart,
+)
 from ringwise_kit.logs import get_logger
 
 from ringwise_routing.calls import policy
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
+from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.session import CallSession
 
 log = get_logger(__name__)
@@ -28,6 +37,8 @@ ROUTED_EVENT_TYPES = (
     "ChannelDestroyed",
     "Dial",
     "PlaybackFinished",
+    "RecordingFinished",
+    "RecordingFailed",
 )
 
 ACTIVE_CALLS = Gauge("ringwise_routing_active_calls", "Calls being handled by this instance")
@@ -38,16 +49,24 @@ def _event_channel(event: AriEvent) -> str | None:
         return event.peer.id
     if isinstance(event, PlaybackFinished):
         target = event.playback.target_uri
-        return target.split(":", 1)[1] if target.startswith("channel:") else None
+        # A bridge playback (recording announcement) goes to the call owning the bridge.
+        return target.split(":", 1)[1] if target.startswith(("channel:", "bridge:")) else None
+    if isinstance(event, RecordingFinished | RecordingFailed):
+        return event.recording.name
     channel = getattr(event, "channel", None)
     return channel.id if channel is not None else None
 
 
 class CallRouter:
     def __init__(
-        self, ari: AriClient, directory: NumberDirectory, publisher: EventPublisher
+        self,
+        ari: AriClient,
+        directory: NumberDirectory,
+        publisher: EventPublisher,
+        recording_policies: RecordingPolicies | None = None,
     ) -> None:
         self._ari = ari
+        self._recording_policies = recording_policies
         self._directory = directory
         self._publisher = publisher
         self._by_channel: dict[str, CallSession] = {}
@@ -83,7 +102,14 @@ class CallRouter:
         self._by_channel[channel_id] = session
 
     def _start_call(self, start: StasisStart) -> None:
-        session = CallSession(start, self._ari, self._directory, self._publisher, self._register)
+        session = CallSession(
+            start,
+            self._ari,
+            self._directory,
+            self._publisher,
+            self._register,
+            self._recording_policies,
+        )
         self._register(session.caller_id, session)
         task = asyncio.create_task(session.run(), name=f"call-{session.call_id}")
         self._tasks.add(task)

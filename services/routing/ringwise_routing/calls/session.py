@@ -32,7 +32,7 @@ from ringwise_kit.events import event_header
 from ringwise_kit.logs import bind_call, get_logger
 from ringwise_kit.subjects import CALL_ANSWERED, CALL_ROUTED, CALL_STARTED
 
-from ringwise_routing.calls import policy
+from ringwise_routing.calls import policy, recording
 from ringwise_routing.calls.cdr import CallRecord, call_ended
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
@@ -75,6 +75,7 @@ class CallSession:
         directory: NumberDirectory,
         publisher: EventPublisher,
         register_channel: Callable[[str, CallSession], None],
+        recording_policies: recording.RecordingPolicies | None = None,
     ) -> None:
         self.call_id = uuid.uuid4().hex
         self.caller_id = start.channel.id
@@ -89,6 +90,9 @@ class CallSession:
         self._bridge_id: str | None = None
         self._playbacks = 0
         self._started_event: call_pb2.CallStarted | None = None
+        self._recording_policies = recording_policies
+        self._recording_policy: asyncio.Task[recording.Policy] | None = None
+        self._recording: recording.CallRecording | None = None
         self.channels: set[str] = {self.caller_id}
         channel = start.channel
         self.record = CallRecord(
@@ -168,6 +172,7 @@ class CallSession:
                 log.exception("call_failed")
                 await self._fail()
             await self._cleanup()
+            await self._finish_recording()
             self._finish()
 
     async def _not_found(self, exc: AriNotFound) -> None:
@@ -216,6 +221,11 @@ class CallSession:
                 record.disposition = decision.disposition
                 await self._announce_and_hang_up(decision.prompt, decision.hangup_cause)
                 return
+            if self._recording_policies is not None:
+                # Resolved at call start, in parallel with ringing; needed once answered.
+                self._recording_policy = asyncio.create_task(
+                    self._recording_policies.policy_for(record.tenant_id, record.user_id)
+                )
             await self._ring(decision.targets[0])
 
     async def _ring(self, target: policy.Target) -> None:
@@ -306,6 +316,7 @@ class CallSession:
             )
         )
         log.info("call_answered", device_id=record.device_id)
+        await self._start_recording(bridge_id, callee_id)
 
         def callee_gone(event: AriEvent) -> bool:
             return isinstance(event, HANGUP_EVENTS) and _channel_of(event) == callee_id
@@ -325,6 +336,54 @@ class CallSession:
             calls.destroy_bridge(bridge_id),
         )
         self._bridge_id = None
+
+    async def _start_recording(self, bridge_id: str, callee_id: str) -> None:
+        if self._recording_policy is None:
+            return
+        chosen = await self._recording_policy
+        name = recording.recording_name(self.call_id)
+        # The announcement's playback targets the bridge, and Asterisk names the recording:
+        # both reach this session through the router.
+        for key in (bridge_id, name):
+            self.channels.add(key)
+            self._register_channel(key, self)
+
+        async def wait_unless_callee_leaves(
+            match: Callable[[AriEvent], bool], timeout_s: float
+        ) -> AriEvent | None:
+            def callee_left(event: AriEvent) -> bool:
+                return isinstance(event, HANGUP_EVENTS) and _channel_of(event) == callee_id
+
+            event = await self._wait_for(lambda e: match(e) or callee_left(e), timeout_s)
+            if event is not None and not match(event):
+                self.feed(event)  # the callee left during the announcement: _connect sees it
+                return None
+            return event
+
+        self._recording = await recording.start(
+            self._ari, self.call_id, bridge_id, chosen, wait_unless_callee_leaves
+        )
+
+    async def _finish_recording(self) -> None:
+        """After the bridge is gone: hand the recording to the archive (never fails the call)."""
+        if self._recording is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        async def wait_past_hangups(
+            match: Callable[[AriEvent], bool], timeout_s: float
+        ) -> AriEvent | None:
+            deadline = loop.time() + timeout_s
+            while (left := deadline - loop.time()) > 0:
+                with contextlib.suppress(CallerHungUp):
+                    return await self._wait_for(match, left)
+            return None
+
+        try:
+            self.record.ended_at = self.record.ended_at or _now()
+            self._publisher.publish(await self._recording.finish(self.record, wait_past_hangups))
+        except Exception:
+            log.exception("recording_not_handed_over", name=self._recording.name)
 
     async def _unanswered(self, dialstatus: str) -> None:
         treatment = policy.treatment_for(dialstatus)

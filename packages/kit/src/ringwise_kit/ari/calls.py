@@ -108,3 +108,10 @@ def cancel_recording(name: str) -> RestCall:
 
 def delete_stored_recording(name: str) -> RestCall:
     return RestCall("DELETE", f"/recordings/stored/{quote(name, safe='')}")
+
+
+def play_bridge(bridge_id: str, playback_id: str, media: str, lang: str = "en") -> RestCall:
+    """Play media to everyone in a bridge (e.g. a recording announcement)."""
+    return RestCall(
+        "POST", f"/bridges/{bridge_id}/play/{playback_id}", {"media": media, "lang": lang}
+    )

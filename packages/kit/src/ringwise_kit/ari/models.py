@@ -123,6 +123,27 @@ class PlaybackFinished(AriEvent):
     playback: Playback
 
 
+class LiveRecording(_Model):
+    name: str
+    format: str = ""
+    state: str = ""
+    target_uri: str = ""
+    duration: int | None = None
+    cause: str | None = None
+
+
+class RecordingStarted(AriEvent):
+    recording: LiveRecording
+
+
+class RecordingFinished(AriEvent):
+    recording: LiveRecording
+
+
+class RecordingFailed(AriEvent):
+    recording: LiveRecording
+
+
 class ChannelEnteredBridge(AriEvent):
     bridge: Bridge
     channel: Channel
@@ -149,6 +170,9 @@ EVENT_TYPES: dict[str, type[AriEvent]] = {
         Dial,
         PlaybackStarted,
         PlaybackFinished,
+        RecordingStarted,
+        RecordingFinished,
+        RecordingFailed,
         ChannelEnteredBridge,
         ChannelLeftBridge,
         BridgeDestroyed,
