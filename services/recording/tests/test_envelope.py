@@ -83,6 +83,14 @@ def test_wrong_platform_key_is_refused() -> None:
         asyncio.run(unseal(sealed, PlatformKey("platform-test", os.urandom(32))))
 
 
+@pytest.mark.parametrize("position", range(0, 400, 7))
+def test_a_bit_flip_anywhere_in_the_header_or_first_chunk_is_detected(position: int) -> None:
+    sealed = seal(os.urandom(3 * CHUNK + 5), PLATFORM)
+    flipped = sealed[:position] + bytes([sealed[position] ^ 0x01]) + sealed[position + 1 :]
+    with pytest.raises(EnvelopeError):
+        asyncio.run(unseal(flipped, PLATFORM))
+
+
 @pytest.mark.parametrize(
     "tamper",
     [

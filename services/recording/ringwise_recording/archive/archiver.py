@@ -68,6 +68,36 @@ def _seconds(moment: datetime) -> datetime:
     return moment.replace(microsecond=0)
 
 
+class PartCutter:
+    """Seals plaintext and cuts the ciphertext into upload parts, hashing the whole
+    ciphertext on the way. Holds at most one part plus one chunk."""
+
+    def __init__(self, sealer: Sealer, part_bytes: int) -> None:
+        self._sealer = sealer
+        self._part_bytes = part_bytes
+        self._buffer = bytearray()
+        self.cipher_sha = hashlib.sha256()
+        self.cipher_size = 0
+
+    def _take(self, sealed: bytes, final: bool) -> list[bytes]:
+        self.cipher_sha.update(sealed)
+        self.cipher_size += len(sealed)
+        self._buffer += sealed
+        parts = []
+        # The final piece is never empty (the envelope ends with its trailer).
+        while len(self._buffer) >= self._part_bytes or (final and self._buffer):
+            with memoryview(self._buffer) as view:
+                parts.append(bytes(view[: self._part_bytes]))
+            del self._buffer[: self._part_bytes]
+        return parts
+
+    def feed(self, data: bytes) -> list[bytes]:
+        return self._take(self._sealer.feed(data), final=False)
+
+    def finish(self) -> list[bytes]:
+        return self._take(self._sealer.finish(), final=True)
+
+
 class Archiver:
     def __init__(
         self,
@@ -216,44 +246,35 @@ class Archiver:
             {"recording-id": doc["_id"], "tenant-id": doc["tenant_id"], "key-id": sealer.key_id},
         )
         doc = await self._set(doc, upload_id=upload_id, key_mode=sealer.mode, key_id=sealer.key_id)
-        cipher_sha = hashlib.sha256()
-        cipher_size = 0
-        part_md5s: list[bytes] = []
+        cutter = PartCutter(sealer, self._part_bytes)
         uploads: list[asyncio.Task[str]] = []
         in_flight = asyncio.Semaphore(self._parts_in_flight)
-        buffer = bytearray()
 
-        async def send(part: bytes) -> None:
-            nonlocal cipher_size
-            cipher_sha.update(part)
-            cipher_size += len(part)
-            part_md5s.append(hashlib.md5(part).digest())
-            number = len(part_md5s)
-            await in_flight.acquire()
+        async def send(parts: list[bytes]) -> None:
+            for body in parts:
+                number = len(uploads) + 1
+                await in_flight.acquire()
 
-            async def upload() -> str:
-                try:
-                    return await self._bucket.upload_part(key, upload_id, number, part)
-                finally:
-                    in_flight.release()
+                async def upload(body: bytes = body, number: int = number) -> str:
+                    try:
+                        return await self._bucket.upload_part(key, upload_id, number, body)
+                    finally:
+                        in_flight.release()
 
-            uploads.append(asyncio.create_task(upload()))
+                uploads.append(asyncio.create_task(upload()))
 
         try:
             try:
                 async for data in self._source.stream(doc["asterisk_name"]):
-                    buffer += sealer.feed(data)
-                    while len(buffer) >= self._part_bytes:
-                        await send(bytes(buffer[: self._part_bytes]))
-                        del buffer[: self._part_bytes]
+                    # Sealing and hashing release the GIL: off the loop, they overlap with
+                    # the download from Asterisk and the part uploads.
+                    await send(await asyncio.to_thread(cutter.feed, data))
             except SourceMissing:
                 await self._bucket.abort_uploads(key)
                 raise PermanentError(
                     f"recording {doc['asterisk_name']} is not on Asterisk and not archived"
                 ) from None
-            buffer += sealer.finish()
-            await send(bytes(buffer))
-            buffer.clear()
+            await send(await asyncio.to_thread(cutter.finish))
             etags = list(await asyncio.gather(*uploads))
         except BaseException:
             for task in uploads:
@@ -263,11 +284,12 @@ class Archiver:
             doc,
             state=states.COMPLETING,
             part_etags=etags,
-            expected_etag=multipart_etag(part_md5s),
+            # The object must consist of exactly the parts the server acknowledged.
+            expected_etag=multipart_etag([bytes.fromhex(e.strip('"')) for e in etags]),
             sha256=sealer.plain_sha256,
             size=sealer.plain_length,
-            ciphertext_sha256=cipher_sha.hexdigest(),
-            ciphertext_size=cipher_size,
+            ciphertext_sha256=cutter.cipher_sha.hexdigest(),
+            ciphertext_size=cutter.cipher_size,
         )
 
     async def _complete(self, doc: Doc) -> Doc:

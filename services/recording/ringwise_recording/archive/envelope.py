@@ -20,6 +20,7 @@ it, see the ringwise-recording-decrypt CLI).
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -43,6 +44,8 @@ MODE_CUSTOMER = "customer"
 WRAP_PLATFORM = "A256GCM"
 WRAP_CUSTOMER = "RSA-OAEP-256"
 MIN_RSA_BITS = 2048
+MAX_CHUNK_BYTES = 16 << 20
+REQUIRED_TEXT = ("mode", "wrap", "key_id", "wrapped_key", "nonce_prefix", "recording_id")
 _HEAD = struct.Struct(">I")
 _CHUNK_HEAD = struct.Struct(">BI")
 _AAD = struct.Struct(">QB")
@@ -109,7 +112,7 @@ def _wrap(data_key: bytes, key: WrappingKey, recording_id: str) -> tuple[str, st
 
 
 def _unwrap(header: dict[str, Any], key: PlatformKey | rsa.RSAPrivateKey) -> bytes:
-    wrapped = base64.b64decode(header["wrapped_key"])
+    wrapped = header["wrapped_key"]
     label = str(header["recording_id"]).encode()
     try:
         if header["wrap"] == WRAP_PLATFORM:
@@ -126,6 +129,8 @@ def _unwrap(header: dict[str, Any], key: PlatformKey | rsa.RSAPrivateKey) -> byt
             return key.decrypt(wrapped, _oaep(label))
     except (InvalidTag, ValueError) as exc:
         raise EnvelopeError(f"the data key does not open with this key: {exc!r}") from None
+    except TypeError as exc:
+        raise EnvelopeError(f"the wrapped data key is malformed: {exc!r}") from None
     raise EnvelopeError(f"unknown key wrapping {header['wrap']!r}")
 
 
@@ -184,28 +189,41 @@ class Sealer:
 
     def feed(self, data: bytes) -> bytes:
         """Ciphertext ready so far. A full chunk is sealed only once more data follows it,
-        since the final chunk is sealed differently."""
+        since the final chunk is sealed differently. Whole chunks are sealed straight from
+        the input (no copy); only a partial chunk waits in the pending buffer."""
         self._plain_sha.update(data)
         self.plain_length += len(data)
-        self._pending += data
         out = [self._take_preamble()]
-        while len(self._pending) > self._chunk_bytes:
-            chunk = bytes(self._pending[: self._chunk_bytes])
-            del self._pending[: self._chunk_bytes]
-            out.append(self._seal(chunk, final=False))
+        with memoryview(data) as view:
+            rest = view
+            if self._pending:
+                need = self._chunk_bytes - len(self._pending)
+                if len(rest) <= need:
+                    self._pending += rest
+                    return b"".join(out)
+                self._pending += rest[:need]
+                rest = rest[need:]
+                out += self._seal(self._pending, final=False)
+                self._pending = bytearray()
+            while len(rest) > self._chunk_bytes:
+                out += self._seal(rest[: self._chunk_bytes], final=False)
+                rest = rest[self._chunk_bytes :]
+            self._pending += rest
         return b"".join(out)
 
-    def _seal(self, chunk: bytes, *, final: bool, trailer: bytes = b"") -> bytes:
+    def _seal(
+        self, chunk: bytes | bytearray | memoryview, *, final: bool, trailer: bytes = b""
+    ) -> list[bytes]:
         aad = _aad(self._header_digest, self._index, final, trailer)
         sealed = self._aead.encrypt(_nonce(self._prefix, self._index), chunk, aad)
         self._index += 1
-        return _CHUNK_HEAD.pack(1 if final else 0, len(sealed)) + sealed
+        return [_CHUNK_HEAD.pack(1 if final else 0, len(sealed)), sealed]
 
     def finish(self) -> bytes:
         trailer = TRAILER_MAGIC + _LENGTH.pack(self.plain_length) + self._plain_sha.digest()
-        last = self._seal(bytes(self._pending), final=True, trailer=trailer)
-        self._pending.clear()
-        return self._take_preamble() + last + trailer
+        last = self._seal(self._pending, final=True, trailer=trailer)
+        self._pending = bytearray()
+        return b"".join([self._take_preamble(), *last, trailer])
 
 
 @dataclass(frozen=True)
@@ -256,8 +274,23 @@ async def _read_header(reader: _Reader) -> Opened:
         header = json.loads(raw)
     except ValueError:
         raise EnvelopeError("the envelope header is not JSON") from None
+    if not isinstance(header, dict):
+        raise EnvelopeError("the envelope header is not an object")
     if header.get("v") != 1 or header.get("alg") != "AES-256-GCM":
-        raise EnvelopeError(f"unsupported envelope version/algorithm: {header!r}")
+        raise EnvelopeError("unsupported envelope version/algorithm")
+    for name in REQUIRED_TEXT:
+        if not isinstance(header.get(name), str):
+            raise EnvelopeError(f"the envelope header lacks {name}")
+    chunk = header.get("chunk")
+    if not isinstance(chunk, int) or not 1 <= chunk <= MAX_CHUNK_BYTES:
+        raise EnvelopeError("the envelope header has no valid chunk size")
+    try:
+        header["wrapped_key"] = base64.b64decode(header["wrapped_key"], validate=True)
+        header["nonce_prefix"] = base64.b64decode(header["nonce_prefix"], validate=True)
+    except binascii.Error:
+        raise EnvelopeError("the envelope header holds invalid base64") from None
+    if len(header["nonce_prefix"]) != 8:
+        raise EnvelopeError("the envelope header has no valid nonce prefix")
     return Opened(header, hashlib.sha256(raw).digest())
 
 
@@ -271,7 +304,7 @@ async def open_stream(
     opened = await _read_header(reader)
     header = opened.header
     aead = AESGCM(_unwrap(header, key))
-    prefix = base64.b64decode(header["nonce_prefix"])
+    prefix = header["nonce_prefix"]
     max_sealed = int(header["chunk"]) + TAG_LEN
     plain_sha = hashlib.sha256()
     length = 0
@@ -305,7 +338,10 @@ async def open_stream(
 
 async def read_header(source: AsyncIterator[bytes]) -> dict[str, Any]:
     """The envelope's header (mode, key id...), without decrypting anything."""
-    return (await _read_header(_Reader(source))).header
+    header = dict((await _read_header(_Reader(source))).header)
+    header["wrapped_key"] = base64.b64encode(header["wrapped_key"]).decode()
+    header["nonce_prefix"] = base64.b64encode(header["nonce_prefix"]).decode()
+    return header
 
 
 def iter_file(path: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
