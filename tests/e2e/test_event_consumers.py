@@ -1,4 +1,7 @@
-"""Voicemail, recording and messaging each own a durable consumer and see every call."""
+"""Voicemail and messaging each own a durable consumer and see every call.
+
+(Recording no longer observes call events: routing hands it RecordingFinished on the
+RECORDINGS stream; tests/e2e/test_call_recording.py covers it.)"""
 
 from __future__ import annotations
 
@@ -16,7 +19,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 EXPECTED_KINDS = {
     "voicemail": {"routed", "ended"},
-    "recording": {"answered", "ended"},
     "messaging": {"ended"},
 }
 
