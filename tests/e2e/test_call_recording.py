@@ -5,20 +5,19 @@ calls are kept only when asked during the call."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import io
 import json
+import sys
 import uuid
 import wave
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
 import pytest
 import pytest_asyncio
-from botocore.config import Config  # type: ignore[import-untyped]
 from nats.aio.client import Client as NatsClient
 from pymongo import AsyncMongoClient
 from ringwise.api.v1 import api_pb2
@@ -29,7 +28,10 @@ from ringwise_dev.sipp import PhoneKind
 from ringwise_dev.testing import StartPhone, new_caller, stream_events, wait_cdrs
 from ringwise_kit import bus
 from ringwise_kit.api import ApiCall, call_service
-from ringwise_recording.archive.envelope import PlatformKey, open_stream
+from ringwise_recording.archive.envelope import open_stream
+
+sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: the helpers are beside us
+from recording_helpers import platform_key, s3_client, wait_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -93,29 +95,6 @@ async def policies(nc: NatsClient) -> None:
     assert status == 200, body
 
 
-async def wait_recording(mongo: Mongo, recording_id: str, state: str, timeout_s: float) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        doc = await mongo["ringwise_recording"].recordings.find_one({"_id": recording_id})
-        if doc is not None and doc["state"] == state:
-            return doc
-        assert loop.time() < deadline, f"{recording_id}: {doc and doc['state']} after {timeout_s}s"
-        await asyncio.sleep(0.1)
-
-
-def s3_client(platform: LocalPlatform) -> Any:
-    ep = platform.infra.endpoints
-    return boto3.client(
-        "s3",
-        endpoint_url=ep.s3_endpoint,
-        aws_access_key_id=ep.s3_access_key,
-        aws_secret_access_key=ep.s3_secret_key,
-        region_name=ep.s3_region,
-        config=Config(s3={"addressing_style": "path"}),
-    )
-
-
 async def call_id_of(platform: LocalPlatform, caller: str, timeout_s: float = 5.0) -> str:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -136,7 +115,7 @@ async def test_a_compliant_call_is_announced_recorded_and_archived_locked_within
     assert result.final_codes() == [200]
     hung_up = asyncio.get_running_loop().time()
     [cdr] = await wait_cdrs(platform, caller)
-    doc = await wait_recording(mongo, f"rw-{cdr['call_id']}", "archived", timeout_s=10)
+    doc = await wait_state(mongo, f"rw-{cdr['call_id']}", "archived", timeout_s=10)
     assert asyncio.get_running_loop().time() - hung_up <= 10
     assert doc["announcement"] == "sound:conf-now-recording"  # played before recording
     assert (doc["mode"], doc["user_id"], doc["from_number"]) == (
@@ -148,7 +127,7 @@ async def test_a_compliant_call_is_announced_recorded_and_archived_locked_within
     expected_until = ended.replace(microsecond=0) + timedelta(days=COMPLIANT_DAYS, seconds=1)
     assert doc["retain_until"] == expected_until
 
-    s3 = s3_client(platform)
+    s3 = s3_client(platform.infra)
     bucket = platform.recordings_bucket
     head = s3.head_object(Bucket=bucket, Key=doc["object_key"], VersionId=doc["version_id"])
     assert head["ObjectLockMode"] == "COMPLIANCE"
@@ -161,8 +140,7 @@ async def test_a_compliant_call_is_announced_recorded_and_archived_locked_within
     async def once() -> AsyncIterator[bytes]:
         yield ciphertext
 
-    key = PlatformKey("platform-1", base64.b64decode(platform.recording_platform_key))
-    audio = b"".join([c async for c in open_stream(once(), key)])
+    audio = b"".join([c async for c in open_stream(once(), platform_key(platform))])
     assert hashlib.sha256(audio).hexdigest() == doc["sha256"]  # the checksum matches
     with wave.open(io.BytesIO(audio)) as recorded:
         seconds = recorded.getnframes() / recorded.getframerate()
@@ -193,7 +171,7 @@ async def test_on_demand_calls_are_kept_only_when_asked_during_the_call(
     )
     assert status == 202, body
     assert (await call).final_codes() == [200]
-    kept = await wait_recording(mongo, f"rw-{call_id}", "archived", timeout_s=10)
+    kept = await wait_state(mongo, f"rw-{call_id}", "archived", timeout_s=10)
     assert kept["mode"] == "RECORDING_MODE_ON_DEMAND"
     assert kept["announcement"] == ""  # on-demand recordings are not announced
     # Recorded from the start of the conversation, not from the moment of the keep request.
@@ -207,9 +185,9 @@ async def test_on_demand_calls_are_kept_only_when_asked_during_the_call(
     assert result.final_codes() == [200]
     [cdr] = await wait_cdrs(platform, dropped_caller)
     name = f"rw-{cdr['call_id']}"
-    dropped = await wait_recording(mongo, name, "discarded", timeout_s=10)
+    dropped = await wait_state(mongo, name, "discarded", timeout_s=10)
     assert "version_id" not in dropped
-    s3 = s3_client(platform)
+    s3 = s3_client(platform.infra)
     listing = s3.list_object_versions(
         Bucket=platform.recordings_bucket, Prefix=dropped["object_key"]
     )

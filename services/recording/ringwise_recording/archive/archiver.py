@@ -69,33 +69,34 @@ def _seconds(moment: datetime) -> datetime:
 
 
 class PartCutter:
-    """Seals plaintext and cuts the ciphertext into upload parts, hashing the whole
-    ciphertext on the way. Holds at most one part plus one chunk."""
+    """Seals plaintext into upload parts, hashing the whole ciphertext on the way.
+
+    A part is handed over as soon as it holds part_bytes or more (S3 parts need not be all the
+    same size), so ciphertext is copied once, into its part, and never re-sliced."""
 
     def __init__(self, sealer: Sealer, part_bytes: int) -> None:
         self._sealer = sealer
         self._part_bytes = part_bytes
-        self._buffer = bytearray()
+        self._part = bytearray()
         self.cipher_sha = hashlib.sha256()
         self.cipher_size = 0
 
-    def _take(self, sealed: bytes, final: bool) -> list[bytes]:
-        self.cipher_sha.update(sealed)
-        self.cipher_size += len(sealed)
-        self._buffer += sealed
-        parts = []
-        # The final piece is never empty (the envelope ends with its trailer).
-        while len(self._buffer) >= self._part_bytes or (final and self._buffer):
-            with memoryview(self._buffer) as view:
-                parts.append(bytes(view[: self._part_bytes]))
-            del self._buffer[: self._part_bytes]
-        return parts
+    def _take(self, pieces: list[bytes], final: bool) -> list[bytearray]:
+        for piece in pieces:
+            self.cipher_sha.update(piece)
+            self.cipher_size += len(piece)
+            self._part += piece
+        # The final part is never empty (the envelope ends with its trailer).
+        if len(self._part) >= self._part_bytes or (final and self._part):
+            part, self._part = self._part, bytearray()
+            return [part]
+        return []
 
-    def feed(self, data: bytes) -> list[bytes]:
-        return self._take(self._sealer.feed(data), final=False)
+    def feed(self, data: bytes) -> list[bytearray]:
+        return self._take(self._sealer.feed_pieces(data), final=False)
 
-    def finish(self) -> list[bytes]:
-        return self._take(self._sealer.finish(), final=True)
+    def finish(self) -> list[bytearray]:
+        return self._take([self._sealer.finish()], final=True)
 
 
 class Archiver:
@@ -250,12 +251,12 @@ class Archiver:
         uploads: list[asyncio.Task[str]] = []
         in_flight = asyncio.Semaphore(self._parts_in_flight)
 
-        async def send(parts: list[bytes]) -> None:
+        async def send(parts: list[bytearray]) -> None:
             for body in parts:
                 number = len(uploads) + 1
                 await in_flight.acquire()
 
-                async def upload(body: bytes = body, number: int = number) -> str:
+                async def upload(body: bytearray = body, number: int = number) -> str:
                     try:
                         return await self._bucket.upload_part(key, upload_id, number, body)
                     finally:

@@ -142,7 +142,9 @@ class WormBucket:
         )
         return str(reply["UploadId"])
 
-    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, body: bytes | bytearray
+    ) -> str:
         # Integrity in transit: SigV4 signs each part's SHA-256 (x-amz-content-sha256), which
         # the server checks; an MD5 on top would only cost another pass over the bytes.
         reply = await self._run(

@@ -188,9 +188,13 @@ class Sealer:
         return preamble
 
     def feed(self, data: bytes) -> bytes:
-        """Ciphertext ready so far. A full chunk is sealed only once more data follows it,
-        since the final chunk is sealed differently. Whole chunks are sealed straight from
-        the input (no copy); only a partial chunk waits in the pending buffer."""
+        """Ciphertext ready so far (see feed_pieces)."""
+        return b"".join(self.feed_pieces(data))
+
+    def feed_pieces(self, data: bytes) -> list[bytes]:
+        """Ciphertext ready so far, as pieces (no joining copy). A full chunk is sealed only
+        once more data follows it, since the final chunk is sealed differently. Whole chunks
+        are sealed straight from the input; only a partial chunk waits in the pending buffer."""
         self._plain_sha.update(data)
         self.plain_length += len(data)
         out = [self._take_preamble()]
@@ -200,7 +204,7 @@ class Sealer:
                 need = self._chunk_bytes - len(self._pending)
                 if len(rest) <= need:
                     self._pending += rest
-                    return b"".join(out)
+                    return out
                 self._pending += rest[:need]
                 rest = rest[need:]
                 out += self._seal(self._pending, final=False)
@@ -209,7 +213,7 @@ class Sealer:
                 out += self._seal(rest[: self._chunk_bytes], final=False)
                 rest = rest[self._chunk_bytes :]
             self._pending += rest
-        return b"".join(out)
+        return out
 
     def _seal(
         self, chunk: bytes | bytearray | memoryview, *, final: bool, trailer: bytes = b""

@@ -59,7 +59,9 @@ class CrashingBucket(WormBucket):
             raise Crash
         return version
 
-    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, body: bytes | bytearray
+    ) -> str:
         etag = await super().upload_part(key, upload_id, number, body)
         if self.crash_after == "part" and number == 1:
             raise Crash
