@@ -22,7 +22,7 @@ from nats.aio.client import Client as NatsClient
 from pymongo import AsyncMongoClient
 from ringwise.api.v1 import api_pb2
 from ringwise.events.v1 import call_pb2
-from ringwise_dev.fixture import ALICE, BENCH, TENANT
+from ringwise_dev.fixture import ALICE, BENCH, DAVE, TENANT
 from ringwise_dev.platform import LocalPlatform
 from ringwise_dev.sipp import PhoneKind
 from ringwise_dev.testing import StartPhone, new_caller, stream_events, wait_cdrs
@@ -72,7 +72,8 @@ async def api(
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def policies(nc: NatsClient) -> None:
-    """Alice's calls are compliant (seven years), the bench user's on demand."""
+    """Alice's calls are compliant (seven years, mixed), Dave's compliant with one track per
+    party, the bench user's on demand."""
     admin = api_pb2.Principal(subject_id="admin", tenant_id=TENANT, role=api_pb2.ROLE_TENANT_ADMIN)
     status, body = await api(
         nc,
@@ -88,6 +89,15 @@ async def policies(nc: NatsClient) -> None:
                     }
                 },
                 BENCH.user_id: {"policy": {"mode": "on_demand", "retention_days": 365}},
+                # A sound Asterisk does not have: the default announcement is played instead.
+                DAVE.user_id: {
+                    "policy": {
+                        "mode": "compliant",
+                        "retention_days": 365,
+                        "layout": "dual",
+                        "announcement": "no-such-sound",
+                    }
+                },
             }
         },
         tenant_id=TENANT,
@@ -199,3 +209,29 @@ async def test_on_demand_calls_are_kept_only_when_asked_during_the_call(
         nc, "keepCallRecording", bench_user, tenant_id=TENANT, call_id=cdr["call_id"]
     )
     assert status == 409
+
+
+async def test_a_dual_channel_policy_records_each_party_on_its_own_track(
+    platform: LocalPlatform, start_phone: StartPhone, nc: NatsClient, mongo: Mongo, policies: None
+) -> None:
+    await start_phone(PhoneKind.ANSWER, DAVE)
+    caller = new_caller()
+    result = await platform.sipp.call(DAVE.number, caller=caller, hold_ms=4000)
+    assert result.final_codes() == [200]
+    [cdr] = await wait_cdrs(platform, caller)
+    tracks = {}
+    for party in ("caller", "callee"):
+        doc = await wait_state(mongo, f"rw-{cdr['call_id']}-{party}", "archived", timeout_s=10)
+        assert (doc["layout"], doc["party"], doc["call_id"]) == (
+            "CHANNEL_LAYOUT_DUAL",
+            party,
+            cdr["call_id"],
+        )
+        assert doc["announcement"] == "sound:conf-now-recording"  # the fallback was heard
+        tracks[party] = doc
+    assert tracks["caller"]["object_key"] != tracks["callee"]["object_key"]
+    # No mixed track besides the two.
+    assert (
+        await mongo["ringwise_recording"].recordings.find_one({"_id": f"rw-{cdr['call_id']}"})
+        is None
+    )

@@ -30,7 +30,8 @@ MAX_RETENTION_DAYS = 36500
 class Policy(BaseModel):
     mode: Literal["none", "on_demand", "compliant"] = "none"
     retention_days: int = Field(365, ge=1, le=MAX_RETENTION_DAYS)
-    announcement: str = Field("recording-announcement", max_length=200)
+    # An Asterisk sound name; routing falls back to conf-now-recording if it cannot play it.
+    announcement: str = Field("conf-now-recording", max_length=200, pattern=r"^[A-Za-z0-9_/-]+$")
     layout: Literal["mixed", "dual"] = "mixed"
 
 

@@ -12,15 +12,17 @@
   RecordingFinished; routing then publishes RecordingFinished on the RECORDINGS stream and the
   recording service archives the file.
 
-Recordings are mixed (one track). Dual-channel recording through snoop channels is not done
-yet: a "dual" policy is recorded mixed, and says so in the event.
+Layout: mixed (the bridge, one track) or, for a "dual" policy, one track per party: a snoop
+channel hears each party and is recorded on its own (rw-<call>-caller / rw-<call>-callee). If
+Asterisk cannot snoop, the call is recorded mixed and the events say so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -34,6 +36,7 @@ from ringwise_kit.ari import (
     PlaybackFinished,
     RecordingFailed,
     RecordingFinished,
+    StasisStart,
     calls,
 )
 from ringwise_kit.events import event_header, to_timestamp
@@ -46,6 +49,7 @@ log = get_logger(__name__)
 RECORDINGS = Counter("ringwise_routing_recordings_total", "Call recordings", ["mode", "outcome"])
 ANNOUNCEMENT_TIMEOUT_S = 15.0
 FINISH_TIMEOUT_S = 5.0
+SNOOP_START_TIMEOUT_S = 2.0
 DEFAULT_ANNOUNCEMENT = "conf-now-recording"
 
 Policy = recording_pb2.RecordingPolicy
@@ -87,97 +91,180 @@ class RecordingPolicies:
         return policy
 
 
-def recording_name(call_id: str) -> str:
+def recording_name(call_id: str, party: str = "") -> str:
     """The stored recording's name on Asterisk (and the archive's recording id)."""
-    return f"rw-{call_id}"
+    return f"rw-{call_id}-{party}" if party else f"rw-{call_id}"
+
+
+@dataclass(frozen=True)
+class Track:
+    name: str
+    party: str  # "" for the mixed track, else "caller" / "callee"
 
 
 @dataclass
 class CallRecording:
-    """One call's bridge recording, from start to the published RecordingFinished."""
+    """One call's recording (one mixed track, or one track per party), from start to the
+    RecordingFinished events that hand it to the archive."""
 
     call_id: str
-    name: str
     policy: Policy
+    tracks: list[Track] = field(default_factory=list)
     announcement: str = ""
 
     async def finish(
         self, record: CallRecord, wait_for: WaitFor
-    ) -> recording_pb2.RecordingFinished:
-        """Once the bridge is gone: wait (briefly) for Asterisk to close the file, then the
-        event that hands it to the archive."""
+    ) -> list[recording_pb2.RecordingFinished]:
+        """Once the bridge is gone: wait (briefly) for Asterisk to close each file, then the
+        events that hand them to the archive."""
+        pending = {track.name for track in self.tracks}
 
         def closed(event: AriEvent) -> bool:
-            return isinstance(event, RecordingFinished | RecordingFailed) and (
-                event.recording.name == self.name
+            return (
+                isinstance(event, RecordingFinished | RecordingFailed)
+                and event.recording.name in pending
             )
 
-        done = await wait_for(closed, FINISH_TIMEOUT_S)
-        if isinstance(done, RecordingFailed):
-            log.error("recording_failed", name=self.name, cause=done.recording.cause)
-        elif done is None:
-            log.warning("recording_finish_not_seen", name=self.name)
         mode = recording_pb2.RecordingMode.Name(self.policy.mode)
-        RECORDINGS.labels(mode, "failed" if isinstance(done, RecordingFailed) else "done").inc()
+        while pending:
+            done = await wait_for(closed, FINISH_TIMEOUT_S)
+            if done is None:
+                log.warning("recording_finish_not_seen", names=sorted(pending))
+                break
+            assert isinstance(done, RecordingFinished | RecordingFailed)
+            pending.discard(done.recording.name)
+            failed = isinstance(done, RecordingFailed)
+            if failed:
+                log.error("recording_failed", name=done.recording.name, cause=done.recording.cause)
+            RECORDINGS.labels(mode, "failed" if failed else "done").inc()
         started = record.answered_at or record.started_at
-        return recording_pb2.RecordingFinished(
-            header=event_header(
-                record.tenant_id,
-                self.call_id,
-                f"recording:{subjects.RECORDING_FINISHED}",
-                record.ended_at or started,
-            ),
-            recording_id=self.name,
-            asterisk_name=self.name,
-            format="wav",
-            mode=self.policy.mode,
-            layout=recording_pb2.CHANNEL_LAYOUT_MIXED,
-            user_id=record.user_id,
-            from_number=record.from_number,
-            to_number=record.to_number,
-            started_at=to_timestamp(started),
-            ended_at=to_timestamp(record.ended_at or started),
-            retention_days=self.policy.retention_days,
-            source="call",
-            announcement=self.announcement,
-        )
+        dual = any(track.party for track in self.tracks)
+        return [
+            recording_pb2.RecordingFinished(
+                header=event_header(
+                    record.tenant_id,
+                    self.call_id,
+                    f"{track.name}:{subjects.RECORDING_FINISHED}",
+                    record.ended_at or started,
+                ),
+                recording_id=track.name,
+                asterisk_name=track.name,
+                format="wav",
+                mode=self.policy.mode,
+                layout=(
+                    recording_pb2.CHANNEL_LAYOUT_DUAL
+                    if dual
+                    else recording_pb2.CHANNEL_LAYOUT_MIXED
+                ),
+                party=track.party,
+                user_id=record.user_id,
+                from_number=record.from_number,
+                to_number=record.to_number,
+                started_at=to_timestamp(started),
+                ended_at=to_timestamp(record.ended_at or started),
+                retention_days=self.policy.retention_days,
+                source="call",
+                announcement=self.announcement,
+            )
+            for track in self.tracks
+        ]
+
+
+async def _record_parties(
+    ari: AriClient,
+    recording: CallRecording,
+    parties: dict[str, str],
+    wait_for: WaitFor,
+    track_id: Callable[[str], None],
+) -> None:
+    """Dual-channel: a snoop channel hearing each party (spy "in": what that party says),
+    each recorded on its own. Raises AriError if Asterisk cannot snoop."""
+    for party, channel_id in parties.items():
+        snoop_id = f"{recording.call_id}-snoop-{party}"
+        name = recording_name(recording.call_id, party)
+        track_id(snoop_id)
+        track_id(name)
+        await ari.call(calls.snoop(channel_id, snoop_id, ari.app, spy="in"))
+
+        def snoop_entered(event: AriEvent, snoop_id: str = snoop_id) -> bool:
+            return isinstance(event, StasisStart) and event.channel.id == snoop_id
+
+        entered = await wait_for(snoop_entered, SNOOP_START_TIMEOUT_S)
+        if entered is None:
+            raise AriError(504, f"snoop channel {snoop_id} never entered Stasis", "POST", "/snoop")
+        await ari.call(calls.record_channel(snoop_id, name))
+        recording.tracks.append(Track(name, party))
+
+
+async def _announce(
+    ari: AriClient, call_id: str, bridge_id: str, sound: str, wait_for: WaitFor
+) -> str:
+    """Play the announcement into the bridge; the prompt that was heard, or "" if none was.
+    A configured sound Asterisk cannot play falls back to the default one."""
+    sounds = [sound or DEFAULT_ANNOUNCEMENT]
+    if sounds[0] != DEFAULT_ANNOUNCEMENT:
+        sounds.append(DEFAULT_ANNOUNCEMENT)
+    for attempt, name in enumerate(sounds):
+        prompt = f"sound:{name}"
+        playback_id = f"{call_id}-announce-{attempt}"
+        await ari.call(calls.play_bridge(bridge_id, playback_id, prompt))
+
+        def finished(event: AriEvent, playback_id: str = playback_id) -> bool:
+            return isinstance(event, PlaybackFinished) and event.playback.id == playback_id
+
+        played = await wait_for(finished, ANNOUNCEMENT_TIMEOUT_S)
+        if isinstance(played, PlaybackFinished) and played.playback.state == "done":
+            return prompt
+        log.warning("announcement_not_played", prompt=prompt)
+    return ""
 
 
 async def start(
     ari: AriClient,
     call_id: str,
     bridge_id: str,
+    parties: dict[str, str],
     policy: Policy,
     wait_for: WaitFor,
+    track_id: Callable[[str], None],
 ) -> CallRecording | None:
-    """Announce (compliant) and start recording the bridge; None when the policy records
-    nothing or Asterisk refused (the call goes on either way)."""
+    """Announce (compliant) and start recording; None when the policy records nothing or
+    Asterisk refused (the call goes on either way). parties maps "caller"/"callee" to their
+    channels; track_id(id) must route that channel's / recording's events to this call."""
     if policy.mode not in (
         recording_pb2.RECORDING_MODE_COMPLIANT,
         recording_pb2.RECORDING_MODE_ON_DEMAND,
     ):
         return None
-    recording = CallRecording(call_id, recording_name(call_id), policy)
+    recording = CallRecording(call_id, policy)
     mode = recording_pb2.RecordingMode.Name(policy.mode)
+    track_id(bridge_id)
+    track_id(recording_name(call_id))
     try:
         if policy.mode == recording_pb2.RECORDING_MODE_COMPLIANT:
-            prompt = f"sound:{policy.announcement or DEFAULT_ANNOUNCEMENT}"
-            playback_id = f"{call_id}-announce"
-            await ari.call(calls.play_bridge(bridge_id, playback_id, prompt))
-            played = await wait_for(
-                lambda e: isinstance(e, PlaybackFinished) and e.playback.id == playback_id,
-                ANNOUNCEMENT_TIMEOUT_S,
-            )
-            if played is None:
+            announced = await _announce(ari, call_id, bridge_id, policy.announcement, wait_for)
+            if not announced:
                 # Never record a compliant call whose parties did not hear the announcement.
                 RECORDINGS.labels(mode, "not_announced").inc()
-                log.error("recording_not_announced", prompt=prompt)
+                log.error("recording_not_announced", announcement=policy.announcement)
                 return None
-            recording.announcement = prompt
-        await ari.call(calls.record_bridge(bridge_id, recording.name))
+            recording.announcement = announced
+        if policy.layout == recording_pb2.CHANNEL_LAYOUT_DUAL:
+            try:
+                await _record_parties(ari, recording, parties, wait_for, track_id)
+            except AriError as exc:
+                # Mixed where Asterisk cannot snoop: stop what started, record the bridge.
+                log.warning("dual_channel_unavailable", error=str(exc))
+                for track in recording.tracks:
+                    with contextlib.suppress(AriError):
+                        await ari.call(calls.cancel_recording(track.name))
+                recording.tracks.clear()
+        if not recording.tracks:
+            await ari.call(calls.record_bridge(bridge_id, recording_name(call_id)))
+            recording.tracks.append(Track(recording_name(call_id), ""))
     except AriError as exc:
         RECORDINGS.labels(mode, "not_started").inc()
         log.error("recording_not_started", mode=mode, error=str(exc))
         return None
-    log.info("recording_started", mode=mode, name=recording.name)
+    log.info("recording_started", mode=mode, tracks=[t.name for t in recording.tracks])
     return recording

@@ -341,10 +341,9 @@ class CallSession:
         if self._recording_policy is None:
             return
         chosen = await self._recording_policy
-        name = recording.recording_name(self.call_id)
-        # The announcement's playback targets the bridge, and Asterisk names the recording:
-        # both reach this session through the router.
-        for key in (bridge_id, name):
+
+        def track_id(key: str) -> None:
+            # The announcement (bridge), snoop channels and recordings reach this session.
             self.channels.add(key)
             self._register_channel(key, self)
 
@@ -361,7 +360,13 @@ class CallSession:
             return event
 
         self._recording = await recording.start(
-            self._ari, self.call_id, bridge_id, chosen, wait_unless_callee_leaves
+            self._ari,
+            self.call_id,
+            bridge_id,
+            {"caller": self.caller_id, "callee": callee_id},
+            chosen,
+            wait_unless_callee_leaves,
+            track_id,
         )
 
     async def _finish_recording(self) -> None:
@@ -381,9 +386,10 @@ class CallSession:
 
         try:
             self.record.ended_at = self.record.ended_at or _now()
-            self._publisher.publish(await self._recording.finish(self.record, wait_past_hangups))
+            for finished in await self._recording.finish(self.record, wait_past_hangups):
+                self._publisher.publish(finished)
         except Exception:
-            log.exception("recording_not_handed_over", name=self._recording.name)
+            log.exception("recording_not_handed_over", call_id=self.call_id)
 
     async def _unanswered(self, dialstatus: str) -> None:
         treatment = policy.treatment_for(dialstatus)
