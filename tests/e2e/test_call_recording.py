@@ -4,6 +4,7 @@ calls are kept only when asked during the call."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import hashlib
 import io
@@ -121,7 +122,14 @@ async def test_a_compliant_call_is_announced_recorded_and_archived_locked_within
 ) -> None:
     await start_phone(PhoneKind.ANSWER, ALICE)
     caller = new_caller()
-    result = await platform.sipp.call(ALICE.number, caller=caller, hold_ms=6000)
+    # The caller talks (G.711 audio) through the call.
+    result = await platform.sipp.call(
+        ALICE.number,
+        caller=caller,
+        hold_ms=6000,
+        scenario="pstn_caller_talking.xml",
+        extra_args=["-mp", str(platform.ports.base + 700)],
+    )
     assert result.final_codes() == [200]
     hung_up = asyncio.get_running_loop().time()
     [cdr] = await wait_cdrs(platform, caller)
@@ -154,6 +162,9 @@ async def test_a_compliant_call_is_announced_recorded_and_archived_locked_within
     assert hashlib.sha256(audio).hexdigest() == doc["sha256"]  # the checksum matches
     with wave.open(io.BytesIO(audio)) as recorded:
         seconds = recorded.getnframes() / recorded.getframerate()
+        samples = array.array("h", recorded.readframes(recorded.getnframes()))
+    # The caller's voice is in it (not silence).
+    assert max(abs(s) for s in samples) > 1000
     # The caller stayed 6 s after the answer; the announcement took the first ~2 of them.
     assert 2.0 < seconds < 6.5
 
@@ -235,3 +246,16 @@ async def test_a_dual_channel_policy_records_each_party_on_its_own_track(
         await mongo["ringwise_recording"].recordings.find_one({"_id": f"rw-{cdr['call_id']}"})
         is None
     )
+
+
+async def test_the_user_keeps_an_on_demand_recording_with_the_feature_code(
+    platform: LocalPlatform, start_phone: StartPhone, nc: NatsClient, mongo: Mongo, policies: None
+) -> None:
+    # The bench user's desk phone answers and dials *9 a second into the call.
+    await start_phone(PhoneKind.KEEP_RECORDING, BENCH)
+    caller = new_caller()
+    result = await platform.sipp.call(BENCH.number, caller=caller, hold_ms=4000)
+    assert result.final_codes() == [200]
+    [cdr] = await wait_cdrs(platform, caller)
+    kept = await wait_state(mongo, f"rw-{cdr['call_id']}", "archived", timeout_s=10)
+    assert (kept["mode"], kept["keep_requested"]) == ("RECORDING_MODE_ON_DEMAND", True)

@@ -56,6 +56,8 @@ class PhoneKind(StrEnum):
     """486 Busy Here."""
     NOANSWER = "noanswer"
     """180 and rings until CANCEL (200 + 487)."""
+    KEEP_RECORDING = "keep_recording"
+    """Like answer, then dials the feature code *9 (SIP INFO DTMF) 1 s into the call."""
 
     @property
     def scenario(self) -> str:
@@ -332,6 +334,7 @@ class SippWorkspace:
         limit: int | None = None,
         timeout_s: float = 30.0,
         extra_args: Sequence[str] = (),
+        scenario: str | None = None,
     ) -> SippResult:
         """Place `calls` calls to `number` (sipp uac) and wait until sipp ends.
 
@@ -339,6 +342,7 @@ class SippWorkspace:
         wait_for_far_bye: only the far end ends the call. cancel_after_ms: the caller hangs up
         (CANCEL) that long after the 180, before any answer. rate/limit: sipp -r/-l.
         source_ip PSTN_HOST reaches the Stasis trunk, STATIC_TRUNK_HOST the bench-static one.
+        scenario: another caller scenario of tests/sipp (e.g. one that talks or sends DTMF).
         """
         await asyncio.to_thread(self._prepare)
         run_host, run_chroot = await asyncio.to_thread(self._new_run, "caller")
@@ -375,7 +379,8 @@ class SippWorkspace:
             name=f"sipp-caller-{number}",
             argv=self._argv(
                 run_chroot,
-                CALLER_SCENARIO if cancel_after_ms is None else CANCELLING_CALLER_SCENARIO,
+                scenario
+                or (CALLER_SCENARIO if cancel_after_ms is None else CANCELLING_CALLER_SCENARIO),
                 args,
             ),
             log_path=run_host / "sipp.log",
@@ -412,7 +417,7 @@ class SippWorkspace:
         run_host, run_chroot = await asyncio.to_thread(self._new_run, f"phone-{kind}-{port}")
         args = ["-i", host, "-p", str(port)]
         # sipp refuses -set for variables a scenario does not declare.
-        if kind in (PhoneKind.ANSWER, PhoneKind.ANSWER_AND_HANGUP):
+        if kind in (PhoneKind.ANSWER, PhoneKind.ANSWER_AND_HANGUP, PhoneKind.KEEP_RECORDING):
             args += ["-set", "ring_ms", str(ring_ms)]
         if kind is PhoneKind.ANSWER_AND_HANGUP:
             args += ["-set", "hold_ms", str(hold_ms)]

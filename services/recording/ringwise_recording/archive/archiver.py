@@ -160,6 +160,7 @@ class Archiver:
             "object_key": object_key(header.tenant_id or "_", started, event.recording_id),
             "legal_hold": False,
             "announcement": event.announcement,
+            "keep_requested": event.keep_requested,
             "state": states.UPLOADING,
             "created_at": self._clock(),
         }

@@ -50,6 +50,8 @@ RECORDINGS = Counter("ringwise_routing_recordings_total", "Call recordings", ["m
 ANNOUNCEMENT_TIMEOUT_S = 15.0
 FINISH_TIMEOUT_S = 5.0
 SNOOP_START_TIMEOUT_S = 2.0
+# Dialled by the user during an on-demand call: keep this call's recording.
+KEEP_FEATURE_CODE = "*9"
 DEFAULT_ANNOUNCEMENT = "conf-now-recording"
 
 Policy = recording_pb2.RecordingPolicy
@@ -109,8 +111,20 @@ class CallRecording:
 
     call_id: str
     policy: Policy
+    user_channel: str = ""  # the leg of the user the policy belongs to (feature codes)
     tracks: list[Track] = field(default_factory=list)
     announcement: str = ""
+    keep_requested: bool = False
+    _digits: str = ""
+
+    def on_dtmf(self, channel_id: str, digit: str) -> None:
+        """The user dialled during the call: KEEP_FEATURE_CODE keeps an on-demand recording."""
+        if channel_id != self.user_channel or self.keep_requested:
+            return
+        self._digits = (self._digits + digit)[-len(KEEP_FEATURE_CODE) :]
+        if self._digits == KEEP_FEATURE_CODE:
+            self.keep_requested = True
+            log.info("recording_keep_requested", by="feature_code")
 
     async def finish(
         self, record: CallRecord, wait_for: WaitFor
@@ -165,6 +179,7 @@ class CallRecording:
                 retention_days=self.policy.retention_days,
                 source="call",
                 announcement=self.announcement,
+                keep_requested=self.keep_requested,
             )
             for track in self.tracks
         ]
@@ -236,7 +251,7 @@ async def start(
         recording_pb2.RECORDING_MODE_ON_DEMAND,
     ):
         return None
-    recording = CallRecording(call_id, policy)
+    recording = CallRecording(call_id, policy, user_channel=parties.get("callee", ""))
     mode = recording_pb2.RecordingMode.Name(policy.mode)
     track_id(bridge_id)
     track_id(recording_name(call_id))

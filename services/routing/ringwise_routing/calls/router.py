@@ -39,6 +39,7 @@ ROUTED_EVENT_TYPES = (
     "PlaybackFinished",
     "RecordingFinished",
     "RecordingFailed",
+    "ChannelDtmfReceived",
 )
 
 ACTIVE_CALLS = Gauge("ringwise_routing_active_calls", "Calls being handled by this instance")

@@ -21,6 +21,7 @@ from ringwise_kit.ari import (
     AriEvent,
     AriNotFound,
     ChannelDestroyed,
+    ChannelDtmfReceived,
     ChannelHangupRequest,
     Dial,
     PlaybackFinished,
@@ -319,6 +320,8 @@ class CallSession:
         await self._start_recording(bridge_id, callee_id)
 
         def callee_gone(event: AriEvent) -> bool:
+            if isinstance(event, ChannelDtmfReceived) and self._recording is not None:
+                self._recording.on_dtmf(event.channel.id, event.digit)  # feature codes
             return isinstance(event, HANGUP_EVENTS) and _channel_of(event) == callee_id
 
         # A bridged call lasts as long as the parties want; no timeout here.
