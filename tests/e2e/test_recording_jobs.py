@@ -17,7 +17,7 @@ import pytest_asyncio
 from pymongo import AsyncMongoClient
 from ringwise_dev.platform import LocalPlatform
 from ringwise_kit.ari import AriClient
-from ringwise_recording.archive.archiver import Archiver
+from ringwise_recording.archive.archiver import ArchiveBusy, Archiver
 from ringwise_recording.archive.bucket import S3Settings, WormBucket
 from ringwise_recording.archive.consumer import AriRecordings
 from ringwise_recording.archive.envelope import PlatformKey, WrappingKey
@@ -213,5 +213,29 @@ async def test_expiry_removes_metadata_only_after_retention_and_never_under_lega
     s3 = s3_client(platform.infra)
     gone = s3.list_object_versions(Bucket=bucket.name, Prefix=short["object_key"])
     assert gone.get("Versions", []) == []
+    s3.close()
+    bucket.close()
+
+
+async def test_two_workers_racing_on_one_recording_store_it_once(
+    parts: dict[str, Any], platform: LocalPlatform
+) -> None:
+    name = f"rec-race-{uuid.uuid4().hex[:8]}"
+    put_on_asterisk(platform, name, wav_bytes(800))
+    event = finished_event(name, tenant_id="raceco")
+    bucket = WormBucket(parts["s3"])
+    first, second = (archiver(parts, bucket, AriRecordings(parts["ari"])) for _ in range(2))
+    outcomes = await asyncio.gather(
+        first.archive(event), second.archive(event), return_exceptions=True
+    )
+    done = [o for o in outcomes if isinstance(o, dict)]
+    busy = [o for o in outcomes if isinstance(o, ArchiveBusy)]
+    assert len(done) == 1 and len(busy) == 1, outcomes
+    # The loser's retry finds the work done.
+    again = await second.archive(event)
+    assert again["version_id"] == done[0]["version_id"]
+    s3 = s3_client(platform.infra)
+    versions = s3.list_object_versions(Bucket=bucket.name, Prefix=again["object_key"])["Versions"]
+    assert len(versions) == 1
     s3.close()
     bucket.close()

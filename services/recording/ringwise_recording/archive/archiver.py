@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -54,6 +57,10 @@ class KeyResolver(Protocol):
 
 class VerificationFailed(Exception):
     pass
+
+
+class ArchiveBusy(Exception):
+    """Another worker holds this recording's lease; the event is retried later."""
 
 
 def object_key(tenant_id: str, started_at: datetime, recording_id: str) -> str:
@@ -111,6 +118,7 @@ class Archiver:
         parts_in_flight: int = 2,
         default_retention_days: int = 365,
         clock: Clock = utc_now,
+        lease: timedelta = timedelta(seconds=30),
     ) -> None:
         if part_bytes < MIN_PART_BYTES:
             raise ValueError(f"parts must be at least {MIN_PART_BYTES} bytes")
@@ -122,6 +130,8 @@ class Archiver:
         self._parts_in_flight = max(1, parts_in_flight)
         self._default_retention_days = default_retention_days
         self._clock = clock
+        self._lease = lease
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def new_document(self, event: recording_pb2.RecordingFinished) -> Doc:
         header = event.header
@@ -197,8 +207,25 @@ class Archiver:
             if not await self._store.create(fresh):
                 doc = await self._store.get(event.recording_id)
             doc = doc or fresh
-        with bind_call(doc["call_id"], tenant_id=doc["tenant_id"] or None):
-            return await self._advance(doc)
+        if doc["state"] == states.ARCHIVED:
+            with bind_call(doc["call_id"], tenant_id=doc["tenant_id"] or None):
+                return await self._advance(doc)
+        # One worker at a time per recording (another instance, or a redelivery racing a slow
+        # upload): a lease on the document, renewed while the work runs.
+        if not await self._store.claim(doc["_id"], self._owner, self._clock(), self._lease):
+            raise ArchiveBusy(f"recording {doc['_id']} is being archived by another worker")
+        renew = asyncio.create_task(self._keep_lease(doc["_id"]))
+        try:
+            with bind_call(doc["call_id"], tenant_id=doc["tenant_id"] or None):
+                return await self._advance(doc)
+        finally:
+            renew.cancel()
+            await self._store.release(doc["_id"], self._owner)
+
+    async def _keep_lease(self, recording_id: str) -> None:
+        while True:
+            await asyncio.sleep(self._lease.total_seconds() / 3)
+            await self._store.claim(recording_id, self._owner, self._clock(), self._lease)
 
     async def _advance(self, doc: Doc) -> Doc:
         started_in = doc["state"]
@@ -213,7 +240,13 @@ class Archiver:
             doc = await self._verify(doc)
         if doc["state"] == states.VERIFIED:
             await self._source.delete(doc["asterisk_name"])
-            doc = await self._set(doc, state=states.ARCHIVED, archived_at=self._clock())
+            doc = await self._set(
+                doc,
+                state=states.ARCHIVED,
+                archived_at=self._clock(),
+                lease_owner=None,  # done: nobody needs to hold it any more
+                lease_until=None,
+            )
             log.info(
                 "recording_archived",
                 recording_id=doc["_id"],

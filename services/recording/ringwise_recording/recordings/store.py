@@ -13,7 +13,7 @@ resumes where the previous attempt stopped instead of storing the recording twic
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
@@ -61,6 +61,28 @@ class RecordingStore:
     async def recordings_of_call(self, tenant_id: str, call_id: str) -> list[Doc]:
         cursor = self.recordings.find({"tenant_id": tenant_id, "call_id": call_id})
         return await cursor.to_list(length=100)
+
+    async def claim(self, recording_id: str, owner: str, now: datetime, lease: timedelta) -> bool:
+        """Take (or renew) the recording's lease; False while another owner holds it."""
+        result = await self.recordings.update_one(
+            {
+                "_id": recording_id,
+                "$or": [
+                    {"lease_owner": owner},
+                    {"lease_until": {"$exists": False}},
+                    {"lease_until": None},
+                    {"lease_until": {"$lt": now}},
+                ],
+            },
+            {"$set": {"lease_owner": owner, "lease_until": now + lease}},
+        )
+        return result.matched_count == 1
+
+    async def release(self, recording_id: str, owner: str) -> None:
+        await self.recordings.update_one(
+            {"_id": recording_id, "lease_owner": owner},
+            {"$set": {"lease_until": None, "lease_owner": None}},
+        )
 
     async def get_in_tenant(self, tenant_id: str, recording_id: str) -> Doc | None:
         return await self.recordings.find_one({"_id": recording_id, "tenant_id": tenant_id})
