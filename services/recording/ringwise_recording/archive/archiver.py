@@ -189,7 +189,10 @@ class Archiver:
     async def _discard(self, event: recording_pb2.RecordingFinished) -> Doc:
         doc = self.new_document(event) | {"state": states.DISCARDED}
         if not await self._store.create(doc):
-            doc = await self._store.get(event.recording_id) or doc
+            # Someone else decided first (a keep request landed meanwhile): theirs stands.
+            existing = await self._store.get(event.recording_id)
+            if existing is not None and existing["state"] != states.DISCARDED:
+                return await self.archive(event)
         await self._source.delete(event.asterisk_name)
         log.info("recording_discarded", recording_id=event.recording_id, reason="not kept")
         return doc
