@@ -412,6 +412,32 @@ async def test_settings_validate_the_customer_key_and_the_policy_resolves_most_s
     assert status == 200, body
     assert body["encryption"]["key_id"] == fingerprint(pem)
 
+    # Optimistic concurrency: an update based on a stale read is refused.
+    async def put_if(if_match: str) -> int:
+        reply = await call_service(
+            nc,
+            "recording",
+            ApiCall(
+                operation="putRecordingSettings",
+                principal=admin,
+                path_params={"tenant_id": tenant},
+                body=json.dumps(settings).encode(),
+                if_match=if_match,
+            ),
+        )
+        return reply.status
+
+    fresh = await call_service(
+        nc,
+        "recording",
+        ApiCall(
+            operation="getRecordingSettings", principal=admin, path_params={"tenant_id": tenant}
+        ),
+    )
+    etag = fresh.headers["ETag"]
+    assert await put_if(etag) == 200
+    assert await put_if(etag) == 412  # that version is gone now
+
     async def policy(user_id: str, team_id: str) -> recording_pb2.RecordingPolicy:
         return await bus.request(
             nc,

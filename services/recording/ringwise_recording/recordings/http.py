@@ -336,7 +336,8 @@ def build_router(ctx: RecordingsContext) -> ApiRouter:
 
     @router.operation("getRecordingSettings")
     async def get_settings(call: ApiCall) -> ApiResult:
-        return ApiResult(body=settings_json(await ctx.store.tenant_settings(call.tenant_id)))
+        stored = await ctx.store.tenant_settings(call.tenant_id)
+        return ApiResult(body=settings_json(stored), headers={"ETag": _etag(stored)})
 
     @router.operation("putRecordingSettings")
     async def put_settings(call: ApiCall) -> ApiResult:
@@ -352,15 +353,27 @@ def build_router(ctx: RecordingsContext) -> ApiRouter:
             encryption |= {"public_key_pem": pem.decode(), "key_id": key_id}
         changes = body.model_dump(exclude={"encryption"})
         changes["encryption"] = encryption
-        stored = await ctx.store.put_tenant_settings(call.tenant_id, changes)
+        if_version = None
+        if call.if_match:
+            current = await ctx.store.tenant_settings(call.tenant_id)
+            if call.if_match != _etag(current):
+                raise ApiError(412, "Precondition Failed", "the settings changed meanwhile")
+            if_version = int(current.get("version", 0))
+        stored = await ctx.store.put_tenant_settings(call.tenant_id, changes, if_version)
+        if stored is None:
+            raise ApiError(412, "Precondition Failed", "the settings changed meanwhile")
         await audit(call, "settings_changed", "settings", encryption_mode=encryption["mode"])
-        return ApiResult(body=settings_json(stored))
+        return ApiResult(body=settings_json(stored), headers={"ETag": _etag(stored)})
 
     return router
 
 
+def _etag(settings: Doc) -> str:
+    return f'"{int(settings.get("version", 0))}"'
+
+
 def settings_json(doc: Doc) -> dict[str, Any]:
-    out = {k: v for k, v in doc.items() if k != "_id"}
+    out = {k: v for k, v in doc.items() if k not in ("_id", "version")}
     out["tenant_id"] = doc["_id"]
     out.setdefault("encryption", {"mode": "platform"})
     return out

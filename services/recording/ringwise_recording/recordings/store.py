@@ -168,12 +168,21 @@ class RecordingStore:
     async def tenant_settings(self, tenant_id: str) -> Doc:
         return await self.tenants.find_one({"_id": tenant_id}) or {"_id": tenant_id}
 
-    async def put_tenant_settings(self, tenant_id: str, changes: Doc) -> Doc:
-        doc = await self.tenants.find_one_and_update(
-            {"_id": tenant_id},
-            {"$set": changes},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        assert doc is not None
-        return doc
+    async def put_tenant_settings(
+        self, tenant_id: str, changes: Doc, if_version: int | None = None
+    ) -> Doc | None:
+        """Replace the settings (version + 1). With if_version, only if the stored version is
+        that one (optimistic concurrency); None when it is not."""
+        query: Doc = {"_id": tenant_id}
+        if if_version is not None:
+            # Version 0: never written (no document, or one without a version yet).
+            query["version"] = {"$in": [0, None]} if if_version == 0 else if_version
+        try:
+            return await self.tenants.find_one_and_update(
+                query,
+                {"$set": changes, "$inc": {"version": 1}},
+                upsert=if_version in (None, 0),
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:  # two first writers at once: the other one won
+            return None
