@@ -254,6 +254,20 @@ async def test_a_download_is_a_short_lived_url_to_the_encrypted_recording(
 
     plain = b"".join([c async for c in open_stream(once(), platform_key(platform))])
     assert hashlib.sha256(plain).hexdigest() == body["sha256"] == doc["sha256"]
+    # Playback of a platform-key recording: a decrypting stream from the service itself.
+    assert body["stream_url"].startswith(
+        platform.service_url("recording", "/v1/recording-streams/")
+    )
+    async with aiohttp.ClientSession() as session:
+        async with session.get(body["stream_url"]) as resp:
+            assert (resp.status, resp.content_type) == (200, "audio/wav")
+            streamed = await resp.read()
+        assert hashlib.sha256(streamed).hexdigest() == doc["sha256"]
+        forged = body["stream_url"][:-3] + (
+            "AAA" if not body["stream_url"].endswith("AAA") else "BBB"
+        )
+        async with session.get(forged) as resp:
+            assert resp.status == 403
     status, _ = await api(
         nc,
         "createRecordingDownload",

@@ -27,6 +27,7 @@ from ringwise_recording.recordings import access
 from ringwise_recording.recordings.audit import AuditLog
 from ringwise_recording.recordings.http import RecordingsContext, build_router
 from ringwise_recording.recordings.store import RecordingStore
+from ringwise_recording.recordings.stream import StreamTokens, add_stream_route
 from ringwise_recording.settings import RecordingSettings
 
 log = get_logger(__name__)
@@ -92,8 +93,17 @@ def archive_ctx(settings: RecordingSettings) -> service.CleanupCtx:
         audit = AuditLog(app[service.MONGO_KEY], settings.recording_db)
         await audit.ensure_indexes()
         nc = app[service.NATS_KEY]
+        key = platform_key(settings)
         router = build_router(
-            RecordingsContext(store, audit, bucket, settings.recording_download_url_s)
+            RecordingsContext(
+                store,
+                audit,
+                bucket,
+                settings.recording_download_url_s,
+                stream_tokens=StreamTokens(key) if key else None,
+                stream_base_url=settings.recording_stream_base_url
+                or f"http://{settings.http_host}:{settings.http_port}",
+            )
         )
         api_sub = await api.serve_api(nc, "recording", router)
 
@@ -140,6 +150,14 @@ def create_app(settings: RecordingSettings | None = None) -> web.Application:
     app.cleanup_ctx.append(service.nats_ctx(settings, bus.RECORDINGS, bus.DEAD_LETTERS))
     app.cleanup_ctx.append(service.mongo_ctx(settings.mongo_url))
     app.cleanup_ctx.append(archive_ctx(settings))
+    key = platform_key(settings)
+    add_stream_route(
+        app,
+        tokens=lambda: StreamTokens(key) if key else None,
+        store=lambda: app[STORE_KEY],
+        bucket=lambda: app[BUCKET_KEY],
+        platform_key=lambda: key,
+    )
     return app
 
 

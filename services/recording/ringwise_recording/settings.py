@@ -29,8 +29,11 @@ class RecordingSettings(KitSettings, MongoSettings, AriSettings):
     recording_parts_in_flight: int = 2
     # Retention when an event names none (days); a tenant setting overrides it.
     recording_default_retention_days: int = 365
-    # Presigned download URLs live this long.
+    # Presigned download URLs (and playback stream links) live this long.
     recording_download_url_s: int = 300
+    # Where clients reach this service's decrypting playback stream (platform-key recordings);
+    # empty: http://<http_host>:<http_port>.
+    recording_stream_base_url: str = ""
     # Verifier: how many archived recordings it re-reads per run, and how often it runs.
     recording_verify_sample: int = 20
     recording_verify_interval_s: float = 3600.0

@@ -23,6 +23,8 @@ from ringwise_recording.archive.envelope import CustomerKey, fingerprint
 from ringwise_recording.recordings import access
 from ringwise_recording.recordings.audit import AuditLog, export_entry
 from ringwise_recording.recordings.store import Doc, RecordingStore
+from ringwise_recording.recordings.stream import PATH as STREAM_PATH
+from ringwise_recording.recordings.stream import StreamTokens
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -35,6 +37,9 @@ class RecordingsContext:
     bucket: WormBucket
     download_url_s: int = 300
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # The decrypting playback stream (platform-key recordings); None: not offered.
+    stream_tokens: StreamTokens | None = None
+    stream_base_url: str = ""
 
 
 def _iso(value: Any) -> Any:
@@ -232,18 +237,19 @@ def build_router(ctx: RecordingsContext) -> ApiRouter:
         url = await ctx.bucket.presign(doc["object_key"], doc["version_id"], ctx.download_url_s)
         await audit(call, body.purpose, doc["_id"], reason=body.reason)
         expires = ctx.clock() + timedelta(seconds=ctx.download_url_s)
-        return ApiResult(
-            status=201,
-            body={
-                "url": url,
-                "expires_at": expires.isoformat(),
-                "sha256": doc["sha256"],
-                "ciphertext_sha256": doc["ciphertext_sha256"],
-                "key_mode": doc["key_mode"],
-                "key_id": doc["key_id"],
-                "format": "ringwise-recording-envelope/1",
-            },
-        )
+        reply = {
+            "url": url,
+            "expires_at": expires.isoformat(),
+            "sha256": doc["sha256"],
+            "ciphertext_sha256": doc["ciphertext_sha256"],
+            "key_mode": doc["key_mode"],
+            "key_id": doc["key_id"],
+            "format": "ringwise-recording-envelope/1",
+        }
+        if body.purpose == "playback" and doc["key_mode"] == "platform" and ctx.stream_tokens:
+            token = ctx.stream_tokens.issue(call.tenant_id, doc["_id"], expires)
+            reply["stream_url"] = ctx.stream_base_url + STREAM_PATH.format(token=token)
+        return ApiResult(status=201, body=reply)
 
     @router.operation("setRecordingLegalHold")
     async def set_legal_hold(call: ApiCall) -> ApiResult:
