@@ -1,0 +1,110 @@
+"""Recording control in routing: the keep feature code, and the events handed to the archive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from ringwise.events.v1 import recording_pb2
+from ringwise_kit.ari import AriEvent, LiveRecording, RecordingFailed, RecordingFinished
+from ringwise_routing.calls.cdr import CallRecord
+from ringwise_routing.calls.recording import CallRecording, Track, recording_name
+
+START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+ON_DEMAND = recording_pb2.RecordingPolicy(
+    mode=recording_pb2.RECORDING_MODE_ON_DEMAND, retention_days=365
+)
+
+
+def on_demand() -> CallRecording:
+    return CallRecording("c1", ON_DEMAND, user_channel="callee-leg")
+
+
+@pytest.mark.parametrize(
+    ("presses", "kept"),
+    [
+        ([("callee-leg", "*"), ("callee-leg", "9")], True),
+        ([("callee-leg", "1"), ("callee-leg", "*"), ("callee-leg", "9")], True),
+        ([("callee-leg", "*"), ("callee-leg", "8")], False),
+        ([("callee-leg", "9"), ("callee-leg", "*")], False),
+        ([("caller-leg", "*"), ("caller-leg", "9")], False),  # only the user's leg counts
+        ([("callee-leg", "*"), ("caller-leg", "9")], False),
+    ],
+)
+def test_the_user_keeps_the_recording_with_star_9(
+    presses: list[tuple[str, str]], kept: bool
+) -> None:
+    recording = on_demand()
+    for channel, digit in presses:
+        recording.on_dtmf(channel, digit)
+    assert recording.keep_requested is kept
+
+
+def record() -> CallRecord:
+    return CallRecord(
+        call_id="c1",
+        from_number="+441",
+        to_number="+1555",
+        started_at=START,
+        tenant_id="acme",
+        user_id="alice",
+        answered_at=START + timedelta(seconds=2),
+        ended_at=START + timedelta(seconds=32),
+    )
+
+
+def closing(events: list[AriEvent]) -> Callable[..., Any]:
+    """A session's wait: hands out the given events in order, then times out."""
+
+    async def wait_for(match: Callable[[AriEvent], bool], timeout_s: float) -> AriEvent | None:
+        while events:
+            event = events.pop(0)
+            if match(event):
+                return event
+        return None
+
+    return wait_for
+
+
+def finished(name: str, failed: bool = False) -> AriEvent:
+    kind = RecordingFailed if failed else RecordingFinished
+    return kind(
+        type=kind.__name__, timestamp=START, recording=LiveRecording(name=name, state="done")
+    )
+
+
+async def test_each_track_becomes_one_event_with_the_calls_times_and_the_keep_request() -> None:
+    recording = on_demand()
+    recording.tracks = [
+        Track(recording_name("c1", "caller"), "caller"),
+        Track(recording_name("c1", "callee"), "callee"),
+    ]
+    recording.on_dtmf("callee-leg", "*")
+    recording.on_dtmf("callee-leg", "9")
+    events = await recording.finish(
+        record(), closing([finished("rw-c1-callee"), finished("other"), finished("rw-c1-caller")])
+    )
+    assert [(e.recording_id, e.party) for e in events] == [
+        ("rw-c1-caller", "caller"),
+        ("rw-c1-callee", "callee"),
+    ]
+    for event in events:
+        assert event.layout == recording_pb2.CHANNEL_LAYOUT_DUAL
+        assert event.keep_requested
+        assert event.header.tenant_id == "acme" and event.header.call_id == "c1"
+        assert event.started_at.ToDatetime(tzinfo=UTC) == START + timedelta(seconds=2)
+        assert event.ended_at.ToDatetime(tzinfo=UTC) == START + timedelta(seconds=32)
+    assert len({e.header.event_id for e in events}) == 2  # one de-duplication key per track
+
+
+async def test_a_mixed_recording_is_handed_over_even_if_asterisk_never_confirms() -> None:
+    recording = CallRecording("c1", ON_DEMAND, tracks=[Track("rw-c1", "")])
+    [event] = await recording.finish(record(), closing([]))
+    assert (event.recording_id, event.layout, event.party) == (
+        "rw-c1",
+        recording_pb2.CHANNEL_LAYOUT_MIXED,
+        "",
+    )
+    assert not event.keep_requested
