@@ -477,3 +477,27 @@ async def test_settings_validate_the_customer_key_and_the_policy_resolves_most_s
         recording_pb2.RecordingPolicy,
     )
     assert other.mode == recording_pb2.RECORDING_MODE_NONE
+
+
+async def test_a_recording_without_a_team_gets_its_users_team_and_that_teams_supervisor(
+    platform: LocalPlatform, nc: NatsClient, mongo: Mongo
+) -> None:
+    tenant = "teams-" + uuid.uuid4().hex[:6]
+    admin = principal(tenant, api_pb2.ROLE_TENANT_ADMIN, "admin")
+    status, _ = await api(
+        nc,
+        "putRecordingSettings",
+        admin,
+        body={"teams": {"support": {"supervisors": ["sup-9"], "members": ["carl"]}}},
+        tenant_id=tenant,
+    )
+    assert status == 200
+    doc = await archive(platform, nc, mongo, tenant, user_id="carl", team_id="")
+    assert doc["team_id"] == "support"
+    supervisor = principal(tenant, api_pb2.ROLE_SUPERVISOR, "sup-9")
+    _, body = await api(nc, "listRecordings", supervisor, tenant_id=tenant)
+    assert ids(body) == {doc["_id"]}
+    _, body = await api(
+        nc, "listRecordings", officer(tenant), query=[("team_id", "support")], tenant_id=tenant
+    )
+    assert ids(body) == {doc["_id"]}

@@ -13,10 +13,11 @@ SETTINGS: dict[str, Any] = {
     "policy": {"mode": "on_demand", "retention_days": 365},
     "teams": {
         "legal": {"policy": {"mode": "compliant", "retention_days": 2555}, "supervisors": ["sue"]},
-        "sales": {"supervisors": ["sam"]},
+        "sales": {"supervisors": ["sam"], "members": ["amy"]},
     },
     "users": {"ceo": {"policy": {"mode": "none"}}},
 }
+SETTINGS["teams"]["legal"]["members"] = ["lee"]
 RECORDING = {"user_id": "lee", "team_id": "legal"}
 
 
@@ -58,3 +59,10 @@ def test_the_most_specific_policy_wins(user: str, team: str, mode: int, days: in
 
 def test_no_settings_means_no_recording() -> None:
     assert access.resolve_policy({}, "a", "b").mode == recording_pb2.RECORDING_MODE_NONE
+
+
+def test_without_a_team_from_the_call_the_members_list_decides() -> None:
+    assert access.team_of(SETTINGS, "lee") == "legal"
+    assert access.team_of(SETTINGS, "nobody") == ""
+    lee = access.resolve_policy(SETTINGS, "lee", "")
+    assert (lee.mode, lee.retention_days) == (recording_pb2.RECORDING_MODE_COMPLIANT, 2555)

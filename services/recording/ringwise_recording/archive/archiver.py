@@ -29,6 +29,7 @@ from ringwise_kit.logs import bind_call, get_logger
 
 from ringwise_recording.archive.bucket import LOCK_MODE, SSE, WormBucket, error_code, multipart_etag
 from ringwise_recording.archive.envelope import Sealer, WrappingKey
+from ringwise_recording.recordings import access
 from ringwise_recording.recordings import store as states
 from ringwise_recording.recordings.store import Doc, RecordingStore
 
@@ -207,6 +208,10 @@ class Archiver:
             return doc
         if doc is None:
             fresh = self.new_document(event)
+            if not fresh["team_id"]:
+                # Routing does not know teams yet: the tenant's settings say who is in which.
+                settings = await self._store.tenant_settings(fresh["tenant_id"])
+                fresh["team_id"] = access.team_of(settings, fresh["user_id"])
             if not await self._store.create(fresh):
                 doc = await self._store.get(event.recording_id)
             doc = doc or fresh

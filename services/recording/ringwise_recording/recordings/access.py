@@ -38,6 +38,8 @@ class Policy(BaseModel):
 class Team(BaseModel):
     policy: Policy | None = None
     supervisors: list[str] = Field(default_factory=list, max_length=1000)
+    # Until the directory carries teams, membership lives here (a user in one team).
+    members: list[str] = Field(default_factory=list, max_length=10000)
 
 
 class User(BaseModel):
@@ -64,8 +66,18 @@ MODES = {
 LAYOUTS = {"mixed": recording_pb2.CHANNEL_LAYOUT_MIXED, "dual": recording_pb2.CHANNEL_LAYOUT_DUAL}
 
 
+def team_of(settings: Doc, user_id: str) -> str:
+    """The team whose members list the user ("" if none)."""
+    teams: dict[str, Doc] = settings.get("teams") or {}
+    for team_id in sorted(teams):
+        if user_id and user_id in (teams[team_id].get("members") or []):
+            return str(team_id)
+    return ""
+
+
 def resolve_policy(settings: Doc, user_id: str, team_id: str) -> recording_pb2.RecordingPolicy:
     """The policy of a call: the user's, else their team's, else the tenant's, else none."""
+    team_id = team_id or team_of(settings, user_id)
     chosen: Doc | None = None
     user = (settings.get("users") or {}).get(user_id) or {}
     team = (settings.get("teams") or {}).get(team_id) or {}
