@@ -183,3 +183,21 @@ async def test_responses_after_a_closing_one_are_errors(
     await http.close()
     assert closing == (200, b"{}")
     assert isinstance(after, HttpError)
+
+
+async def test_a_burst_waits_for_connections_instead_of_opening_more(
+    server: tuple[TestServer, list[str]],
+) -> None:
+    test_server, peers = server
+    http = KeepAliveHttp(str(test_server.make_url("/ari")), {}, max_connections=3)
+    peers.clear()
+    try:
+        results = await asyncio.gather(*(http.request("GET", f"/echo/{n}") for n in range(60)))
+        assert [status for status, _ in results] == [200] * 60
+        # 60 concurrent requests, never more than three connections (and all kept for reuse).
+        assert len(set(peers)) <= 3
+        again = await http.request("GET", "/echo/after")
+        assert again[0] == 200
+        assert len(set(peers)) <= 3
+    finally:
+        await http.close()

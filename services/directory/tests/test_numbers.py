@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,14 +9,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pymongo import AsyncMongoClient
+from directory_harness import Harness
 from ringwise.directory.v1 import resolve_pb2
-from ringwise_dev.infra import Infra
 from ringwise_directory.numbers.fixture import FixtureError, load_fixture, read_fixture
-from ringwise_directory.numbers.store import DirectoryStore
+from ringwise_directory.stores import Stores
 
 Reply = resolve_pb2.ResolveNumberReply
-_dbs = itertools.count()
 
 FIXTURE: dict[str, Any] = {
     "tenants": [{"tenant_id": "acme", "name": "Acme"}],
@@ -71,23 +68,17 @@ def test_an_unreadable_fixture_is_refused(tmp_path: Path) -> None:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def store(infra: Infra) -> AsyncIterator[DirectoryStore]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.endpoints.mongo_url)
-    directory = DirectoryStore(client, f"directory_test_{next(_dbs)}")
-    await directory.ensure_indexes()
-    yield directory
-    await client.close()
+async def store(harness: Harness) -> AsyncIterator[Stores]:
+    yield harness.service.stores
 
 
 @pytest.mark.integration
 @pytest.mark.asyncio(loop_scope="session")
-async def test_numbers_resolve_to_their_user_and_devices(
-    store: DirectoryStore, tmp_path: Path
-) -> None:
+async def test_numbers_resolve_to_their_user_and_devices(store: Stores, tmp_path: Path) -> None:
     changed = await load_fixture(store, write(tmp_path, FIXTURE))
     assert sorted(number for _, number, _ in changed) == ["+15550100", "+15550111"]
 
-    reply = await store.resolve("+15550100")
+    reply = await store.numbers.resolve("+15550100")
     assert reply.status == Reply.STATUS_FOUND
     assert (reply.tenant_id, reply.user_id, reply.user_name) == ("acme", "alice", "Alice")
     assert reply.ring_timeout_s == 15
@@ -96,15 +87,15 @@ async def test_numbers_resolve_to_their_user_and_devices(
     ]
     assert reply.version > 0
 
-    assert (await store.resolve("+19999999")).status == Reply.STATUS_NOT_FOUND
+    assert (await store.numbers.resolve("+19999999")).status == Reply.STATUS_NOT_FOUND
     # A number whose user is no longer active reaches nobody.
-    assert (await store.resolve("+15550111")).status == Reply.STATUS_NOT_FOUND
+    assert (await store.numbers.resolve("+15550111")).status == Reply.STATUS_NOT_FOUND
 
 
 @pytest.mark.integration
 @pytest.mark.asyncio(loop_scope="session")
 async def test_reloading_reports_only_numbers_whose_routing_changed(
-    store: DirectoryStore, tmp_path: Path
+    store: Stores, tmp_path: Path
 ) -> None:
     await load_fixture(store, write(tmp_path, FIXTURE))
     assert await load_fixture(store, write(tmp_path, FIXTURE)) == []
@@ -112,4 +103,4 @@ async def test_reloading_reports_only_numbers_whose_routing_changed(
     moved["numbers"][1]["user_id"] = "alice"
     changed = await load_fixture(store, write(tmp_path, moved))
     assert [number for _, number, _ in changed] == ["+15550111"]
-    assert (await store.resolve("+15550111")).user_id == "alice"
+    assert (await store.numbers.resolve("+15550111")).user_id == "alice"

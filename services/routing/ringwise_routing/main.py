@@ -5,17 +5,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from ringwise.directory.v1 import resolve_pb2
 from ringwise_kit import bus, service
 from ringwise_kit.ari import AriClient
 from ringwise_kit.ops import READINESS_KEY
 
+from ringwise_routing.calls import policy
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.router import CallRouter
+from ringwise_routing.calls.session import CallerHungUp
+from ringwise_routing.calls.voicemail_step import VoicemailStep
+from ringwise_routing.provisioning.pjsip import PjsipOptions
+from ringwise_routing.provisioning.provisioner import Provisioner
 from ringwise_routing.settings import RoutingSettings
 
 ROUTER_KEY = web.AppKey("router", CallRouter)
+PROVISIONER_KEY = web.AppKey("provisioner", Provisioner)
 
 
 def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
@@ -37,14 +44,46 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             settings.ari_password.get_secret_value(),
             settings.ari_app,
         )
-        router = CallRouter(ari, directory, publisher, RecordingPolicies(app[service.NATS_KEY]))
+
+        async def find_user(number: str) -> tuple[str, str] | None:
+            lookup = await directory.resolve(policy.normalize_number(number))
+            if (
+                isinstance(lookup, resolve_pb2.ResolveNumberReply)
+                and lookup.status == resolve_pb2.ResolveNumberReply.STATUS_FOUND
+            ):
+                return lookup.tenant_id, lookup.user_id
+            return None
+
+        voicemail = VoicemailStep(
+            app[service.NATS_KEY],
+            ari,
+            CallerHungUp,
+            timeout_s=settings.voicemail_timeout_s,
+            find_user=find_user,
+        )
+        router = CallRouter(
+            ari, directory, publisher, voicemail, RecordingPolicies(app[service.NATS_KEY])
+        )
         app[ROUTER_KEY] = router
+        provisioner = Provisioner(
+            app[service.NATS_KEY],
+            app[service.REDIS_KEY],
+            ari,
+            PjsipOptions(
+                transport=settings.pjsip_transport,
+                rewrite_contact=settings.pjsip_rewrite_contact,
+            ),
+            resync_s=settings.pjsip_resync_s,
+        )
+        app[PROVISIONER_KEY] = provisioner
+        await provisioner.start()
         app[READINESS_KEY].add("ari", lambda: ari.connected)
         await ari.start()
         yield
         # Calls in progress get a moment to finish; what is still up then (a long
         # conversation) stays up in Asterisk and is reconciled by the next instance.
         await router.drain(settings.shutdown_grace_s / 2)
+        await provisioner.stop()
         await ari.close()
         await router.abandon()
         await publisher.stop(settings.shutdown_grace_s / 2)

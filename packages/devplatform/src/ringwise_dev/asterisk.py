@@ -149,6 +149,7 @@ class AsteriskInstance:
             "RINGWISE_ARI_USER": self._ari_user,
             "RINGWISE_ARI_PASSWORD": self._ari_password,
             "RINGWISE_ARI_APP": self.ari_app,
+            "RINGWISE_SIP_BIND": HOST,
             "RINGWISE_SIP_PORT": str(self.ports.sip),
             "RINGWISE_PSTN_HOST": PSTN_HOST,
             "RINGWISE_RTP_START": str(self.ports.rtp_start),

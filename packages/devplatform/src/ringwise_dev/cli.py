@@ -14,13 +14,15 @@ import sys
 import time
 from typing import Any
 
+import aiohttp
 from google.protobuf.json_format import MessageToDict
 from ringwise.events.v1 import call_pb2
 from ringwise_kit.logs import configure_logging
 
 from ringwise_dev.asterisk import repo_root
 from ringwise_dev.fixture import ALICE, PEOPLE
-from ringwise_dev.platform import LocalPlatform
+from ringwise_dev.gateway_client import GatewayClient, GatewayError
+from ringwise_dev.platform import OPERATOR_EMAIL, LocalPlatform
 from ringwise_dev.ports import DEV_PORTS, HOST
 from ringwise_dev.sipp import PhoneKind
 from ringwise_dev.testing import call_events, wait_cdrs
@@ -84,6 +86,23 @@ def print_endpoints(platform: LocalPlatform) -> None:
     say(f"  SMTP sink {HOST}:{ports.smtp}")
     say(f"  Numbers: {', '.join(f'{p.number} ({p.user_id})' for p in PEOPLE)}")
     say(f"  Logs and data: {platform.data_dir}")
+    say(f"  Public API {platform.service_url('gateway', '/v1')}  (OpenAPI: /v1/openapi.json)")
+    say(f"  Operator sign-in: {OPERATOR_EMAIL} / {platform.operator_password}  (this run only)")
+
+
+async def demo_api(platform: LocalPlatform) -> bool:
+    """The operator signs in through the gateway and lists the tenants."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        client = GatewayClient(session, platform.service_url("gateway"))
+        try:
+            await client.login(OPERATOR_EMAIL, platform.operator_password)
+            page = await client.call("GET", "/v1/tenants")
+        except (GatewayError, aiohttp.ClientError) as exc:
+            say(f"API demo failed: {exc}")
+            return False
+    names = ", ".join(f"{t['tenant_id']} ({t['name']})" for t in page["items"])
+    say(f"API: the operator signed in through the gateway; tenants: {names}")
+    return True
 
 
 async def up(once: bool) -> int:
@@ -98,6 +117,8 @@ async def up(once: bool) -> int:
         print_endpoints(platform)
         say()
         ok = await demo_call(platform)
+        say()
+        ok = await demo_api(platform) and ok
         if once:
             return 0 if ok else 1
         say()

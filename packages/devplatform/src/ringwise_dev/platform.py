@@ -22,6 +22,8 @@ from ringwise_dev.proc import ManagedProcess, ProcessFailed
 from ringwise_dev.services import SERVICES, service_process
 from ringwise_dev.sipp import SippWorkspace
 
+OPERATOR_EMAIL = "operator@ringwise.test"
+
 
 class LocalPlatform:
     def __init__(
@@ -44,6 +46,10 @@ class LocalPlatform:
         # The recording archive's platform key-encryption key (fresh per instance).
         self.recording_platform_key = base64.b64encode(secrets.token_bytes(32)).decode()
         self.recordings_bucket = "ringwise-recordings"
+        # A fresh key per platform run: tokens of an earlier run are simply invalid.
+        self.token_signing_key = secrets.token_urlsafe(48)
+        # The platform's first operator admin (directory creates it at start-up).
+        self.operator_password = secrets.token_urlsafe(18)
         self.services: dict[str, ManagedProcess] = {
             name: service_process(name, ports, self.data_dir / "logs", self.service_env(name))
             for name in SERVICES
@@ -57,15 +63,28 @@ class LocalPlatform:
             "RINGWISE_REDIS_URL": endpoints.redis_url,
             "RINGWISE_MONGO_URL": endpoints.mongo_url,
         }
-        if name in ("routing", "recording"):
+        if name == "voicemail":
+            env |= {
+                "RINGWISE_S3_ENDPOINT": endpoints.s3_endpoint,
+                "RINGWISE_S3_ACCESS_KEY": endpoints.s3_access_key,
+                "RINGWISE_S3_SECRET_KEY": endpoints.s3_secret_key,
+                "RINGWISE_S3_REGION": endpoints.s3_region,
+                "RINGWISE_SMTP_HOST": endpoints.smtp_host,
+                "RINGWISE_SMTP_PORT": str(endpoints.smtp_port),
+            }
+        if name in ("routing", "voicemail", "recording"):
             env |= {
                 "RINGWISE_ARI_URL": self.asterisk.ari_url,
                 "RINGWISE_ARI_USER": self.asterisk.ari_user,
                 "RINGWISE_ARI_PASSWORD": self.asterisk.ari_password,
                 "RINGWISE_ARI_APP": self.asterisk.ari_app,
+                # sipp phones register for an answering sipp on another port (sipp.py).
+                "RINGWISE_PJSIP_REWRITE_CONTACT": "false",
             }
         if name == "directory":
             env["RINGWISE_DIRECTORY_FIXTURE"] = str(self.fixture_path)
+            env["RINGWISE_OPERATOR_EMAIL"] = OPERATOR_EMAIL
+            env["RINGWISE_OPERATOR_PASSWORD"] = self.operator_password
         if name == "recording":
             env |= {
                 "RINGWISE_S3_ENDPOINT": endpoints.s3_endpoint,
@@ -76,6 +95,8 @@ class LocalPlatform:
                 "RINGWISE_RECORDINGS_BUCKET_CREATE": "true",
                 "RINGWISE_RECORDING_PLATFORM_KEY": self.recording_platform_key,
             }
+        if name == "gateway":
+            env["RINGWISE_TOKEN_SIGNING_KEY"] = self.token_signing_key
         return env
 
     def service_url(self, name: str, path: str = "") -> str:

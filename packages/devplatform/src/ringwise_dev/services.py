@@ -11,7 +11,7 @@ import aiohttp
 from ringwise_dev.ports import HOST, PortPlan
 from ringwise_dev.proc import ManagedProcess
 
-SERVICES = ("directory", "billing", "voicemail", "recording", "messaging", "routing")
+SERVICES = ("directory", "billing", "voicemail", "recording", "messaging", "routing", "gateway")
 
 
 async def http_ok(url: str) -> bool:

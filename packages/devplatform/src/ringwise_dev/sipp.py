@@ -16,6 +16,7 @@ import contextlib
 import errno
 import itertools
 import math
+import re
 import shutil
 import socket
 import time
@@ -37,6 +38,7 @@ STATIC_TRUNK_HOST = "127.0.0.3"
 CALLER_SCENARIO = "pstn_caller.xml"
 # The caller gives up (CANCEL) after ringing for a while.
 CANCELLING_CALLER_SCENARIO = "pstn_caller_cancel.xml"
+REGISTER_SCENARIO = "phone_register.xml"
 # "Wait for the far end's BYE": hold long enough that only the far end ends the call.
 FOREVER_MS = 3_600_000
 OLD_RUN_S = 6 * 3600
@@ -58,6 +60,8 @@ class PhoneKind(StrEnum):
     """180 and rings until CANCEL (200 + 487)."""
     KEEP_RECORDING = "keep_recording"
     """Like answer, then dials the feature code *9 (SIP INFO DTMF) 1 s into the call."""
+    MWI = "mwi"
+    """Takes message-waiting NOTIFYs (200) and logs their counts (SippPhone.mwi_counts)."""
 
     @property
     def scenario(self) -> str:
@@ -150,6 +154,39 @@ def parse_short_messages(path: Path) -> list[CallOutcome]:
     return list(calls.values())
 
 
+def register_responses(path: Path) -> list[int]:
+    """Status codes of the REGISTER responses in a -trace_shortmsg file, in order."""
+    codes = []
+    with contextlib.suppress(FileNotFoundError):
+        for line in path.read_text(errors="replace").splitlines():
+            parts = line.split("\t")
+            if len(parts) < 7 or parts[3] != "R" or not parts[5].endswith("REGISTER"):
+                continue
+            first = parts[6].strip()
+            if first.startswith("SIP/2.0 "):
+                with contextlib.suppress(IndexError, ValueError):
+                    codes.append(int(first.split(" ", 2)[1]))
+    return codes
+
+
+@dataclass
+class Registration:
+    """What the registrar answered to one REGISTER exchange."""
+
+    responses: list[int]
+    exit_code: int | None
+    run_dir: Path
+
+    @property
+    def final_code(self) -> int | None:
+        finals = [code for code in self.responses if code >= 200]
+        return finals[-1] if finals else None
+
+    @property
+    def registered(self) -> bool:
+        return self.final_code == 200
+
+
 def parse_rtt(paths: Sequence[Path]) -> dict[str, list[float]]:
     """Response times (ms) per rtd counter from sipp's -trace_rtt CSV files."""
     out: dict[str, list[float]] = {}
@@ -231,6 +268,19 @@ class SippPhone:
 
     def calls(self) -> list[CallOutcome]:
         return parse_short_messages(self.short_messages)
+
+    def mwi_counts(self) -> list[tuple[bool, int, int, int]]:
+        """(waiting, new, old, urgent) of each message-waiting NOTIFY received, in order."""
+        path = self.run_dir / "mwi.log"
+        if not path.exists():
+            return []
+        found = []
+        for match in re.finditer(
+            r"MWI waiting=(yes|no) new=(\d+) old=(\d+) urgent=(\d+)", path.read_text()
+        ):
+            waiting, new, old, urgent = match.groups()
+            found.append((waiting == "yes", int(new), int(old), int(urgent)))
+        return found
 
     def calls_handled(self) -> int:
         """INVITEs (distinct calls) this phone received."""
@@ -342,7 +392,8 @@ class SippWorkspace:
         wait_for_far_bye: only the far end ends the call. cancel_after_ms: the caller hangs up
         (CANCEL) that long after the 180, before any answer. rate/limit: sipp -r/-l.
         source_ip PSTN_HOST reaches the Stasis trunk, STATIC_TRUNK_HOST the bench-static one.
-        scenario: another caller scenario of tests/sipp (e.g. one that talks or sends DTMF).
+        scenario: another caller scenario of tests/sipp (e.g. one that talks or sends DTMF;
+        its -set variables in extra_args).
         """
         await asyncio.to_thread(self._prepare)
         run_host, run_chroot = await asyncio.to_thread(self._new_run, "caller")
@@ -402,6 +453,51 @@ class SippWorkspace:
             output_tail=proc.tail(15),
         )
 
+    async def register(
+        self,
+        user: str,
+        password: str,
+        *,
+        contact_port: int,
+        expires_s: int = 120,
+        local_port: int | None = None,
+        timeout_s: float = 15.0,
+    ) -> Registration:
+        """REGISTER user (digest auth with password) so that calls for it go to a sipp phone
+        answering on contact_port. expires_s 0 unregisters."""
+        await asyncio.to_thread(self._prepare)
+        run_host, run_chroot = await asyncio.to_thread(self._new_run, f"register-{user}")
+        args = [
+            "-i", HOST,
+            "-au", user,
+            "-ap", password,
+            "-set", "user", user,
+            "-set", "contact_port", str(contact_port),
+            "-set", "expires", str(expires_s),
+            "-m", "1",
+        ]  # fmt: skip
+        if local_port is not None:
+            args += ["-p", str(local_port)]
+        proc = ManagedProcess(
+            name=f"sipp-register-{user}",
+            argv=self._argv(run_chroot, REGISTER_SCENARIO, [*args, self.target]),
+            log_path=run_host / "sipp.log",
+        )
+        proc.start()
+        deadline = time.monotonic() + timeout_s
+        timed_out = False
+        while proc.running:
+            if time.monotonic() > deadline:
+                timed_out = True
+                break
+            await asyncio.sleep(0.02)
+        code = await proc.stop()
+        return Registration(
+            responses=register_responses(run_host / "shortmessages.log"),
+            exit_code=None if timed_out else code,
+            run_dir=run_host,
+        )
+
     async def start_phone(
         self,
         kind: PhoneKind | str,
@@ -421,6 +517,8 @@ class SippWorkspace:
             args += ["-set", "ring_ms", str(ring_ms)]
         if kind is PhoneKind.ANSWER_AND_HANGUP:
             args += ["-set", "hold_ms", str(hold_ms)]
+        if kind is PhoneKind.MWI:
+            args += ["-trace_logs", "-log_file", str(run_chroot / "mwi.log")]
 
         async def bound() -> bool:
             return _udp_port_taken(host, port)

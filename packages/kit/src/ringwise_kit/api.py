@@ -34,7 +34,7 @@ Role = api_pb2.Role
 JSON = "application/json"
 # Roles that are not bound to one tenant.
 CROSS_TENANT_ROLES = frozenset({api_pb2.ROLE_OPERATOR_ADMIN, api_pb2.ROLE_SERVICE})
-ROLE_NAMES: dict[int, str] = {
+ROLE_NAMES: dict[api_pb2.Role.ValueType, str] = {
     api_pb2.ROLE_OPERATOR_ADMIN: "operator_admin",
     api_pb2.ROLE_TENANT_ADMIN: "tenant_admin",
     api_pb2.ROLE_SUPERVISOR: "supervisor",

@@ -5,7 +5,7 @@ Each service subclasses KitSettings with its own fields; README lists them all.
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +21,8 @@ class KitSettings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4222"
     # Time a service gives in-flight work to finish on SIGTERM before it stops.
     shutdown_grace_s: float = 10.0
+    # JetStream replicas of the streams a service provisions (3 on a 3-node NATS cluster).
+    stream_replicas: int = Field(default=1, ge=1, le=5)
 
 
 class RedisSettings(BaseSettings):

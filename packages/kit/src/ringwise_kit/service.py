@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -63,7 +64,7 @@ def nats_ctx(settings: KitSettings, *streams: bus.StreamSpec) -> CleanupCtx:
         nc = await bus.connect(settings.nats_url, settings.service_name)
         js = nc.jetstream()
         for spec in streams:
-            await bus.ensure_stream(js, spec)
+            await bus.ensure_stream(js, replace(spec, replicas=settings.stream_replicas))
         app[NATS_KEY] = nc
         app[JS_KEY] = js
         app[READINESS_KEY].add("nats", lambda: nc.is_connected)

@@ -36,6 +36,25 @@ DLQ_EVENTS = f"{PREFIX}.dlq.>"
 DIRECTORY_RESOLVE_NUMBER = f"{PREFIX}.directory.resolve_number"
 DIRECTORY_CHANGES = f"{PREFIX}.directory.*.number_changed"
 RECORDING_POLICY = f"{PREFIX}.recording.policy"
+DIRECTORY_AUTHENTICATE = f"{PREFIX}.directory.authenticate"
+DIRECTORY_LIST_SIP_DEVICES = f"{PREFIX}.directory.list_sip_devices"
+DIRECTORY_SIP_DEVICE_CHANGES = f"{PREFIX}.directory.*.sip_device_changed"
+# Credit authorisation for chargeable calls (proto ringwise.billing.v1; queue group "billing").
+BILLING_AUTHORISE = f"{PREFIX}.billing.authorise"
+BILLING_RELEASE = f"{PREFIX}.billing.release"
+VOICEMAIL_DEPOSIT_BEGIN = f"{PREFIX}.voicemail.deposit_begin"
+VOICEMAIL_DEPOSIT_COMPLETE = f"{PREFIX}.voicemail.deposit_complete"
+VOICEMAIL_MAILBOX_LOGIN = f"{PREFIX}.voicemail.mailbox_login"
+VOICEMAIL_MAILBOX_LIST = f"{PREFIX}.voicemail.mailbox_list"
+VOICEMAIL_MAILBOX_ACTION = f"{PREFIX}.voicemail.mailbox_action"
+
+# JetStream stream of voicemail events: accepted deposits (voicemail's own work queue) and the
+# events other services act on (alerts).
+VOICEMAIL_STREAM = "VOICEMAIL"
+VOICEMAIL_EVENTS = f"{PREFIX}.voicemail.*.*"
+VOICEMAIL_DEPOSITED = "deposited"
+VOICEMAIL_MESSAGE_RECEIVED = "message_received"
+VOICEMAIL_MAILBOX_LOCKED = "mailbox_locked"
 
 
 def tenant_token(tenant_id: str) -> str:
@@ -76,3 +95,15 @@ def api(service: str) -> str:
     if not _TOKEN.match(service):
         raise ValueError(f"service name {service!r} is not a valid subject token")
     return f"{PREFIX}.api.{service}"
+
+
+def sip_device_changed(tenant_id: str) -> str:
+    return f"{PREFIX}.directory.{tenant_token(tenant_id)}.sip_device_changed"
+
+
+def voicemail_event(tenant_id: str, event: str) -> str:
+    return f"{PREFIX}.voicemail.{tenant_token(tenant_id)}.{event}"
+
+
+def voicemail_events_of_kind(event: str) -> str:
+    return f"{PREFIX}.voicemail.*.{event}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from ringwise.events.v1 import call_pb2
@@ -46,6 +46,7 @@ class CdrStore:
     async def ensure_indexes(self) -> None:
         await self._cdrs.create_index([("tenant_id", ASCENDING), ("ended_at", ASCENDING)])
         await self._cdrs.create_index([("ended_at", ASCENDING), ("_id", ASCENDING)])
+        await self._cdrs.create_index([("tenant_id", ASCENDING), ("started_at", ASCENDING)])
 
     async def insert_once(self, doc: Doc) -> bool:
         """True if stored now, False if this call's CDR was already there (a redelivery)."""
@@ -70,6 +71,35 @@ class CdrStore:
 
     async def get(self, call_id: str) -> Doc | None:
         return await self._cdrs.find_one({"_id": call_id})
+
+    async def search(
+        self,
+        tenant_id: str,
+        filters: Doc,
+        *,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[Doc]:
+        """The tenant's calls matching `filters` (a Mongo query), newest start first;
+        `before` is the (started_at, call_id) of the last item already seen."""
+        query: Doc = {**filters, "tenant_id": tenant_id}
+        if before is not None:
+            started_at, call_id = before
+            query["$and"] = [
+                {
+                    "$or": [
+                        {"started_at": {"$lt": started_at}},
+                        {"started_at": started_at, "_id": {"$lt": call_id}},
+                    ]
+                }
+            ]
+        cursor = self._cdrs.find(query).sort([("started_at", DESCENDING), ("_id", DESCENDING)])
+        return await cursor.limit(limit).to_list(length=limit)
+
+    async def started_between(self, tenant_id: str, since: datetime, until: datetime) -> list[Doc]:
+        """The tenant's calls that started in [since, until)."""
+        query = {"tenant_id": tenant_id, "started_at": {"$gte": since, "$lt": until}}
+        return await self._cdrs.find(query).sort("started_at", ASCENDING).to_list()
 
     async def list(
         self,

@@ -1,1 +1,1 @@
-"""Numbers: which tenant, user and devices a dialled number reaches (resolve_number)."""
+"""Numbers (DIDs): lifecycle, assignment, and resolve_number for routing."""

@@ -1,7 +1,9 @@
-"""Loads the demo/test directory data from a JSON file (the real admin API is issue #4's).
+"""Loads demo/test directory data from a JSON file through the same stores as the API.
 
-Format: {"tenants": [{tenant_id, name}], "users": [{tenant_id, user_id, name, ring_timeout_s,
-devices: [{device_id, kind, label, dial_string}]}], "numbers": [{number, tenant_id, user_id}]}
+Format: {"tenants": [{tenant_id, name, ...}], "users": [{tenant_id, user_id, name,
+ring_timeout_s, devices: [{device_id, kind, label, dial_string}]}], "numbers": [{number,
+tenant_id, user_id}]}. Fixture numbers are active and assigned to their user; fixture devices
+keep their fixed dial strings (static desk phones, nothing provisioned into Asterisk).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from ringwise_kit.logs import get_logger
 
-from ringwise_directory.numbers.store import DirectoryStore
+from ringwise_directory.stores import Stores
 
 log = get_logger(__name__)
 
@@ -46,17 +48,21 @@ def read_fixture(path: Path) -> dict[str, list[dict[str, Any]]]:
     return result
 
 
-async def load_fixture(store: DirectoryStore, path: Path) -> list[tuple[str, str, int]]:
-    """Upsert the fixture; returns (tenant_id, number, version) of numbers that changed."""
+async def load_fixture(stores: Stores, path: Path) -> list[tuple[str, str, int]]:
+    """Upsert the fixture; returns (tenant_id, number, version) of numbers whose routing
+    changed (the caller publishes NumberChanged for them)."""
     data = read_fixture(path)
-    version = await store.next_version()
+    version = await stores.numbers.next_version()
     for tenant in data["tenants"]:
-        await store.upsert_tenant(tenant)
+        await stores.tenants.upsert_fixture(tenant)
     for user in data["users"]:
-        await store.upsert_user(user)
+        await stores.users.upsert_fixture(user)
+        await stores.devices.replace_fixture_devices(
+            user["tenant_id"], user["user_id"], user.get("devices", [])
+        )
     changed = []
     for number in data["numbers"]:
-        if await store.upsert_number(number, version):
+        if await stores.numbers.upsert_fixture(number, version):
             changed.append((number["tenant_id"], number["number"], version))
     log.info(
         "directory_fixture_loaded",

@@ -46,7 +46,7 @@ class AriRecordings:
 
     async def stream(self, name: str) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._ari.stored_recording_file(name):
+            async for chunk in self._ari.stored_recording_chunks(name):
                 yield chunk
         except AriNotFound:
             raise SourceMissing(name) from None

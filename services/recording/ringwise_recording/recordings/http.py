@@ -145,7 +145,7 @@ def build_router(ctx: RecordingsContext) -> ApiRouter:
             call.tenant_id,
             at=ctx.clock(),
             actor=call.principal.subject_id,
-            role=ROLE_NAMES.get(call.role, "unknown"),
+            role=ROLE_NAMES.get(call.principal.role, "unknown"),
             action=action,
             target=target,
             reason=str(reason),
@@ -312,7 +312,7 @@ def build_router(ctx: RecordingsContext) -> ApiRouter:
                 "tenant_id": call.tenant_id,
                 "call_id": call_id,
                 "requested_by": call.principal.subject_id,
-                "role": ROLE_NAMES.get(call.role, "unknown"),
+                "role": ROLE_NAMES.get(call.principal.role, "unknown"),
                 # A supervisor or officer keeps it for the user; a user only their own call.
                 "on_behalf": call.role != api_pb2.ROLE_USER,
                 "at": ctx.clock(),

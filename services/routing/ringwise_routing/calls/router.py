@@ -26,6 +26,7 @@ from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.session import CallSession
+from ringwise_routing.calls.voicemail_step import VoicemailStep
 
 log = get_logger(__name__)
 
@@ -37,9 +38,11 @@ ROUTED_EVENT_TYPES = (
     "ChannelDestroyed",
     "Dial",
     "PlaybackFinished",
+    # The voicemail step (voicemail_step.py): "#" to skip/finish, recording outcomes;
+    # call recording (recording.py): the keep feature code, the tracks' outcomes.
+    "ChannelDtmfReceived",
     "RecordingFinished",
     "RecordingFailed",
-    "ChannelDtmfReceived",
 )
 
 ACTIVE_CALLS = Gauge("ringwise_routing_active_calls", "Calls being handled by this instance")
@@ -48,12 +51,12 @@ ACTIVE_CALLS = Gauge("ringwise_routing_active_calls", "Calls being handled by th
 def _event_channel(event: AriEvent) -> str | None:
     if isinstance(event, Dial):
         return event.peer.id
-    if isinstance(event, PlaybackFinished):
-        target = event.playback.target_uri
-        # A bridge playback (recording announcement) goes to the call owning the bridge.
+    if isinstance(event, PlaybackFinished | RecordingFinished | RecordingFailed):
+        media = event.playback if isinstance(event, PlaybackFinished) else event.recording
+        target = media.target_uri
+        # A bridge's media (the recording announcement, a mixed call recording) goes to the
+        # call owning the bridge; a channel's (voicemail deposit, snoop track) to the channel's.
         return target.split(":", 1)[1] if target.startswith(("channel:", "bridge:")) else None
-    if isinstance(event, RecordingFinished | RecordingFailed):
-        return event.recording.name
     channel = getattr(event, "channel", None)
     return channel.id if channel is not None else None
 
@@ -64,9 +67,11 @@ class CallRouter:
         ari: AriClient,
         directory: NumberDirectory,
         publisher: EventPublisher,
+        voicemail: VoicemailStep | None = None,
         recording_policies: RecordingPolicies | None = None,
     ) -> None:
         self._ari = ari
+        self._voicemail = voicemail
         self._recording_policies = recording_policies
         self._directory = directory
         self._publisher = publisher
@@ -85,9 +90,10 @@ class CallRouter:
             self._start_call(event)
             return
         channel_id = _event_channel(event)
-        if channel_id is None:
-            return
-        session = self._by_channel.get(channel_id)
+        session = self._by_channel.get(channel_id) if channel_id is not None else None
+        if session is None and isinstance(event, RecordingFinished | RecordingFailed):
+            # A call recording's track is registered by name too (its target may be gone).
+            session = self._by_channel.get(event.recording.name)
         log.debug(
             "ari_event",
             type=event.type,
@@ -109,6 +115,7 @@ class CallRouter:
             self._directory,
             self._publisher,
             self._register,
+            self._voicemail,
             self._recording_policies,
         )
         self._register(session.caller_id, session)

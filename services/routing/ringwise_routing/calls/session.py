@@ -12,6 +12,7 @@ import contextlib
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
 from ringwise.events.v1 import call_pb2
@@ -37,6 +38,9 @@ from ringwise_routing.calls import policy, recording
 from ringwise_routing.calls.cdr import CallRecord, call_ended
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
+
+if TYPE_CHECKING:
+    from ringwise_routing.calls.voicemail_step import VoicemailStep
 
 log = get_logger(__name__)
 
@@ -76,6 +80,7 @@ class CallSession:
         directory: NumberDirectory,
         publisher: EventPublisher,
         register_channel: Callable[[str, CallSession], None],
+        voicemail: VoicemailStep | None = None,
         recording_policies: recording.RecordingPolicies | None = None,
     ) -> None:
         self.call_id = uuid.uuid4().hex
@@ -85,6 +90,7 @@ class CallSession:
         self._directory = directory
         self._publisher = publisher
         self._register_channel = register_channel
+        self._voicemail = voicemail
         self._events: asyncio.Queue[AriEvent] = asyncio.Queue()
         self._callee_id: str | None = None
         self._callee_gone = False
@@ -143,6 +149,12 @@ class CallSession:
             if isinstance(event, HANGUP_EVENTS) and _channel_of(event) == self.caller_id:
                 cause = getattr(event, "cause", 0) or policy.CAUSE_NORMAL_CLEARING
                 raise CallerHungUp(event.timestamp, cause)
+
+    async def wait_for(
+        self, match: Callable[[AriEvent], bool], timeout_s: float
+    ) -> AriEvent | None:
+        """For the call's steps (voicemail_step): same contract as _wait_for."""
+        return await self._wait_for(match, timeout_s)
 
     # -- the call ----------------------------------------------------------------------------
 
@@ -398,6 +410,9 @@ class CallSession:
         treatment = policy.treatment_for(dialstatus)
         self.record.disposition = treatment.disposition
         log.info("not_answered", dialstatus=dialstatus)
+        if self._voicemail is not None and await self._voicemail.deposit(self, dialstatus):
+            await self._announce_and_hang_up((), policy.CAUSE_NORMAL_CLEARING)
+            return
         await self._announce_and_hang_up(treatment.prompt, treatment.hangup_cause)
 
     async def _announce_and_hang_up(self, prompt: tuple[str, ...], cause: int) -> None:

@@ -115,3 +115,17 @@ def play_bridge(bridge_id: str, playback_id: str, media: str, lang: str = "en") 
     return RestCall(
         "POST", f"/bridges/{bridge_id}/play/{playback_id}", {"media": media, "lang": lang}
     )
+
+
+def put_dynamic_config(
+    config_class: str, object_type: str, object_id: str, fields: Mapping[str, str]
+) -> RestCall:
+    """Create or replace a sorcery object live (it needs a writable wizard, e.g. memory)."""
+    body = {"fields": [{"attribute": k, "value": v} for k, v in fields.items()]}
+    return RestCall(
+        "PUT", f"/asterisk/config/dynamic/{config_class}/{object_type}/{object_id}", {}, body
+    )
+
+
+def delete_dynamic_config(config_class: str, object_type: str, object_id: str) -> RestCall:
+    return RestCall("DELETE", f"/asterisk/config/dynamic/{config_class}/{object_type}/{object_id}")

@@ -110,8 +110,8 @@ class AriClient:
     async def start(self, *, events: bool = True) -> None:
         """Open the HTTP session and keep the event WebSocket connected in the background.
 
-        events=False: REST only (a service that fetches stored recordings must not open a
-        second WebSocket on the Stasis app that routing owns)."""
+        events=False: REST only (a service that calls ARI but does not own the Stasis app;
+        a second WebSocket on the app would take events away from routing)."""
         # aiohttp carries the event WebSocket; REST goes through the lean keep-alive client.
         self._session = aiohttp.ClientSession(headers=self._auth_header, timeout=self._timeout)
         self._http = KeepAliveHttp(
@@ -305,16 +305,33 @@ class AriClient:
         return True
 
     async def play(
-        self, channel_id: str, media: str | Sequence[str], playback_id: str, *, lang: str = "en"
+        self,
+        channel_id: str,
+        media: str | Sequence[str],
+        playback_id: str,
+        *,
+        lang: str = "en",
+        skipms: int | None = None,
     ) -> Playback:
-        """Start playing; the id is chosen by us so PlaybackFinished cannot race the reply."""
+        """Start playing; the id is chosen by us so PlaybackFinished cannot race the reply.
+        skipms: how far the playback's forward/reverse controls move (Asterisk: 3000)."""
         medias = [media] if isinstance(media, str) else list(media)
+        params: dict[str, str | int] = {"media": ",".join(medias), "lang": lang}
+        if skipms is not None:
+            params["skipms"] = skipms
         return await self._model(
-            Playback,
-            "POST",
-            f"/channels/{channel_id}/play/{playback_id}",
-            params={"media": ",".join(medias), "lang": lang},
+            Playback, "POST", f"/channels/{channel_id}/play/{playback_id}", params=params
         )
+
+    async def control_playback(self, playback_id: str, operation: str) -> bool:
+        """pause, unpause, restart, reverse, forward; False if the playback has ended."""
+        try:
+            await self.request(
+                "POST", f"/playbacks/{playback_id}/control", params={"operation": operation}
+            )
+        except AriNotFound:
+            return False
+        return True
 
     async def stop_playback(self, playback_id: str) -> None:
         with contextlib.suppress(AriNotFound):
@@ -367,7 +384,7 @@ class AriClient:
         with contextlib.suppress(AriNotFound):
             await self.call(calls.destroy_bridge(bridge_id))
 
-    async def stored_recording_file(
+    async def stored_recording_chunks(
         self, name: str, *, chunk_bytes: int = 1 << 20, read_timeout_s: float = 30.0
     ) -> AsyncIterator[bytes]:
         """Stream a stored recording's file (GET /recordings/stored/{name}/file) in chunks,
@@ -383,6 +400,11 @@ class AriClient:
             async for chunk in resp.content.iter_chunked(chunk_bytes):
                 yield chunk
 
+    async def stored_recording_file(self, name: str) -> bytes:
+        """A stored recording's whole file (short ones: voicemail messages, prompts).
+        Raises AriNotFound if there is no such recording."""
+        return b"".join([chunk async for chunk in self.stored_recording_chunks(name)])
+
     async def delete_stored_recording(self, name: str) -> bool:
         """Delete a stored recording; False if it was already gone."""
         try:
@@ -394,3 +416,31 @@ class AriClient:
     async def asterisk_info(self) -> dict[str, Any]:
         info: dict[str, Any] = await self.request("GET", "/asterisk/info")
         return info
+
+    # -- dialplan originates (any service may call these) ----------------------------------
+
+    async def originate_to_dialplan(
+        self,
+        endpoint: str,
+        *,
+        context: str,
+        extension: str,
+        channel_id: str,
+        variables: Mapping[str, str] | None = None,
+        priority: int = 1,
+        timeout_s: int = 10,
+    ) -> None:
+        """Originate a channel that runs dialplan, not Stasis (e.g. a Local channel running a
+        dialplan-only application such as PJSIPNotify)."""
+        await self.request(
+            "POST",
+            f"/channels/{channel_id}",
+            params={
+                "endpoint": endpoint,
+                "context": context,
+                "extension": extension,
+                "priority": priority,
+                "timeout": timeout_s,
+            },
+            body={"variables": dict(variables or {})},
+        )

@@ -8,6 +8,11 @@ is simple: JSON bodies, Content-Length framing, keep-alive connections.
 Connections idle longer than `max_idle_s` are dropped before use, well inside Asterisk's
 `session_keep_alive` (15 s), so a request is never written to a connection the server has
 already closed; nothing is retried (REST calls such as dial are not idempotent).
+
+At most `max_connections` are open at once (Asterisk's http.conf `session_limit` defaults to
+100 for every client together; past it Asterisk refuses connections): under a burst,
+requests wait for a connection rather than open more, and every open connection is kept for
+reuse, so a burst does not turn into connect/close churn.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ class KeepAliveHttp:
         *,
         timeout_s: float = 5.0,
         max_idle_s: float = 10.0,
-        max_pool: int = 16,
+        max_connections: int = 48,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -55,7 +60,7 @@ class KeepAliveHttp:
         self._fixed_headers = "".join(f"{k}: {v}\r\n" for k, v in fixed.items())
         self._timeout_s = timeout_s
         self._max_idle_s = max_idle_s
-        self._max_pool = max_pool
+        self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
 
     async def close(self) -> None:
@@ -74,11 +79,8 @@ class KeepAliveHttp:
         return _Connection(reader, writer)
 
     def _release(self, connection: _Connection) -> None:
-        if len(self._idle) < self._max_pool:
-            connection.last_used = time.monotonic()
-            self._idle.append(connection)
-        else:
-            connection.close()
+        connection.last_used = time.monotonic()
+        self._idle.append(connection)
 
     def _encode(
         self, method: str, path: str, params: dict[str, str] | None, body: bytes | None
@@ -112,6 +114,20 @@ class KeepAliveHttp:
         order. The server handles them one after the other, as if sent separately; each
         result is (status, body), or an HttpError when that response never came."""
         label = ", ".join(f"{m} {p}" for m, p, _, _ in requests)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            error = HttpError(f"{label}: no free connection within {self._timeout_s} s")
+            return [error for _ in requests]
+        try:
+            return await self._pipeline(requests, label)
+        finally:
+            self._slots.release()
+
+    async def _pipeline(
+        self, requests: list[tuple[str, str, dict[str, str] | None, bytes | None]], label: str
+    ) -> list[tuple[int, bytes] | HttpError]:
         try:
             async with asyncio.timeout(self._timeout_s):
                 connection = await self._connection()

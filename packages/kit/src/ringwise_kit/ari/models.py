@@ -127,9 +127,11 @@ class LiveRecording(_Model):
     name: str
     format: str = ""
     state: str = ""
-    target_uri: str = ""
-    duration: int | None = None
-    cause: str | None = None
+    target_uri: str = ""  # "channel:<id>" or "bridge:<id>": what is being recorded
+    duration: int | None = None  # seconds, once finished
+    talking_duration: int | None = None
+    silence_duration: int | None = None
+    cause: str | None = None  # why it failed (Asterisk may leave it out)
 
 
 class RecordingStarted(AriEvent):

@@ -1,0 +1,179 @@
+{{/* Names ------------------------------------------------------------------------------ */}}
+
+{{- define "ringwise.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* <fullname>-<component>; call with (list $ "component"). */}}
+{{- define "ringwise.componentName" -}}
+{{- $root := index . 0 -}}
+{{- printf "%s-%s" (include "ringwise.fullname" $root) (index . 1) -}}
+{{- end -}}
+
+{{/* Labels: app.kubernetes.io/* on every object; call with (list $ "component"). */}}
+{{- define "ringwise.selectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ $root.Chart.Name }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "ringwise.labels" -}}
+{{- $root := index . 0 -}}
+{{ include "ringwise.selectorLabels" . }}
+app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: ringwise
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/*
+Images: <image.registry>/<repository>:<image.tag>, unless imageOverrides names the component's
+full reference (skaffold sets those per build). Call with (list $ "component" "repository").
+*/}}
+{{- define "ringwise.image" -}}
+{{- $root := index . 0 -}}
+{{- $override := get $root.Values.imageOverrides (index . 1) -}}
+{{- if $override -}}
+{{- $override -}}
+{{- else -}}
+{{- printf "%s/%s:%s" $root.Values.image.registry (index . 2) $root.Values.image.tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod spec lines for pulling from a private registry; call with (list $ indent). */}}
+{{- define "ringwise.imagePullSecrets" -}}
+{{- $root := index . 0 -}}
+{{- with $root.Values.imagePullSecrets }}
+{{- printf "imagePullSecrets:\n%s" (toYaml . | indent 2) | nindent (index $ 1) }}
+{{- end }}
+{{- end -}}
+
+{{/* Security contexts; the pod's user is the image's (call with (list $ uid)). */}}
+{{- define "ringwise.podSecurityContext" -}}
+{{- $root := index . 0 -}}
+{{- $uid := index . 1 -}}
+securityContext:
+  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+  runAsUser: {{ $uid }}
+  runAsGroup: {{ $uid }}
+  fsGroup: {{ $uid }}
+{{- end -}}
+
+{{- define "ringwise.containerSecurityContext" -}}
+securityContext:
+  {{- toYaml .Values.containerSecurityContext | nindent 2 }}
+{{- end -}}
+
+{{/* Environment ------------------------------------------------------------------------ */}}
+
+{{- define "ringwise.secretEnv" -}}
+{{- $root := index . 0 -}}
+{{- $name := index . 1 -}}
+{{- $key := index . 2 -}}
+{{- $optional := index . 3 -}}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.secrets.existingSecret }}
+      key: {{ index $root.Values.secrets.keys $key }}
+      optional: {{ $optional }}
+{{- end -}}
+
+{{/*
+What each service reads beyond the shared settings (its settings.py). S3 and SMTP settings go
+to the services whose issues use them (voicemail #6, recording #7); a service ignores
+RINGWISE_* variables it does not know.
+*/}}
+{{- define "ringwise.dependencies" -}}
+gateway: [nats]
+directory: [nats, mongo]
+billing: [nats, mongo]
+voicemail: [nats, mongo, s3, smtp]
+recording: [nats, mongo, s3]
+messaging: [nats]
+routing: [nats, redis]
+{{- end -}}
+
+{{/* Env of a service; call with (list $ "name" port). */}}
+{{- define "ringwise.serviceEnv" -}}
+{{- $root := index . 0 -}}
+{{- $name := index . 1 -}}
+{{- $deps := get (include "ringwise.dependencies" $root | fromYaml) $name -}}
+- name: RINGWISE_HTTP_HOST
+  value: "0.0.0.0"
+- name: RINGWISE_HTTP_PORT
+  value: {{ index . 2 | quote }}
+{{- if has "nats" $deps }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_NATS_URL" "natsUrl" false) }}
+{{- end }}
+{{- if has "redis" $deps }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_REDIS_URL" "redisUrl" false) }}
+{{- end }}
+{{- if has "mongo" $deps }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_MONGO_URL" "mongoUrl" false) }}
+{{- end }}
+{{- if eq $name "directory" }}
+- name: RINGWISE_DIRECTORY_DB
+  value: {{ $root.Values.mongo.directoryDatabase | quote }}
+{{- end }}
+{{- if eq $name "billing" }}
+- name: RINGWISE_BILLING_DB
+  value: {{ $root.Values.mongo.billingDatabase | quote }}
+{{- end }}
+{{- if has "s3" $deps }}
+- name: RINGWISE_S3_ENDPOINT
+  value: {{ $root.Values.s3.endpoint | quote }}
+- name: RINGWISE_S3_REGION
+  value: {{ $root.Values.s3.region | quote }}
+- name: RINGWISE_S3_BUCKET
+  value: {{ $root.Values.s3.bucket | quote }}
+- name: RINGWISE_S3_FORCE_PATH_STYLE
+  value: {{ $root.Values.s3.forcePathStyle | quote }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_S3_ACCESS_KEY_ID" "s3AccessKeyId" false) }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_S3_SECRET_ACCESS_KEY" "s3SecretAccessKey" false) }}
+{{- end }}
+{{- if has "smtp" $deps }}
+- name: RINGWISE_SMTP_HOST
+  value: {{ $root.Values.smtp.host | quote }}
+- name: RINGWISE_SMTP_PORT
+  value: {{ $root.Values.smtp.port | quote }}
+- name: RINGWISE_SMTP_FROM
+  value: {{ $root.Values.smtp.from | quote }}
+- name: RINGWISE_SMTP_STARTTLS
+  value: {{ $root.Values.smtp.starttls | quote }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_SMTP_USERNAME" "smtpUsername" true) }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_SMTP_PASSWORD" "smtpPassword" true) }}
+{{- end }}
+{{- end -}}
+
+{{/* Probes of a kit service (its ops port serves /healthz and /readyz). */}}
+{{- define "ringwise.httpProbes" -}}
+startupProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 2
+  failureThreshold: 30
+livenessProbe:
+  httpGet: {path: /healthz, port: http}
+  periodSeconds: 10
+  timeoutSeconds: 2
+  failureThreshold: 3
+readinessProbe:
+  httpGet: {path: /readyz, port: http}
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 2
+{{- end -}}
+
+{{/* The Asterisk pods' DNS names, as the SIP edge dispatches to them. */}}
+{{- define "ringwise.asteriskHosts" -}}
+{{- $root := . -}}
+{{- $set := include "ringwise.componentName" (list $root "asterisk") -}}
+{{- range $i := until (int $root.Values.asterisk.replicas) }}
+- {{ printf "%s-%d.%s.%s.svc.%s" $set $i $set $root.Release.Namespace $root.Values.clusterDomain }}
+{{- end }}
+{{- end -}}

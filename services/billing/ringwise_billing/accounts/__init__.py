@@ -1,0 +1,1 @@
+"""Prepaid accounts: activation, balance, top-ups, credit authorisation and reservations."""

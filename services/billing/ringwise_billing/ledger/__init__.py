@@ -1,0 +1,1 @@
+"""The ledger: append-only money movements (call charges, adjustments, top-ups, fees)."""

@@ -1,0 +1,1 @@
+"""Tariffs: storage of per-tenant tariff versions and their API operations."""

@@ -1,0 +1,1 @@
+"""Authentication data: argon2 password hashes, temporary passwords, lockout, API keys."""

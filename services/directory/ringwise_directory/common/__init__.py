@@ -1,0 +1,1 @@
+"""Pieces every directory feature shares: validation, records (pages, ETags), access rules."""

@@ -1,0 +1,1 @@
+"""Contacts (personal and tenant-wide, Staff/Public/Private) and the directory search."""

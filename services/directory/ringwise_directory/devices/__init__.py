@@ -1,0 +1,1 @@
+"""Devices: a user's SIP phones, static-IP SIP trunks and external numbers (up to 5)."""

@@ -1,0 +1,1 @@
+"""Tenants: the operator's customer companies."""

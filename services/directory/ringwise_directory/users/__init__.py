@@ -1,0 +1,1 @@
+"""Users: email as the immutable username, extension, numbers, role, language, status."""

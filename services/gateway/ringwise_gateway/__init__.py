@@ -1,0 +1,1 @@
+"""Ringwise gateway: the one public REST API."""

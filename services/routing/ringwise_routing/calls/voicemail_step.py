@@ -1,0 +1,618 @@
+"""The voicemail step of a call: the caller leaves a message when nobody answered.
+
+Routing drives the media over ARI; the voicemail service decides (over NATS request/reply):
+deposit_begin says whether the user has a mailbox, what greeting to play and how long to
+record; deposit_complete hands over the finished recording (Asterisk's spool; voicemail
+fetches, stores and deletes it). A hang-up during the recording still saves the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
+
+from google.protobuf.message import Message
+from nats.aio.client import Client as NatsClient
+from prometheus_client import Counter
+from ringwise.voicemail.v1 import deposit_pb2, mailbox_pb2
+from ringwise_kit import bus, subjects
+from ringwise_kit.ari import (
+    AriClient,
+    AriEvent,
+    ChannelDtmfReceived,
+    PlaybackFinished,
+    RecordingFailed,
+    RecordingFinished,
+)
+from ringwise_kit.events import to_timestamp
+from ringwise_kit.logs import get_logger
+
+from ringwise_routing.calls.cdr import CallRecord
+
+log = get_logger(__name__)
+
+VOICEMAIL_CALLS = Counter(
+    "ringwise_routing_voicemail_total", "Unanswered calls offered to voicemail", ["outcome"]
+)
+BEEP = ("sound:beep",)
+SAVED = ("sound:vm-msgsaved", "sound:vm-goodbye")  # "Your message has been saved. Goodbye."
+SKIP_GREETING_DIGIT = "#"
+MAILBOX_DIGIT = "*"
+FINISH_DIGIT = "#"
+PROMPT_TIMEOUT_S = 60.0
+# After a hang-up, Asterisk closes the file and sends RecordingFinished within moments.
+RECORDING_CLOSE_TIMEOUT_S = 3.0
+COMPLETE_ATTEMPTS = 5
+# After "#": "press 1 to accept, 2 to listen, 3 to re-record" + "4 to mark it urgent".
+REVIEW_PROMPT = ("sound:vm-review", "sound:vm-review-urgent")
+REVIEW_ACCEPT, REVIEW_LISTEN, REVIEW_RERECORD, REVIEW_URGENT = "1", "2", "3", "4"
+REVIEW_KEYS = (REVIEW_ACCEPT, REVIEW_LISTEN, REVIEW_RERECORD, REVIEW_URGENT)
+REVIEW_WAIT_S = 5.0
+
+AVAILABILITY = {
+    "NOANSWER": deposit_pb2.AVAILABILITY_AVAILABLE,
+    "BUSY": deposit_pb2.AVAILABILITY_BUSY,
+}
+
+
+M = TypeVar("M", bound=Message)
+FindUser = Callable[[str], Awaitable[tuple[str, str] | None]]
+
+
+class Call(Protocol):
+    """What the step needs of the call session (session.CallSession)."""
+
+    call_id: str
+    caller_id: str
+    record: CallRecord
+
+    async def wait_for(
+        self, match: Callable[[AriEvent], bool], timeout_s: float
+    ) -> AriEvent | None: ...
+
+
+class VoicemailStep:
+    def __init__(
+        self,
+        nc: NatsClient,
+        ari: AriClient,
+        caller_gone: type[Exception],
+        *,
+        timeout_s: float = 1.0,
+        find_user: FindUser | None = None,
+    ) -> None:
+        self._nc = nc
+        self._ari = ari
+        # For "forward to": the user a dialled number reaches (tenant, user), if any.
+        self._find_user = find_user
+        # session.CallerHungUp: what call.wait_for raises when the caller hangs up.
+        self._caller_gone = caller_gone
+        self._timeout_s = timeout_s
+
+    async def deposit(self, call: Call, dialstatus: str) -> bool:
+        """Take a message if the user has a mailbox; False leaves the caller to the old
+        treatment (nothing was played). Raises the session's CallerHungUp when the caller
+        leaves (after the message, if any, is handed over)."""
+        record = call.record
+        if not record.tenant_id or not record.user_id:
+            return False
+        try:
+            begin = await bus.request(
+                self._nc,
+                subjects.VOICEMAIL_DEPOSIT_BEGIN,
+                deposit_pb2.DepositBeginRequest(
+                    tenant_id=record.tenant_id,
+                    user_id=record.user_id,
+                    call_id=call.call_id,
+                    caller_number=record.from_number,
+                    availability=AVAILABILITY.get(
+                        dialstatus.upper(), deposit_pb2.AVAILABILITY_UNAVAILABLE
+                    ),
+                ),
+                deposit_pb2.DepositBeginReply,
+                self._timeout_s,
+            )
+        except Exception as exc:
+            # Voicemail down: the caller gets the usual "not answering" rather than silence.
+            log.warning("voicemail_unavailable", error=repr(exc))
+            VOICEMAIL_CALLS.labels("voicemail_unavailable").inc()
+            return False
+        reply = deposit_pb2.DepositBeginReply
+        if begin.status not in (reply.STATUS_RECORD, reply.STATUS_GREETING_ONLY):
+            VOICEMAIL_CALLS.labels("no_mailbox").inc()
+            return False
+        log.info("voicemail_deposit", greeting=begin.greeting, deposit_id=begin.deposit_id)
+        await self._ari.answer(call.caller_id)
+        keys = Keys(self._ari, call)
+        pressed = await keys.play(
+            begin.greeting_media, stop_on=(SKIP_GREETING_DIGIT, MAILBOX_DIGIT)
+        )
+        if pressed == MAILBOX_DIGIT:
+            # The owner calling their own number from any phone: the mailbox, after the PIN.
+            keys.take()
+            await self.mailbox(call, keys, record.tenant_id, record.user_id)
+            return True
+        keys.take()
+        if begin.status == reply.STATUS_GREETING_ONLY:
+            VOICEMAIL_CALLS.labels("greeting_only").inc()
+            return True
+        await self._record(call, begin, keys)
+        await keys.play(SAVED)
+        return True
+
+    async def mailbox(self, call: Call, keys: Keys, tenant_id: str, user_id: str) -> None:
+        """PIN, then the messages; wrong PINs are audited and lock the mailbox (voicemail)."""
+        session = ""
+        login = LOGIN()
+        for _ in range(PIN_ATTEMPTS_PER_CALL):
+            pin = await keys.number(["sound:vm-password"], max_digits=12)
+            login = await _mailbox_request(
+                self._nc,
+                subjects.VOICEMAIL_MAILBOX_LOGIN,
+                mailbox_pb2.MailboxLoginRequest(
+                    tenant_id=tenant_id,
+                    user_id=user_id,
+                    pin=pin,
+                    call_id=call.call_id,
+                    caller_number=call.record.from_number,
+                ),
+                LOGIN,
+            )
+            if login.status == LOGIN.STATUS_OK:
+                session = login.session
+                break
+            await keys.play(["sound:vm-incorrect"])
+            if login.status != LOGIN.STATUS_WRONG_PIN:
+                break  # locked, or no PIN: no more tries in this call
+        log.info("mailbox_login", status=LOGIN.Status.Name(login.status))
+        if not session:
+            VOICEMAIL_CALLS.labels("mailbox_refused").inc()
+            await keys.play(["sound:vm-goodbye"])
+            return
+        VOICEMAIL_CALLS.labels("mailbox").inc()
+        listed = await _mailbox_request(
+            self._nc,
+            subjects.VOICEMAIL_MAILBOX_LIST,
+            mailbox_pb2.MailboxListRequest(
+                session=session, folders=[mailbox_pb2.FOLDER_NEW, mailbox_pb2.FOLDER_SAVED]
+            ),
+            mailbox_pb2.MailboxListReply,
+        )
+        messages = list(listed.messages)
+        await keys.play(_count_prompt(len(messages)), stop_on=MENU_KEYS)
+        await PhoneMenu(self, call, keys, session, tenant_id).run(messages)
+        await keys.play(["sound:vm-goodbye"])
+
+    async def record_raw(self, call: Call, name: str, max_seconds: int) -> None:
+        """Record the caller until "#", silence or max_seconds (the hang-up propagates)."""
+        await self._ari.request(
+            "POST",
+            f"/channels/{call.caller_id}/record",
+            params={
+                "name": name,
+                "format": "wav",
+                "maxDurationSeconds": max_seconds,
+                "maxSilenceSeconds": 5,
+                "ifExists": "overwrite",
+                "beep": "false",
+                "terminateOn": FINISH_DIGIT,
+            },
+        )
+        await call.wait_for(
+            lambda e: isinstance(e, RecordingFinished | RecordingFailed)
+            and e.recording.name == name,
+            max_seconds + 10,
+        )
+
+    async def _record(self, call: Call, begin: deposit_pb2.DepositBeginReply, keys: Keys) -> None:
+        """Beep, record, then the review menu: 1 (or nothing) accepts, 2 plays it back,
+        3 records again, 4 marks it urgent. A hang-up at any point keeps what was recorded."""
+        urgent = False
+        while True:
+            await keys.play(BEEP)
+            started, ended, failed, gone = await self._take_recording(call, begin)
+            if gone is not None or failed:
+                await self._complete(
+                    call, begin, started, ended, recorded=not failed, urgent=urgent
+                )
+                VOICEMAIL_CALLS.labels("recording_failed" if failed else "recorded").inc()
+                if gone is not None:
+                    raise gone
+                return
+            try:
+                choice = await self._review(keys, begin)
+                while choice in (REVIEW_LISTEN, REVIEW_URGENT):
+                    if choice == REVIEW_URGENT:
+                        urgent = True
+                        await keys.play(["sound:vm-marked-urgent"])
+                    else:
+                        await keys.play([f"recording:{begin.recording_name}"])
+                    choice = await self._review(keys, begin)
+            except self._caller_gone:
+                await self._complete(call, begin, started, ended, recorded=True, urgent=urgent)
+                VOICEMAIL_CALLS.labels("recorded").inc()
+                raise
+            if choice != REVIEW_RERECORD:
+                await self._complete(call, begin, started, ended, recorded=True, urgent=urgent)
+                VOICEMAIL_CALLS.labels("recorded").inc()
+                return
+
+    async def _review(self, keys: Keys, begin: deposit_pb2.DepositBeginReply) -> str:
+        await keys.play(REVIEW_PROMPT, stop_on=REVIEW_KEYS)
+        while True:
+            key = await keys.key(REVIEW_WAIT_S)
+            if key is None or key in REVIEW_KEYS:
+                return key or REVIEW_ACCEPT
+
+    async def _take_recording(
+        self, call: Call, begin: deposit_pb2.DepositBeginReply
+    ) -> tuple[datetime, datetime, bool, Exception | None]:
+        """(started, ended, failed, the caller's hang-up if they hung up meanwhile)."""
+        name = begin.recording_name
+        started = datetime.now(UTC)
+        await self._ari.request(
+            "POST",
+            f"/channels/{call.caller_id}/record",
+            params={
+                "name": name,
+                "format": begin.recording_format or "wav",
+                "maxDurationSeconds": begin.max_seconds,
+                "maxSilenceSeconds": begin.max_silence_seconds,
+                "ifExists": "overwrite",
+                "beep": "false",
+                "terminateOn": FINISH_DIGIT,
+            },
+        )
+
+        def finished(event: AriEvent) -> bool:
+            return (
+                isinstance(event, RecordingFinished | RecordingFailed)
+                and event.recording.name == name
+            )
+
+        gone: Exception | None = None
+        result: AriEvent | None = None
+        try:
+            result = await call.wait_for(finished, begin.max_seconds + 10)
+        except self._caller_gone as exc:
+            # Hung up while recording: the message still counts. Wait for Asterisk to close
+            # the file (later hang-up events of the same call raise again; keep waiting).
+            gone = exc
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + RECORDING_CLOSE_TIMEOUT_S
+            while result is None and loop.time() < deadline:
+                with contextlib.suppress(self._caller_gone):
+                    result = await call.wait_for(finished, deadline - loop.time())
+        ended = result.timestamp if result is not None else datetime.now(UTC)
+        return started, ended, isinstance(result, RecordingFailed), gone
+
+    async def _complete(
+        self,
+        call: Call,
+        begin: deposit_pb2.DepositBeginReply,
+        started: datetime,
+        ended: datetime,
+        *,
+        recorded: bool,
+        urgent: bool,
+    ) -> None:
+        record = call.record
+        request = deposit_pb2.DepositCompleteRequest(
+            deposit_id=begin.deposit_id,
+            tenant_id=record.tenant_id,
+            user_id=record.user_id,
+            call_id=call.call_id,
+            recording_name=begin.recording_name if recorded else "",
+            duration_ms=max(0, round((ended - started).total_seconds() * 1000)),
+            caller_number=record.from_number,
+            urgent=urgent,
+            started_at=to_timestamp(started),
+            recording_format=begin.recording_format or "wav",
+        )
+        # The same deposit id every time: voicemail de-duplicates, so retrying is safe.
+        for attempt in range(1, COMPLETE_ATTEMPTS + 1):
+            try:
+                done = await bus.request(
+                    self._nc,
+                    subjects.VOICEMAIL_DEPOSIT_COMPLETE,
+                    request,
+                    deposit_pb2.DepositCompleteReply,
+                    2.0,
+                )
+            except Exception as exc:
+                log.warning("voicemail_complete_retry", attempt=attempt, error=repr(exc))
+                await asyncio.sleep(0.5 * attempt)
+                continue
+            log.info(
+                "voicemail_deposited",
+                deposit_id=begin.deposit_id,
+                status=deposit_pb2.DepositCompleteReply.Status.Name(done.status),
+            )
+            return
+        # The recording stays in Asterisk's spool under its deposit name for an operator.
+        log.error("voicemail_complete_failed", deposit_id=begin.deposit_id)
+
+
+# -- the mailbox by phone -------------------------------------------------------------------
+
+# Keys as in Asterisk's Comedian Mail, which callers know.
+KEY_REPEAT = "5"
+KEY_NEXT = "6"
+KEY_PREVIOUS = "4"
+KEY_DELETE = "7"
+KEY_FORWARD = "8"
+KEY_SAVE = "9"
+KEY_EXIT = "#"
+KEY_OPTIONS = "0"
+KEY_URGENT = "1"
+KEY_ARCHIVE = "2"
+KEY_ENVELOPE = "3"
+# While a message plays, * goes back and # forward 4 s; it plays on.
+SKIP_MS = 4000
+PLAYBACK_CONTROLS = {"*": "reverse", "#": "forward"}
+MENU_KEYS = (
+    KEY_URGENT,
+    KEY_ARCHIVE,
+    KEY_ENVELOPE,
+    KEY_REPEAT,
+    KEY_NEXT,
+    KEY_PREVIOUS,
+    KEY_DELETE,
+    KEY_FORWARD,
+    KEY_SAVE,
+    KEY_OPTIONS,
+    KEY_EXIT,
+)
+# Mailbox options: key -> (greeting kind, its "record your ... greeting" prompt).
+PLAY_KEYS = tuple(k for k in MENU_KEYS if k not in PLAYBACK_CONTROLS)
+GREETING_KEYS = {
+    "1": ("permanent", "sound:vm-rec-unv"),
+    "2": ("busy", "sound:vm-rec-busy"),
+    "3": ("name", "sound:vm-rec-name"),
+    "4": ("temporary", "sound:vm-rec-temp"),
+}
+KEY_NEW_PIN = "5"
+OPTION_KEYS = (*GREETING_KEYS, KEY_NEW_PIN, "*", "#")
+GREETING_REVIEW_KEYS = ("1", "2", "3")
+GREETING_MAX_S = 120
+PIN_ATTEMPTS_PER_CALL = 3
+LOGIN = mailbox_pb2.MailboxLoginReply
+ACTION = mailbox_pb2.MailboxActionRequest
+KEY_TIMEOUT_S = 8.0
+BETWEEN_KEYS_S = 4.0
+ANNOTATION_MAX_S = 60
+
+
+class Keys:
+    """DTMF of one caller: digits pressed during a prompt stop it (barge-in) and are kept
+    for the next read, so a fast caller never loses a key."""
+
+    def __init__(self, ari: AriClient, call: Call) -> None:
+        self._ari = ari
+        self._call = call
+        self._buffer: list[str] = []
+        self._plays = 0
+
+    def _is_key(self, event: AriEvent) -> bool:
+        return isinstance(event, ChannelDtmfReceived) and event.channel.id == self._call.caller_id
+
+    async def play(self, media: Sequence[str], stop_on: Sequence[str] | None = None) -> str | None:
+        """Play; a key (any, or one of stop_on) stops it. Returns the key that did."""
+        if self._buffer:
+            return self._buffer[0]
+        if not media:
+            return None
+        self._plays += 1
+        playback_id = f"{self._call.call_id}-vm{self._plays}"
+        await self._ari.play(self._call.caller_id, list(media), playback_id)
+        while True:
+            event = await self._call.wait_for(
+                lambda e: self._is_key(e)
+                or (isinstance(e, PlaybackFinished) and e.playback.id == playback_id),
+                PROMPT_TIMEOUT_S,
+            )
+            if not isinstance(event, ChannelDtmfReceived):
+                return None
+            if stop_on is None or event.digit in stop_on:
+                self._buffer.append(event.digit)
+                await self._ari.stop_playback(playback_id)
+                return event.digit
+
+    async def play_controlled(
+        self, media: Sequence[str], controls: dict[str, str], stop_on: Sequence[str]
+    ) -> str | None:
+        """Play a message: control keys move it (ARI playback control) and it plays on;
+        a stop_on key stops it and is kept for the next read."""
+        if self._buffer:
+            return self._buffer[0]
+        self._plays += 1
+        playback_id = f"{self._call.call_id}-vm{self._plays}"
+        await self._ari.play(self._call.caller_id, list(media), playback_id, skipms=SKIP_MS)
+        while True:
+            event = await self._call.wait_for(
+                lambda e: self._is_key(e)
+                or (isinstance(e, PlaybackFinished) and e.playback.id == playback_id),
+                PROMPT_TIMEOUT_S + 600,
+            )
+            if not isinstance(event, ChannelDtmfReceived):
+                return None
+            if event.digit in controls:
+                await self._ari.control_playback(playback_id, controls[event.digit])
+            elif event.digit in stop_on:
+                self._buffer.append(event.digit)
+                await self._ari.stop_playback(playback_id)
+                return event.digit
+
+    def take(self) -> str | None:
+        return self._buffer.pop(0) if self._buffer else None
+
+    async def key(self, timeout_s: float = KEY_TIMEOUT_S) -> str | None:
+        if self._buffer:
+            return self._buffer.pop(0)
+        event = await self._call.wait_for(self._is_key, timeout_s)
+        return event.digit if isinstance(event, ChannelDtmfReceived) else None
+
+    async def number(self, prompt: Sequence[str], max_digits: int = 20) -> str:
+        """Digits up to "#" (or a pause, or max_digits)."""
+        await self.play(prompt)
+        digits = ""
+        timeout = KEY_TIMEOUT_S
+        while len(digits) < max_digits:
+            key = await self.key(timeout)
+            if key is None or key == "#":
+                break
+            digits += key
+            timeout = BETWEEN_KEYS_S
+        return digits
+
+
+def _count_prompt(count: int) -> list[str]:
+    # "You have <n> messages" from the core sounds.
+    return ["sound:vm-youhave", f"number:{count}", "sound:vm-messages"]
+
+
+async def _mailbox_request(nc: NatsClient, subject: str, req: Message, reply: type[M]) -> M:
+    return await bus.request(nc, subject, req, reply, 2.0)
+
+
+class PhoneMenu:
+    """One logged-in walk through the messages (play, repeat, previous, next, save, delete,
+    forward with an annotation)."""
+
+    def __init__(
+        self, step: VoicemailStep, call: Call, keys: Keys, session: str, tenant_id: str
+    ) -> None:
+        self.step = step
+        self.call = call
+        self.keys = keys
+        self.session = session
+        self.tenant_id = tenant_id
+
+    async def act(
+        self,
+        message: mailbox_pb2.PhoneMessage | None,
+        action: mailbox_pb2.MailboxActionRequest.Action.ValueType,
+        **extra: str,
+    ) -> mailbox_pb2.MailboxActionReply:
+        return await _mailbox_request(
+            self.step._nc,
+            subjects.VOICEMAIL_MAILBOX_ACTION,
+            mailbox_pb2.MailboxActionRequest(
+                session=self.session,
+                message_id=message.message_id if message else "",
+                action=action,
+                **extra,
+            ),
+            mailbox_pb2.MailboxActionReply,
+        )
+
+    async def run(self, messages: list[mailbox_pb2.PhoneMessage]) -> None:
+        index = 0
+        replay = True
+        while 0 <= index < len(messages):
+            message = messages[index]
+            if replay:
+                await self.keys.play_controlled([message.media], PLAYBACK_CONTROLS, PLAY_KEYS)
+            replay = True
+            key = await self.keys.key()
+            if key in (None, KEY_NEXT):
+                index += 1
+            elif key == KEY_REPEAT:
+                continue
+            elif key == KEY_PREVIOUS:
+                index = max(0, index - 1)
+            elif key == KEY_ENVELOPE:
+                await self.keys.play(list(message.envelope), stop_on=MENU_KEYS)
+                replay = False
+            elif key == KEY_URGENT:
+                await self.act(message, ACTION.ACTION_MARK_URGENT)
+                await self.keys.play(["sound:vm-marked-urgent"], stop_on=MENU_KEYS)
+                replay = False
+            elif key == KEY_ARCHIVE:
+                await self.act(message, ACTION.ACTION_ARCHIVE)
+                await self.keys.play(["sound:vm-savedto", "sound:vm-Old"], stop_on=MENU_KEYS)
+                index += 1
+            elif key == KEY_SAVE:
+                await self.act(message, ACTION.ACTION_SAVE)
+                await self.keys.play(["sound:vm-saved"])
+                index += 1
+            elif key == KEY_DELETE:
+                await self.act(message, ACTION.ACTION_DELETE)
+                await self.keys.play(["sound:vm-deleted"])
+                index += 1
+            elif key == KEY_FORWARD:
+                await self.forward(message)
+                index += 1
+            elif key == KEY_OPTIONS:
+                await self.options()
+            elif key == KEY_EXIT:
+                return
+        await self.keys.play(["sound:vm-nomore"], stop_on=(KEY_OPTIONS,))
+        if await self.keys.key(BETWEEN_KEYS_S) == KEY_OPTIONS:
+            await self.options()
+
+    async def options(self) -> None:
+        """Mailbox options (Comedian Mail keys): 1 unavailable (permanent) greeting, 2 busy,
+        3 name, 4 temporary (for today), 5 PIN; anything else returns."""
+        while True:
+            await self.keys.play(["sound:vm-options"], stop_on=OPTION_KEYS)
+            key = await self.keys.key()
+            if key in GREETING_KEYS:
+                kind, prompt = GREETING_KEYS[key]
+                await self.record_greeting(kind, prompt)
+            elif key == KEY_NEW_PIN:
+                await self.change_pin()
+            else:
+                return
+
+    async def record_greeting(self, kind: str, prompt: str) -> None:
+        name = f"vm-{subjects.tenant_token(self.tenant_id)}-greet-{uuid.uuid4().hex}"
+        choice = REVIEW_RERECORD
+        while choice == REVIEW_RERECORD:
+            await self.keys.play([prompt])
+            await self.keys.play(BEEP)
+            await self.step.record_raw(self.call, name, GREETING_MAX_S)
+            choice = REVIEW_LISTEN
+            while choice == REVIEW_LISTEN:
+                await self.keys.play(["sound:vm-review"], stop_on=GREETING_REVIEW_KEYS)
+                choice = await self.keys.key(REVIEW_WAIT_S) or REVIEW_ACCEPT
+                if choice == REVIEW_LISTEN:
+                    await self.keys.play([f"recording:{name}"])
+        done = await self.act(None, ACTION.ACTION_SET_GREETING, greeting_kind=kind, recording=name)
+        ok = done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE
+        await self.keys.play(["sound:vm-msgsaved" if ok else "sound:vm-sorry"])
+
+    async def change_pin(self) -> None:
+        new = await self.keys.number(["sound:vm-newpassword"], max_digits=12)
+        again = await self.keys.number(["sound:vm-reenterpassword"], max_digits=12)
+        if new != again:
+            await self.keys.play(["sound:vm-mismatch"])
+            return
+        done = await self.act(None, ACTION.ACTION_SET_PIN, new_pin=new)
+        ok = done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE
+        await self.keys.play(["sound:vm-passchanged" if ok else "sound:vm-invalid-password"])
+
+    async def forward(self, message: mailbox_pb2.PhoneMessage) -> None:
+        """To the user a number reaches: the caller records an introduction first."""
+        number = await self.keys.number(["sound:vm-extension"])
+        found = await self.step._find_user(number) if self.step._find_user and number else None
+        if found is None or found[0] != self.tenant_id:
+            await self.keys.play(["sound:vm-sorry"])
+            return
+        annotation = f"vm-{subjects.tenant_token(self.tenant_id)}-fwd-{uuid.uuid4().hex}"
+        await self.keys.play(BEEP)
+        await self.step.record_raw(self.call, annotation, ANNOTATION_MAX_S)
+        done = await self.act(
+            message,
+            mailbox_pb2.MailboxActionRequest.ACTION_FORWARD,
+            forward_to_user_id=found[1],
+            annotation_recording=annotation,
+        )
+        if done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE:
+            await self.keys.play(["sound:vm-msgforwarded"])
+        else:
+            await self.keys.play(["sound:vm-sorry"])

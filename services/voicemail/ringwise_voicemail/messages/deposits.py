@@ -1,0 +1,430 @@
+"""Deposits: what routing plays and records (deposit_begin), and what happens to a finished
+recording (deposit_complete, then the pipeline).
+
+deposit_complete only validates and puts the deposit on the VOICEMAIL stream (de-duplicated
+by deposit id); the pipeline then stores the audio (S3) and the message (Mongo), emails it,
+raises the alert, pushes the message counts to Asterisk (MWI) and deletes Asterisk's copy.
+Each step is idempotent and recorded, so a crash anywhere repeats no visible effect: the
+message is stored once, counted once (counts are recomputed, not incremented) and emailed
+once (the one window left, between the SMTP server's acceptance and our record of it, sends
+the same Message-ID again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from prometheus_client import Counter
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+from ringwise.events.v1 import call_pb2
+from ringwise.voicemail.v1 import alerts_pb2, deposit_pb2
+from ringwise_kit import bus, subjects
+from ringwise_kit.ari import AriNotFound
+from ringwise_kit.events import from_timestamp, to_timestamp
+from ringwise_kit.logs import bind_call, get_logger
+
+from ringwise_voicemail.mailbox.deposit import DepositLimits, trim_silence
+from ringwise_voicemail.mailbox.greetings import Availability, GreetingChoice, choose_greeting
+from ringwise_voicemail.mailbox.retention import Folder
+from ringwise_voicemail.mailbox.store import Mailbox, MailboxStore, mwi_mailbox
+from ringwise_voicemail.messages import mwi
+from ringwise_voicemail.messages.audio import AudioStore, message_key, wav_duration_s
+from ringwise_voicemail.messages.email import Mailer, compose
+from ringwise_voicemail.messages.store import MessageStore
+
+log = get_logger(__name__)
+
+DEPOSITS = Counter("ringwise_voicemail_deposits_total", "Finished deposits by outcome", ["outcome"])
+RECORDING_FORMAT = "wav"
+# Prompts from the Asterisk core sounds.
+SYSTEM_GREETING = ("sound:vm-nobodyavail",)  # "Nobody is available to take your call..."
+LEAVE_MESSAGE = ("sound:vm-intro",)  # "Please leave your message after the tone..."
+PIPELINE_CONCURRENCY = 8
+
+Clock = Callable[[], datetime]
+Doc = dict[str, Any]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Asterisk(Protocol):
+    """The ARI REST calls voicemail makes (ringwise_kit.ari.AriClient has them)."""
+
+    async def stored_recording_file(self, name: str) -> bytes: ...
+
+    async def delete_stored_recording(self, name: str) -> bool: ...
+
+    async def originate_to_dialplan(
+        self,
+        endpoint: str,
+        *,
+        context: str,
+        extension: str,
+        channel_id: str,
+        variables: dict[str, str] | None = None,
+        priority: int = 1,
+        timeout_s: int = 10,
+    ) -> None: ...
+
+
+AVAILABILITY = {
+    deposit_pb2.AVAILABILITY_UNSPECIFIED: Availability.AVAILABLE,
+    deposit_pb2.AVAILABILITY_AVAILABLE: Availability.AVAILABLE,
+    deposit_pb2.AVAILABILITY_BUSY: Availability.BUSY,
+    deposit_pb2.AVAILABILITY_UNAVAILABLE: Availability.UNAVAILABLE,
+    deposit_pb2.AVAILABILITY_EXTENDED_ABSENCE: Availability.EXTENDED_ABSENCE,
+}
+
+
+def recording_name(tenant_id: str, deposit_id: str) -> str:
+    return f"vm-{subjects.tenant_token(tenant_id)}-{deposit_id}"
+
+
+@dataclass
+class Voicemail:
+    """Everything the deposit flow needs; built once per service (main.py)."""
+
+    mailboxes: MailboxStore
+    messages: MessageStore
+    audio: AudioStore
+    mailer: Mailer
+    asterisk: Asterisk
+    js: JetStreamContext
+    done: AsyncCollection[Doc]
+    limits: DepositLimits
+    mail_from: str
+    email_link_ttl_s: int
+    audio_url_ttl_s: int = 900
+    clock: Clock = utc_now
+
+    # -- media URIs ---------------------------------------------------------------------------
+
+    def greeting_media(self, choice: GreetingChoice) -> list[str]:
+        if choice.greeting is not None:
+            media = [self.audio_media(choice.greeting.audio_key)]
+        elif choice.name is not None:
+            # The system greeting around the recorded name: "<name> ... is unavailable".
+            media = [self.audio_media(choice.name.audio_key), "sound:vm-isunavail"]
+        else:
+            media = list(SYSTEM_GREETING)
+        if choice.accepts_message:
+            media += LEAVE_MESSAGE
+        return media
+
+    def audio_media(self, key: str) -> str:
+        # Asterisk fetches (and caches) remote media over HTTP: a short-lived S3 link.
+        return "sound:" + self.audio.url(key, 3600)
+
+    # -- request/reply for routing ----------------------------------------------------------
+
+    async def deposit_begin(
+        self, req: deposit_pb2.DepositBeginRequest
+    ) -> deposit_pb2.DepositBeginReply:
+        reply = deposit_pb2.DepositBeginReply
+        if not req.tenant_id or not req.user_id:
+            raise ValueError("tenant_id and user_id are required")
+        mailbox = await self.mailboxes.get(req.tenant_id, req.user_id)
+        if mailbox is None:
+            return reply(status=reply.STATUS_NO_MAILBOX)
+        choice = choose_greeting(
+            mailbox.greetings,
+            AVAILABILITY.get(req.availability, Availability.AVAILABLE),
+            self.clock(),
+            mailbox.time_zone,
+            extended_absence_enabled=mailbox.extended_absence,
+        )
+        deposit_id = uuid.uuid4().hex
+        return reply(
+            status=reply.STATUS_RECORD if choice.accepts_message else reply.STATUS_GREETING_ONLY,
+            deposit_id=deposit_id,
+            greeting_media=self.greeting_media(choice),
+            recording_name=recording_name(req.tenant_id, deposit_id),
+            recording_format=RECORDING_FORMAT,
+            max_seconds=self.limits.max_seconds,
+            max_silence_seconds=self.limits.max_silence_seconds,
+            greeting=choice.reason,
+        )
+
+    async def deposit_complete(
+        self, req: deposit_pb2.DepositCompleteRequest
+    ) -> deposit_pb2.DepositCompleteReply:
+        reply = deposit_pb2.DepositCompleteReply
+        if not req.deposit_id or not req.tenant_id or not req.user_id:
+            raise ValueError("deposit_id, tenant_id and user_id are required")
+        if req.recording_name and req.recording_name != recording_name(
+            req.tenant_id, req.deposit_id
+        ):
+            raise ValueError("recording_name does not belong to this deposit")
+        mailbox = await self.mailboxes.get(req.tenant_id, req.user_id)
+        if mailbox is None:
+            await self._drop_recording(req.recording_name)
+            return reply(status=reply.STATUS_NO_MAILBOX)
+        if not req.recording_name or not self.limits.keeps(req.duration_ms / 1000):
+            DEPOSITS.labels("too_short").inc()
+            await self._drop_recording(req.recording_name)
+            return reply(status=reply.STATUS_DROPPED_TOO_SHORT)
+        accepted = deposit_pb2.Deposited(deposit=req, accepted_at=to_timestamp(self.clock()))
+        await bus.publish_event(
+            self.js,
+            subjects.voicemail_event(req.tenant_id, subjects.VOICEMAIL_DEPOSITED),
+            accepted,
+            msg_id=req.deposit_id,
+        )
+        return reply(status=reply.STATUS_ACCEPTED, message_id=req.deposit_id)
+
+    async def _drop_recording(self, name: str) -> None:
+        if name:
+            try:
+                await self.asterisk.delete_stored_recording(name)
+            except Exception as exc:  # Asterisk's spool is not ours to keep clean at any cost
+                log.warning("recording_delete_failed", recording=name, error=str(exc))
+
+    # -- the pipeline (durable consumer on ...voicemail.*.deposited) -------------------------
+
+    async def process(self, deposited: deposit_pb2.Deposited) -> str:
+        """Carry one accepted deposit through; returns what happened (for logs and tests)."""
+        dep = deposited.deposit
+        if await self.done.find_one({"_id": dep.deposit_id}, projection={"_id": 1}):
+            return "already_done"
+        mailbox = await self.mailboxes.get(dep.tenant_id, dep.user_id)
+        if mailbox is None:
+            # The mailbox went away meanwhile: nothing of the deposit may stay behind.
+            await self._drop_recording(dep.recording_name)
+            await self.audio.delete(
+                message_key(dep.tenant_id, dep.user_id, dep.deposit_id, RECORDING_FORMAT)
+            )
+            await self._finish(dep.deposit_id, "no_mailbox")
+            return "no_mailbox"
+        doc = await self.messages.by_id(dep.deposit_id)
+        if doc is None:
+            doc = await self._store(mailbox, deposited)
+            if doc is None:
+                await self._finish(dep.deposit_id, "too_short")
+                return "too_short"
+        if mailbox.email and doc.get("emailed_at") is None:
+            await self._email(mailbox, doc)
+        if doc.get("alerted_at") is None:
+            await self._alert(mailbox, doc)
+        if mailbox.email and not mailbox.email_keep:
+            # The user keeps voicemail in their inbox only: metadata and audio go together.
+            # Done is recorded first, so a crash mid-delete cannot bring the message back.
+            await self._finish(dep.deposit_id, "emailed_and_deleted")
+            await self.messages.delete(dep.tenant_id, dep.user_id, dep.deposit_id)
+            await self.audio.delete(doc["audio_key"])
+            await self.push_counts(dep.tenant_id, dep.user_id)
+            await self._drop_recording(dep.recording_name)
+            return "emailed_and_deleted"
+        await self.push_counts(dep.tenant_id, dep.user_id)
+        await self._drop_recording(dep.recording_name)
+        await self._finish(dep.deposit_id, "stored")
+        return "stored"
+
+    async def _store(self, mailbox: Mailbox, deposited: deposit_pb2.Deposited) -> Doc | None:
+        dep = deposited.deposit
+        key = message_key(dep.tenant_id, dep.user_id, dep.deposit_id, RECORDING_FORMAT)
+        if await self.audio.exists(key):
+            data = await self.audio.get(key)  # stored before a crash; the spool copy may be gone
+        else:
+            try:
+                data = await self.asterisk.stored_recording_file(dep.recording_name)
+            except AriNotFound:
+                raise bus.PermanentError(
+                    f"recording {dep.recording_name} is neither in Asterisk nor in S3"
+                ) from None
+        data = trim_silence(data)
+        duration_s = wav_duration_s(data)
+        if duration_s is None:
+            duration_s = dep.duration_ms / 1000
+        if not self.limits.keeps(duration_s):
+            DEPOSITS.labels("too_short").inc()
+            await self._drop_recording(dep.recording_name)
+            return None
+        await self.audio.put(key, data)
+        received_at = (
+            from_timestamp(dep.started_at) or from_timestamp(deposited.accepted_at) or self.clock()
+        )
+        doc: Doc = {
+            "_id": dep.deposit_id,
+            "tenant_id": dep.tenant_id,
+            "user_id": dep.user_id,
+            "call_id": dep.call_id,
+            "folder": Folder.NEW.value,
+            "received_at": received_at,
+            "duration_s": round(duration_s, 3),
+            "caller_number": dep.caller_number,
+            "caller_name": dep.caller_name,
+            "urgent": dep.urgent,
+            "audio_key": key,
+            "audio_format": RECORDING_FORMAT,
+            "size_bytes": len(data),
+            "emailed_at": None,
+            "alerted_at": None,
+            "stored_at": self.clock(),
+        }
+        if await self.messages.insert_once(doc):
+            DEPOSITS.labels("stored").inc()
+            log.info("message_stored", message_id=dep.deposit_id, duration_s=doc["duration_s"])
+            return doc
+        stored = await self.messages.by_id(dep.deposit_id)
+        assert stored is not None
+        return stored
+
+    async def _email(self, mailbox: Mailbox, doc: Doc) -> None:
+        audio = await self.audio.get(doc["audio_key"]) if mailbox.email_attach else None
+        url = (
+            None
+            if mailbox.email_attach
+            else self.audio.url(doc["audio_key"], self.email_link_ttl_s)
+        )
+        email = compose(
+            mailbox,
+            sender=self.mail_from,
+            message_id=doc["_id"],
+            caller_number=doc["caller_number"],
+            caller_name=doc["caller_name"],
+            received_at=doc["received_at"],
+            duration_s=doc["duration_s"],
+            urgent=doc["urgent"],
+            audio=audio,
+            audio_url=url,
+        )
+        await self.mailer.send(email)
+        await self.messages.mark(doc["_id"], emailed_at=self.clock())
+        log.info("message_emailed", message_id=doc["_id"])
+
+    async def _alert(self, mailbox: Mailbox, doc: Doc) -> None:
+        event = alerts_pb2.MessageReceived(
+            header=call_pb2.EventHeader(
+                event_id=f"{doc['_id']}:{subjects.VOICEMAIL_MESSAGE_RECEIVED}",
+                tenant_id=doc["tenant_id"],
+                call_id=doc.get("call_id", ""),
+                occurred_at=to_timestamp(doc["received_at"]),
+            ),
+            user_id=doc["user_id"],
+            message_id=doc["_id"],
+            caller_number=doc["caller_number"],
+            caller_name=doc["caller_name"],
+            duration_s=round(doc["duration_s"]),
+            urgent=doc["urgent"],
+            received_at=to_timestamp(doc["received_at"]),
+            alert_sms=mailbox.alerts.sms,
+            alert_email=mailbox.alerts.email,
+            alert_call=mailbox.alerts.call,
+        )
+        await bus.publish_event(
+            self.js,
+            subjects.voicemail_event(doc["tenant_id"], subjects.VOICEMAIL_MESSAGE_RECEIVED),
+            event,
+            msg_id=event.header.event_id,
+        )
+        await self.messages.mark(doc["_id"], alerted_at=self.clock())
+
+    async def push_counts(self, tenant_id: str, user_id: str) -> None:
+        """Message waiting to the user's phones: the counts themselves (not increments), so
+        repeats are harmless."""
+        mailbox = await self.mailboxes.get(tenant_id, user_id)
+        if mailbox is None or not mailbox.mwi_targets:
+            return
+        counts = await self.messages.counts(tenant_id, user_id)
+        await mwi.send_counts(
+            self.asterisk,
+            mailbox.mwi_targets,
+            f"sip:{mwi_mailbox(tenant_id, user_id)}",
+            new=counts.new,
+            old=counts.saved,
+            urgent=counts.new_urgent,
+        )
+
+    async def _finish(self, deposit_id: str, outcome: str) -> None:
+        with contextlib.suppress(DuplicateKeyError):
+            await self.done.insert_one({"_id": deposit_id, "outcome": outcome, "at": self.clock()})
+
+    # -- consumer wiring -----------------------------------------------------------------------
+
+    async def handle_batch(self, msgs: list[Msg]) -> list[Exception | None]:
+        gate = asyncio.Semaphore(PIPELINE_CONCURRENCY)
+
+        async def one(msg: Msg) -> Exception | None:
+            async with gate:
+                try:
+                    deposited = deposit_pb2.Deposited()
+                    try:
+                        deposited.ParseFromString(msg.data)
+                    except Exception as exc:
+                        raise bus.PermanentError(f"undecodable deposit: {exc}") from exc
+                    dep = deposited.deposit
+                    with bind_call(dep.call_id or "-", tenant_id=dep.tenant_id or None):
+                        await self.process(deposited)
+                except Exception as exc:
+                    log.warning("deposit_failed", error=repr(exc))
+                    return exc
+                return None
+
+        return list(await asyncio.gather(*(one(msg) for msg in msgs)))
+
+
+def deposits_done(client: AsyncMongoClient[Doc], database: str) -> AsyncCollection[Doc]:
+    """Deposits carried through (or dropped): the record that makes redelivery a no-op even
+    after the message itself was deleted (email-only users, retention)."""
+    return client[database].deposits_done
+
+
+DEPOSIT_CONSUMER = bus.ConsumerSpec(
+    stream=subjects.VOICEMAIL_STREAM,
+    durable="voicemail-deposits",
+    filter_subjects=[subjects.voicemail_events_of_kind(subjects.VOICEMAIL_DEPOSITED)],
+    ack_wait_s=20.0,
+    max_ack_pending=200,
+)
+VOICEMAIL_STREAM = bus.StreamSpec(subjects.VOICEMAIL_STREAM, [subjects.VOICEMAIL_EVENTS])
+
+
+async def send_voice_message(
+    vm: Voicemail,
+    tenant_id: str,
+    to_user_ids: list[str],
+    audio: bytes,
+    duration_s: float,
+    *,
+    sender_number: str,
+    sender_name: str,
+    urgent: bool,
+) -> dict[str, str]:
+    """A voice message to users (a team broadcast is one per member): the audio goes to S3
+    first, then each delivery takes the deposit pipeline (stored, emailed, alerted, MWI).
+    Returns message id per user."""
+    sent: dict[str, str] = {}
+    for user_id in to_user_ids:
+        message_id = uuid.uuid4().hex
+        await vm.audio.put(message_key(tenant_id, user_id, message_id, RECORDING_FORMAT), audio)
+        deposit = deposit_pb2.DepositCompleteRequest(
+            deposit_id=message_id,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            duration_ms=round(duration_s * 1000),
+            urgent=urgent,
+            caller_number=sender_number,
+            caller_name=sender_name,
+            started_at=to_timestamp(vm.clock()),
+            recording_format=RECORDING_FORMAT,
+        )
+        await bus.publish_event(
+            vm.js,
+            subjects.voicemail_event(tenant_id, subjects.VOICEMAIL_DEPOSITED),
+            deposit_pb2.Deposited(deposit=deposit, accepted_at=to_timestamp(vm.clock())),
+            msg_id=message_id,
+        )
+        sent[user_id] = message_id
+    return sent
