@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from ringwise.events.v1 import recording_pb2
 from ringwise_kit.ari import AriEvent, LiveRecording, RecordingFailed, RecordingFinished
 from ringwise_routing.calls.cdr import CallRecord
 from ringwise_routing.calls.recording import CallRecording, Track, recording_name
+from ringwise_routing.calls.router import CallRouter
+from ringwise_routing.calls.session import CallSession
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 ON_DEMAND = recording_pb2.RecordingPolicy(
@@ -108,3 +110,57 @@ async def test_a_mixed_recording_is_handed_over_even_if_asterisk_never_confirms(
         "",
     )
     assert not event.keep_requested
+
+
+class FedCall:
+    """Stands in for a CallSession: collects the events the router feeds it."""
+
+    def __init__(self, call_id: str) -> None:
+        self.call_id = call_id
+        self.events: list[AriEvent] = []
+
+    def feed(self, event: AriEvent) -> None:
+        self.events.append(event)
+
+
+class Handlers:
+    """Stands in for the AriClient the router subscribes to (events are fed by hand)."""
+
+    def on(self, event_type: str, handler: Callable[[AriEvent], None]) -> None:
+        pass
+
+    def on_connected(self, handler: Callable[[], Any]) -> None:
+        pass
+
+
+def recording_event(name: str, target: str) -> AriEvent:
+    return RecordingFinished(
+        type="RecordingFinished",
+        timestamp=START,
+        recording=LiveRecording(name=name, state="done", target_uri=target),
+    )
+
+
+def test_recording_events_reach_the_call_owning_their_target_or_their_name() -> None:
+    router = CallRouter(cast(Any, Handlers()), cast(Any, None), cast(Any, None))
+    in_voicemail, recorded = FedCall("vm-call"), FedCall("c2")
+    router._register("caller-1", cast(CallSession, in_voicemail))
+    for key in ("c2", recording_name("c2"), recording_name("c2", "callee")):
+        router._register(key, cast(CallSession, recorded))
+    deposit = recording_event("vm-acme-0123", "channel:caller-1")  # voicemail_step's
+    mixed = recording_event(recording_name("c2"), "bridge:c2")
+    # A snoop track whose channel is already gone: found by its registered name.
+    track = recording_event(recording_name("c2", "callee"), "channel:c2-snoop-callee")
+    stray = recording_event("rw-unknown", "channel:nobody")
+    for event in (deposit, mixed, track, stray):
+        router.on_event(event)
+    assert in_voicemail.events == [deposit]
+    assert recorded.events == [mixed, track]
+
+
+async def test_the_call_recording_ignores_a_voicemail_deposit_of_the_same_call() -> None:
+    recording = CallRecording("c1", ON_DEMAND, tracks=[Track("rw-c1", "")])
+    [event] = await recording.finish(
+        record(), closing([finished("vm-acme-0123"), finished("rw-c1")])
+    )
+    assert event.asterisk_name == "rw-c1"

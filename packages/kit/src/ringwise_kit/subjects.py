@@ -27,6 +27,11 @@ RECORDINGS_STREAM = "RECORDINGS"
 RECORDING_EVENTS = f"{PREFIX}.recording.*.*"
 RECORDING_FINISHED = "finished"
 RECORDING_ARCHIVED = "archived"
+# Asterisk stored-recording names say whose a recording is: call recordings (routing records,
+# the recording service archives and deletes them) and voicemail deposits (routing records,
+# voicemail stores and deletes them). Neither owner touches the other's.
+CALL_RECORDING_NAME_PREFIX = "rw-"
+VOICEMAIL_RECORDING_NAME_PREFIX = "vm-"
 
 # Dead letters: messages a durable consumer gave up on after N failed deliveries.
 DLQ_STREAM = "DLQ"

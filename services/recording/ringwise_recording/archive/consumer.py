@@ -61,6 +61,9 @@ def decode_finished(msg: Msg) -> recording_pb2.RecordingFinished:
         raise bus.PermanentError(f"archive consumer got {kind!r} on {msg.subject}")
     event = recording_pb2.RecordingFinished()
     event.ParseFromString(msg.data)
+    if event.asterisk_name.startswith(subjects.VOICEMAIL_RECORDING_NAME_PREFIX):
+        # A voicemail deposit is voicemail's to store and delete: never archive or delete it.
+        raise bus.PermanentError(f"{event.asterisk_name!r} is a voicemail deposit, not a call's")
     return event
 
 

@@ -95,7 +95,8 @@ class RecordingPolicies:
 
 def recording_name(call_id: str, party: str = "") -> str:
     """The stored recording's name on Asterisk (and the archive's recording id)."""
-    return f"rw-{call_id}-{party}" if party else f"rw-{call_id}"
+    name = f"{subjects.CALL_RECORDING_NAME_PREFIX}{call_id}"
+    return f"{name}-{party}" if party else name
 
 
 @dataclass(frozen=True)

@@ -90,9 +90,27 @@ def snoop(channel_id: str, snoop_id: str, app: str, *, spy: str = "in") -> RestC
 
 
 def record_channel(
-    channel_id: str, name: str, *, fmt: str = "wav", if_exists: str = "fail"
+    channel_id: str,
+    name: str,
+    *,
+    fmt: str = "wav",
+    if_exists: str = "fail",
+    beep: bool = False,
+    max_duration_s: int = 0,
+    max_silence_s: int = 0,
+    terminate_on: str = "none",
 ) -> RestCall:
-    params = {"name": name, "format": fmt, "ifExists": if_exists}
+    """Record what a channel hears/says as stored recording `name`. 0 = no limit; a
+    terminate_on digit (e.g. "#") ends the recording (voicemail deposits)."""
+    params: dict[str, str | int] = {
+        "name": name,
+        "format": fmt,
+        "ifExists": if_exists,
+        "beep": str(beep).lower(),
+        "maxDurationSeconds": max_duration_s,
+        "maxSilenceSeconds": max_silence_s,
+        "terminateOn": terminate_on,
+    }
     return RestCall("POST", f"/channels/{channel_id}/record", params)
 
 
