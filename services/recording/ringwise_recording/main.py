@@ -94,6 +94,11 @@ def archive_ctx(settings: RecordingSettings) -> service.CleanupCtx:
         await audit.ensure_indexes()
         nc = app[service.NATS_KEY]
         key = platform_key(settings)
+
+        async def policy_changed(tenant_id: str) -> None:
+            change = recording_pb2.RecordingPolicyRequest(tenant_id=tenant_id)
+            await nc.publish(subjects.RECORDING_POLICY_CHANGED, change.SerializeToString())
+
         router = build_router(
             RecordingsContext(
                 store,
@@ -103,6 +108,7 @@ def archive_ctx(settings: RecordingSettings) -> service.CleanupCtx:
                 stream_tokens=StreamTokens(key) if key else None,
                 stream_base_url=settings.recording_stream_base_url
                 or f"http://{settings.http_host}:{settings.http_port}",
+                policy_changed=policy_changed,
             )
         )
         api_sub = await api.serve_api(nc, "recording", router)

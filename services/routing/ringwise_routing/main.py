@@ -61,9 +61,9 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             timeout_s=settings.voicemail_timeout_s,
             find_user=find_user,
         )
-        router = CallRouter(
-            ari, directory, publisher, voicemail, RecordingPolicies(app[service.NATS_KEY])
-        )
+        recording_policies = RecordingPolicies(app[service.NATS_KEY])
+        await recording_policies.watch()
+        router = CallRouter(ari, directory, publisher, voicemail, recording_policies)
         app[ROUTER_KEY] = router
         provisioner = Provisioner(
             app[service.NATS_KEY],
@@ -86,6 +86,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
         await provisioner.stop()
         await ari.close()
         await router.abandon()
+        await recording_policies.close()
         await publisher.stop(settings.shutdown_grace_s / 2)
         await directory.stop()
 

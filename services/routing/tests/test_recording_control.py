@@ -7,10 +7,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from nats.aio.msg import Msg
 from ringwise.events.v1 import recording_pb2
 from ringwise_kit.ari import AriEvent, LiveRecording, RecordingFailed, RecordingFinished
 from ringwise_routing.calls.cdr import CallRecord
-from ringwise_routing.calls.recording import CallRecording, Track, recording_name
+from ringwise_routing.calls.recording import (
+    CallRecording,
+    RecordingPolicies,
+    Track,
+    recording_name,
+)
 from ringwise_routing.calls.router import CallRouter
 from ringwise_routing.calls.session import CallSession
 
@@ -164,3 +170,31 @@ async def test_the_call_recording_ignores_a_voicemail_deposit_of_the_same_call()
         record(), closing([finished("vm-acme-0123"), finished("rw-c1")])
     )
     assert event.asterisk_name == "rw-c1"
+
+
+class PolicyAnswers:
+    """Stands in for NATS: answers policy requests with a policy chosen by the test."""
+
+    def __init__(self) -> None:
+        self.mode: recording_pb2.RecordingMode.ValueType = recording_pb2.RECORDING_MODE_NONE
+        self.asked = 0
+
+    async def request(self, subject: str, data: bytes, **options: float) -> Msg:
+        self.asked += 1
+        answer = recording_pb2.RecordingPolicy(mode=self.mode)
+        return Msg(cast(Any, None), subject=subject, data=answer.SerializeToString())
+
+
+async def test_a_settings_change_notice_drops_only_that_tenants_cached_policies() -> None:
+    nats = PolicyAnswers()
+    policies = RecordingPolicies(cast(Any, nats))
+    assert (await policies.policy_for("acme", "alice")).mode == recording_pb2.RECORDING_MODE_NONE
+    await policies.policy_for("globex", "bob")
+    nats.mode = recording_pb2.RECORDING_MODE_COMPLIANT
+    # Cached: the change is not seen until the notice (or the TTL).
+    assert (await policies.policy_for("acme", "alice")).mode == recording_pb2.RECORDING_MODE_NONE
+    policies.forget("acme")
+    compliant = recording_pb2.RECORDING_MODE_COMPLIANT
+    assert (await policies.policy_for("acme", "alice")).mode == compliant
+    assert (await policies.policy_for("globex", "bob")).mode == recording_pb2.RECORDING_MODE_NONE
+    assert nats.asked == 3

@@ -41,6 +41,9 @@ DLQ_EVENTS = f"{PREFIX}.dlq.>"
 DIRECTORY_RESOLVE_NUMBER = f"{PREFIX}.directory.resolve_number"
 DIRECTORY_CHANGES = f"{PREFIX}.directory.*.number_changed"
 RECORDING_POLICY = f"{PREFIX}.recording.policy"
+# Core NATS (best effort; four tokens, outside RECORDINGS): a tenant's recording settings
+# changed, so callers caching its policies drop them (body: RecordingPolicyRequest, tenant_id).
+RECORDING_POLICY_CHANGED = f"{PREFIX}.recording.policy_changed"
 DIRECTORY_AUTHENTICATE = f"{PREFIX}.directory.authenticate"
 DIRECTORY_LIST_SIP_DEVICES = f"{PREFIX}.directory.list_sip_devices"
 DIRECTORY_SIP_DEVICE_CHANGES = f"{PREFIX}.directory.*.sip_device_changed"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +40,8 @@ class RecordingsContext:
     # The decrypting playback stream (platform-key recordings); None: not offered.
     stream_tokens: StreamTokens | None = None
     stream_base_url: str = ""
+    # Tells policy caches (routing) that a tenant's settings changed; None: nobody to tell.
+    policy_changed: Callable[[str], Awaitable[None]] | None = None
 
 
 def _iso(value: Any) -> Any:
@@ -369,6 +371,8 @@ def build_router(ctx: RecordingsContext) -> ApiRouter:
         if stored is None:
             raise ApiError(412, "Precondition Failed", "the settings changed meanwhile")
         await audit(call, "settings_changed", "settings", encryption_mode=encryption["mode"])
+        if ctx.policy_changed is not None:
+            await ctx.policy_changed(call.tenant_id)
         return ApiResult(body=settings_json(stored), headers={"ETag": _etag(stored)})
 
     return router

@@ -25,7 +25,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import nats.errors
+from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from prometheus_client import Counter
 from ringwise.events.v1 import recording_pb2
 from ringwise_kit import bus, subjects
@@ -65,6 +68,32 @@ class RecordingPolicies:
         self._ttl_s = ttl_s
         self._timeout_s = timeout_s
         self._cache: dict[tuple[str, str, str], tuple[float, Policy]] = {}
+        self._changes: Subscription | None = None
+
+    async def watch(self) -> None:
+        """Drop a tenant's cached policies as soon as its settings change (the TTL remains
+        the fallback should a change notice be lost)."""
+
+        async def changed(msg: Msg) -> None:
+            change = recording_pb2.RecordingPolicyRequest()
+            try:
+                change.ParseFromString(msg.data)
+            except DecodeError:
+                log.warning("recording_policy_change_undecodable", subject=msg.subject)
+                return
+            self.forget(change.tenant_id)
+
+        self._changes = await self._nc.subscribe(subjects.RECORDING_POLICY_CHANGED, cb=changed)
+
+    async def close(self) -> None:
+        if self._changes is not None:
+            with contextlib.suppress(Exception):
+                await self._changes.unsubscribe()
+            self._changes = None
+
+    def forget(self, tenant_id: str) -> None:
+        for key in [key for key in self._cache if key[0] == tenant_id]:
+            del self._cache[key]
 
     async def policy_for(self, tenant_id: str, user_id: str, team_id: str = "") -> Policy:
         if not tenant_id:
