@@ -44,6 +44,9 @@ class RecordingsContext:
     policy_changed: Callable[[str], Awaitable[None]] | None = None
 
 
+MAX_SEQ = 2**63 - 1  # audit sequence numbers are Mongo 64-bit integers
+
+
 def _iso(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
@@ -86,7 +89,7 @@ def _limit(call: ApiCall) -> int:
     raw = call.query_one("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise field_error("limit", f"an integer from 1 to {MAX_LIMIT}", 400)
     return int(raw)
 
@@ -329,8 +332,9 @@ def build_router(ctx: RecordingsContext) -> ApiRouter:
             raise ApiError(403, "Forbidden", "the audit log is for compliance officers")
         limit = _limit(call)
         raw_after = call.query_one("after_seq", "0") or "0"
-        if not raw_after.isdigit():
-            raise field_error("after_seq", "a non-negative integer", 400)
+        # ASCII digits only, and within the store's 64-bit integers.
+        if not (raw_after.isascii() and raw_after.isdigit()) or int(raw_after) > MAX_SEQ:
+            raise field_error("after_seq", f"an integer from 0 to {MAX_SEQ}", 400)
         await audit(call, "audit_export", "audit")
         entries = await ctx.audit.page(call.tenant_id, int(raw_after), limit)
         check = await ctx.audit.verify(call.tenant_id)
