@@ -1,7 +1,9 @@
-"""Recording and messaging each own a durable consumer and see every call.
+"""Messaging owns a durable consumer on CALLS and sees every call.
 
-(Voicemail no longer watches call events: routing asks it over request/reply when a call
-reaches voicemail; docs/voicemail.md.)"""
+(Recording no longer observes call events: routing hands it RecordingFinished on the
+RECORDINGS stream; tests/e2e/test_call_recording.py covers it. Voicemail no longer watches
+call events either: routing asks it over request/reply when a call reaches voicemail;
+docs/voicemail.md.)"""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from ringwise_kit import bus
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 EXPECTED_KINDS = {
-    "recording": {"answered", "ended"},
     "messaging": {"ended"},
 }
 

@@ -13,6 +13,7 @@ from ringwise_kit.ops import READINESS_KEY
 from ringwise_routing.calls import policy
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
+from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.router import CallRouter
 from ringwise_routing.calls.session import CallerHungUp
 from ringwise_routing.calls.voicemail_step import VoicemailStep
@@ -60,7 +61,9 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             timeout_s=settings.voicemail_timeout_s,
             find_user=find_user,
         )
-        router = CallRouter(ari, directory, publisher, voicemail)
+        recording_policies = RecordingPolicies(app[service.NATS_KEY])
+        await recording_policies.watch()
+        router = CallRouter(ari, directory, publisher, voicemail, recording_policies)
         app[ROUTER_KEY] = router
         provisioner = Provisioner(
             app[service.NATS_KEY],
@@ -83,6 +86,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
         await provisioner.stop()
         await ari.close()
         await router.abandon()
+        await recording_policies.close()
         await publisher.stop(settings.shutdown_grace_s / 2)
         await directory.stop()
 
@@ -92,7 +96,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
 def create_app(settings: RoutingSettings | None = None) -> web.Application:
     settings = settings or RoutingSettings()
     app = service.create_app(settings)
-    app.cleanup_ctx.append(service.nats_ctx(settings, bus.CALLS, bus.DEAD_LETTERS))
+    app.cleanup_ctx.append(service.nats_ctx(settings, bus.CALLS, bus.RECORDINGS, bus.DEAD_LETTERS))
     app.cleanup_ctx.append(service.redis_ctx(settings.redis_url))
     app.cleanup_ctx.append(calls_ctx(settings))
     return app

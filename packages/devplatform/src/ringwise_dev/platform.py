@@ -7,6 +7,7 @@ Used by `ringwise-dev up` (base port 20000, data under .run/dev) and by the pyte
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ class LocalPlatform:
         self.sipp = SippWorkspace.for_asterisk(self.asterisk)
         self.fixture_path = write_fixture(ports, self.data_dir / "directory-fixture.json")
         self.log_level = log_level
+        # The recording archive's platform key-encryption key (fresh per instance).
+        self.recording_platform_key = base64.b64encode(secrets.token_bytes(32)).decode()
+        self.recordings_bucket = "ringwise-recordings"
         # A fresh key per platform run: tokens of an earlier run are simply invalid.
         self.token_signing_key = secrets.token_urlsafe(48)
         # The platform's first operator admin (directory creates it at start-up).
@@ -68,7 +72,7 @@ class LocalPlatform:
                 "RINGWISE_SMTP_HOST": endpoints.smtp_host,
                 "RINGWISE_SMTP_PORT": str(endpoints.smtp_port),
             }
-        if name in ("routing", "voicemail"):
+        if name in ("routing", "voicemail", "recording"):
             env |= {
                 "RINGWISE_ARI_URL": self.asterisk.ari_url,
                 "RINGWISE_ARI_USER": self.asterisk.ari_user,
@@ -81,6 +85,16 @@ class LocalPlatform:
             env["RINGWISE_DIRECTORY_FIXTURE"] = str(self.fixture_path)
             env["RINGWISE_OPERATOR_EMAIL"] = OPERATOR_EMAIL
             env["RINGWISE_OPERATOR_PASSWORD"] = self.operator_password
+        if name == "recording":
+            env |= {
+                "RINGWISE_S3_ENDPOINT": endpoints.s3_endpoint,
+                "RINGWISE_S3_ACCESS_KEY": endpoints.s3_access_key,
+                "RINGWISE_S3_SECRET_KEY": endpoints.s3_secret_key,
+                "RINGWISE_S3_REGION": endpoints.s3_region,
+                "RINGWISE_RECORDINGS_BUCKET": self.recordings_bucket,
+                "RINGWISE_RECORDINGS_BUCKET_CREATE": "true",
+                "RINGWISE_RECORDING_PLATFORM_KEY": self.recording_platform_key,
+            }
         if name == "gateway":
             env["RINGWISE_TOKEN_SIGNING_KEY"] = self.token_signing_key
         return env

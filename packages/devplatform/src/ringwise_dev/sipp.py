@@ -58,6 +58,8 @@ class PhoneKind(StrEnum):
     """486 Busy Here."""
     NOANSWER = "noanswer"
     """180 and rings until CANCEL (200 + 487)."""
+    KEEP_RECORDING = "keep_recording"
+    """Like answer, then dials the feature code *9 (SIP INFO DTMF) 1 s into the call."""
     MWI = "mwi"
     """Takes message-waiting NOTIFYs (200) and logs their counts (SippPhone.mwi_counts)."""
 
@@ -390,7 +392,8 @@ class SippWorkspace:
         wait_for_far_bye: only the far end ends the call. cancel_after_ms: the caller hangs up
         (CANCEL) that long after the 180, before any answer. rate/limit: sipp -r/-l.
         source_ip PSTN_HOST reaches the Stasis trunk, STATIC_TRUNK_HOST the bench-static one.
-        scenario: another caller scenario of tests/sipp (its -set variables in extra_args).
+        scenario: another caller scenario of tests/sipp (e.g. one that talks or sends DTMF;
+        its -set variables in extra_args).
         """
         await asyncio.to_thread(self._prepare)
         run_host, run_chroot = await asyncio.to_thread(self._new_run, "caller")
@@ -510,7 +513,7 @@ class SippWorkspace:
         run_host, run_chroot = await asyncio.to_thread(self._new_run, f"phone-{kind}-{port}")
         args = ["-i", host, "-p", str(port)]
         # sipp refuses -set for variables a scenario does not declare.
-        if kind in (PhoneKind.ANSWER, PhoneKind.ANSWER_AND_HANGUP):
+        if kind in (PhoneKind.ANSWER, PhoneKind.ANSWER_AND_HANGUP, PhoneKind.KEEP_RECORDING):
             args += ["-set", "ring_ms", str(ring_ms)]
         if kind is PhoneKind.ANSWER_AND_HANGUP:
             args += ["-set", "hold_ms", str(hold_ms)]

@@ -94,6 +94,7 @@ class StreamSpec:
 
 
 CALLS = StreamSpec(subjects.CALLS_STREAM, [subjects.CALL_EVENTS])
+RECORDINGS = StreamSpec(subjects.RECORDINGS_STREAM, [subjects.RECORDING_EVENTS])
 DEAD_LETTERS = StreamSpec(subjects.DLQ_STREAM, [subjects.DLQ_EVENTS], max_age_s=30 * 24 * 3600)
 
 

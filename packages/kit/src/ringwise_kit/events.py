@@ -8,7 +8,7 @@ from typing import TypeAlias
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
-from ringwise.events.v1 import call_pb2
+from ringwise.events.v1 import call_pb2, recording_pb2
 
 from ringwise_kit import subjects
 from ringwise_kit.bus import PermanentError, message_type
@@ -16,6 +16,9 @@ from ringwise_kit.bus import PermanentError, message_type
 CallEvent: TypeAlias = (
     call_pb2.CallStarted | call_pb2.CallRouted | call_pb2.CallAnswered | call_pb2.CallEnded
 )
+
+# What routing's outbox publishes: the call's events, and the recordings it made.
+OutboxEvent: TypeAlias = CallEvent | recording_pb2.RecordingFinished
 
 EVENT_TYPES: dict[str, type[CallEvent]] = {
     cls.DESCRIPTOR.full_name: cls
@@ -62,7 +65,9 @@ def event_header(
     )
 
 
-def subject_for(event: CallEvent) -> str:
+def subject_for(event: OutboxEvent) -> str:
+    if isinstance(event, recording_pb2.RecordingFinished):
+        return subjects.recording_event(event.header.tenant_id, subjects.RECORDING_FINISHED)
     return subjects.call_event(event.header.tenant_id, EVENT_SUFFIX[type(event)])
 
 

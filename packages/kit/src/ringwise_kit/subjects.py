@@ -21,6 +21,18 @@ CALL_ROUTED = "routed"
 CALL_ANSWERED = "answered"
 CALL_ENDED = "ended"
 
+# JetStream stream of recording events (services/recording archives what routing recorded).
+RECORDINGS_STREAM = "RECORDINGS"
+# Five tokens exactly, so the policy request subject (four tokens) stays out of the stream.
+RECORDING_EVENTS = f"{PREFIX}.recording.*.*"
+RECORDING_FINISHED = "finished"
+RECORDING_ARCHIVED = "archived"
+# Asterisk stored-recording names say whose a recording is: call recordings (routing records,
+# the recording service archives and deletes them) and voicemail deposits (routing records,
+# voicemail stores and deletes them). Neither owner touches the other's.
+CALL_RECORDING_NAME_PREFIX = "rw-"
+VOICEMAIL_RECORDING_NAME_PREFIX = "vm-"
+
 # Dead letters: messages a durable consumer gave up on after N failed deliveries.
 DLQ_STREAM = "DLQ"
 DLQ_EVENTS = f"{PREFIX}.dlq.>"
@@ -28,6 +40,10 @@ DLQ_EVENTS = f"{PREFIX}.dlq.>"
 # Request/reply.
 DIRECTORY_RESOLVE_NUMBER = f"{PREFIX}.directory.resolve_number"
 DIRECTORY_CHANGES = f"{PREFIX}.directory.*.number_changed"
+RECORDING_POLICY = f"{PREFIX}.recording.policy"
+# Core NATS (best effort; four tokens, outside RECORDINGS): a tenant's recording settings
+# changed, so callers caching its policies drop them (body: RecordingPolicyRequest, tenant_id).
+RECORDING_POLICY_CHANGED = f"{PREFIX}.recording.policy_changed"
 DIRECTORY_AUTHENTICATE = f"{PREFIX}.directory.authenticate"
 # Published (empty body) each time a directory instance starts: a change it stored just before
 # a crash may never have been announced, so routing drops its number cache and re-applies
@@ -68,6 +84,14 @@ def call_event(tenant_id: str, event: str) -> str:
 def call_events_of_kind(event: str) -> str:
     """Filter subject for one kind of call event across all tenants."""
     return f"{PREFIX}.call.*.{event}"
+
+
+def recording_event(tenant_id: str, event: str) -> str:
+    return f"{PREFIX}.recording.{tenant_token(tenant_id)}.{event}"
+
+
+def recording_events_of_kind(event: str) -> str:
+    return f"{PREFIX}.recording.*.{event}"
 
 
 def dead_letter(consumer: str) -> str:

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from prometheus_client import Gauge
 from ringwise_kit import bus
-from ringwise_kit.events import CallEvent, subject_for
+from ringwise_kit.events import OutboxEvent, subject_for
 from ringwise_kit.logs import get_logger
 
 log = get_logger(__name__)
@@ -30,14 +30,14 @@ OUTBOX_DEPTH = Gauge("ringwise_routing_outbox_depth", "Call events waiting to be
 class EventPublisher:
     def __init__(self, js: JetStreamContext, max_backoff_s: float = 5.0) -> None:
         self._js = js
-        self._queue: asyncio.Queue[CallEvent] = asyncio.Queue()
+        self._queue: asyncio.Queue[OutboxEvent] = asyncio.Queue()
         self._max_backoff_s = max_backoff_s
         self._worker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name="event-publisher")
 
-    def publish(self, event: CallEvent) -> None:
+    def publish(self, event: OutboxEvent) -> None:
         self._queue.put_nowait(event)
         OUTBOX_DEPTH.set(self._queue.qsize())
 
@@ -79,7 +79,7 @@ class EventPublisher:
                 self._queue.task_done()
             OUTBOX_DEPTH.set(self._queue.qsize())
 
-    async def _publish(self, events: list[CallEvent]) -> list[CallEvent]:
+    async def _publish(self, events: list[OutboxEvent]) -> list[OutboxEvent]:
         """Publish all; return those not acknowledged."""
         futures: list[asyncio.Future[PubAck]] = []
         try:

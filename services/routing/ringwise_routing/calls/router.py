@@ -24,6 +24,7 @@ from ringwise_kit.logs import get_logger
 from ringwise_routing.calls import policy
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
+from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.session import CallSession
 from ringwise_routing.calls.voicemail_step import VoicemailStep
 
@@ -37,7 +38,8 @@ ROUTED_EVENT_TYPES = (
     "ChannelDestroyed",
     "Dial",
     "PlaybackFinished",
-    # The voicemail step (voicemail_step.py): "#" to skip/finish, recording outcomes.
+    # The voicemail step (voicemail_step.py): "#" to skip/finish, recording outcomes;
+    # call recording (recording.py): the keep feature code, the tracks' outcomes.
     "ChannelDtmfReceived",
     "RecordingFinished",
     "RecordingFailed",
@@ -52,7 +54,9 @@ def _event_channel(event: AriEvent) -> str | None:
     if isinstance(event, PlaybackFinished | RecordingFinished | RecordingFailed):
         media = event.playback if isinstance(event, PlaybackFinished) else event.recording
         target = media.target_uri
-        return target.split(":", 1)[1] if target.startswith("channel:") else None
+        # A bridge's media (the recording announcement, a mixed call recording) goes to the
+        # call owning the bridge; a channel's (voicemail deposit, snoop track) to the channel's.
+        return target.split(":", 1)[1] if target.startswith(("channel:", "bridge:")) else None
     channel = getattr(event, "channel", None)
     return channel.id if channel is not None else None
 
@@ -64,9 +68,11 @@ class CallRouter:
         directory: NumberDirectory,
         publisher: EventPublisher,
         voicemail: VoicemailStep | None = None,
+        recording_policies: RecordingPolicies | None = None,
     ) -> None:
         self._ari = ari
         self._voicemail = voicemail
+        self._recording_policies = recording_policies
         self._directory = directory
         self._publisher = publisher
         self._by_channel: dict[str, CallSession] = {}
@@ -84,9 +90,10 @@ class CallRouter:
             self._start_call(event)
             return
         channel_id = _event_channel(event)
-        if channel_id is None:
-            return
-        session = self._by_channel.get(channel_id)
+        session = self._by_channel.get(channel_id) if channel_id is not None else None
+        if session is None and isinstance(event, RecordingFinished | RecordingFailed):
+            # A call recording's track is registered by name too (its target may be gone).
+            session = self._by_channel.get(event.recording.name)
         log.debug(
             "ari_event",
             type=event.type,
@@ -103,7 +110,13 @@ class CallRouter:
 
     def _start_call(self, start: StasisStart) -> None:
         session = CallSession(
-            start, self._ari, self._directory, self._publisher, self._register, self._voicemail
+            start,
+            self._ari,
+            self._directory,
+            self._publisher,
+            self._register,
+            self._voicemail,
+            self._recording_policies,
         )
         self._register(session.caller_id, session)
         task = asyncio.create_task(session.run(), name=f"call-{session.call_id}")

@@ -22,6 +22,7 @@ from ringwise_kit.ari import (
     AriEvent,
     AriNotFound,
     ChannelDestroyed,
+    ChannelDtmfReceived,
     ChannelHangupRequest,
     Dial,
     PlaybackFinished,
@@ -33,7 +34,7 @@ from ringwise_kit.events import event_header
 from ringwise_kit.logs import bind_call, get_logger
 from ringwise_kit.subjects import CALL_ANSWERED, CALL_ROUTED, CALL_STARTED
 
-from ringwise_routing.calls import policy
+from ringwise_routing.calls import policy, recording
 from ringwise_routing.calls.cdr import CallRecord, call_ended
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
@@ -80,6 +81,7 @@ class CallSession:
         publisher: EventPublisher,
         register_channel: Callable[[str, CallSession], None],
         voicemail: VoicemailStep | None = None,
+        recording_policies: recording.RecordingPolicies | None = None,
     ) -> None:
         self.call_id = uuid.uuid4().hex
         self.caller_id = start.channel.id
@@ -95,6 +97,9 @@ class CallSession:
         self._bridge_id: str | None = None
         self._playbacks = 0
         self._started_event: call_pb2.CallStarted | None = None
+        self._recording_policies = recording_policies
+        self._recording_policy: asyncio.Task[recording.Policy] | None = None
+        self._recording: recording.CallRecording | None = None
         self.channels: set[str] = {self.caller_id}
         channel = start.channel
         self.record = CallRecord(
@@ -180,6 +185,7 @@ class CallSession:
                 log.exception("call_failed")
                 await self._fail()
             await self._cleanup()
+            await self._finish_recording()
             self._finish()
 
     async def _not_found(self, exc: AriNotFound) -> None:
@@ -228,6 +234,11 @@ class CallSession:
                 record.disposition = decision.disposition
                 await self._announce_and_hang_up(decision.prompt, decision.hangup_cause)
                 return
+            if self._recording_policies is not None:
+                # Resolved at call start, in parallel with ringing; needed once answered.
+                self._recording_policy = asyncio.create_task(
+                    self._recording_policies.policy_for(record.tenant_id, record.user_id)
+                )
             await self._ring(decision.targets[0])
 
     async def _ring(self, target: policy.Target) -> None:
@@ -318,8 +329,11 @@ class CallSession:
             )
         )
         log.info("call_answered", device_id=record.device_id)
+        await self._start_recording(bridge_id, callee_id)
 
         def callee_gone(event: AriEvent) -> bool:
+            if isinstance(event, ChannelDtmfReceived) and self._recording is not None:
+                self._recording.on_dtmf(event.channel.id, event.digit)  # feature codes
             return isinstance(event, HANGUP_EVENTS) and _channel_of(event) == callee_id
 
         # A bridged call lasts as long as the parties want; no timeout here.
@@ -337,6 +351,60 @@ class CallSession:
             calls.destroy_bridge(bridge_id),
         )
         self._bridge_id = None
+
+    async def _start_recording(self, bridge_id: str, callee_id: str) -> None:
+        if self._recording_policy is None:
+            return
+        chosen = await self._recording_policy
+
+        def track_id(key: str) -> None:
+            # The announcement (bridge), snoop channels and recordings reach this session.
+            self.channels.add(key)
+            self._register_channel(key, self)
+
+        async def wait_unless_callee_leaves(
+            match: Callable[[AriEvent], bool], timeout_s: float
+        ) -> AriEvent | None:
+            def callee_left(event: AriEvent) -> bool:
+                return isinstance(event, HANGUP_EVENTS) and _channel_of(event) == callee_id
+
+            event = await self._wait_for(lambda e: match(e) or callee_left(e), timeout_s)
+            if event is not None and not match(event):
+                self.feed(event)  # the callee left during the announcement: _connect sees it
+                return None
+            return event
+
+        self._recording = await recording.start(
+            self._ari,
+            self.call_id,
+            bridge_id,
+            {"caller": self.caller_id, "callee": callee_id},
+            chosen,
+            wait_unless_callee_leaves,
+            track_id,
+        )
+
+    async def _finish_recording(self) -> None:
+        """After the bridge is gone: hand the recording to the archive (never fails the call)."""
+        if self._recording is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        async def wait_past_hangups(
+            match: Callable[[AriEvent], bool], timeout_s: float
+        ) -> AriEvent | None:
+            deadline = loop.time() + timeout_s
+            while (left := deadline - loop.time()) > 0:
+                with contextlib.suppress(CallerHungUp):
+                    return await self._wait_for(match, left)
+            return None
+
+        try:
+            self.record.ended_at = self.record.ended_at or _now()
+            for finished in await self._recording.finish(self.record, wait_past_hangups):
+                self._publisher.publish(finished)
+        except Exception:
+            log.exception("recording_not_handed_over", call_id=self.call_id)
 
     async def _unanswered(self, dialstatus: str) -> None:
         treatment = policy.treatment_for(dialstatus)

@@ -27,6 +27,7 @@ from ringwise_kit.ari import (
     PlaybackFinished,
     RecordingFailed,
     RecordingFinished,
+    calls,
 )
 from ringwise_kit.events import to_timestamp
 from ringwise_kit.logs import get_logger
@@ -189,18 +190,15 @@ class VoicemailStep:
 
     async def record_raw(self, call: Call, name: str, max_seconds: int) -> None:
         """Record the caller until "#", silence or max_seconds (the hang-up propagates)."""
-        await self._ari.request(
-            "POST",
-            f"/channels/{call.caller_id}/record",
-            params={
-                "name": name,
-                "format": "wav",
-                "maxDurationSeconds": max_seconds,
-                "maxSilenceSeconds": 5,
-                "ifExists": "overwrite",
-                "beep": "false",
-                "terminateOn": FINISH_DIGIT,
-            },
+        await self._ari.call(
+            calls.record_channel(
+                call.caller_id,
+                name,
+                if_exists="overwrite",
+                max_duration_s=max_seconds,
+                max_silence_s=5,
+                terminate_on=FINISH_DIGIT,
+            )
         )
         await call.wait_for(
             lambda e: isinstance(e, RecordingFinished | RecordingFailed)
@@ -254,18 +252,16 @@ class VoicemailStep:
         """(started, ended, failed, the caller's hang-up if they hung up meanwhile)."""
         name = begin.recording_name
         started = datetime.now(UTC)
-        await self._ari.request(
-            "POST",
-            f"/channels/{call.caller_id}/record",
-            params={
-                "name": name,
-                "format": begin.recording_format or "wav",
-                "maxDurationSeconds": begin.max_seconds,
-                "maxSilenceSeconds": begin.max_silence_seconds,
-                "ifExists": "overwrite",
-                "beep": "false",
-                "terminateOn": FINISH_DIGIT,
-            },
+        await self._ari.call(
+            calls.record_channel(
+                call.caller_id,
+                name,
+                fmt=begin.recording_format or "wav",
+                if_exists="overwrite",
+                max_duration_s=begin.max_seconds,
+                max_silence_s=begin.max_silence_seconds,
+                terminate_on=FINISH_DIGIT,
+            )
         )
 
         def finished(event: AriEvent) -> bool:

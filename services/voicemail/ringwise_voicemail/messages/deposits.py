@@ -89,7 +89,8 @@ AVAILABILITY = {
 
 
 def recording_name(tenant_id: str, deposit_id: str) -> str:
-    return f"vm-{subjects.tenant_token(tenant_id)}-{deposit_id}"
+    prefix = subjects.VOICEMAIL_RECORDING_NAME_PREFIX
+    return f"{prefix}{subjects.tenant_token(tenant_id)}-{deposit_id}"
 
 
 @dataclass

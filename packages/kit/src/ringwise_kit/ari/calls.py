@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,71 @@ def add_to_bridge(bridge_id: str, channel_ids: Sequence[str]) -> RestCall:
 
 def destroy_bridge(bridge_id: str) -> RestCall:
     return RestCall("DELETE", f"/bridges/{bridge_id}")
+
+
+def record_bridge(
+    bridge_id: str,
+    name: str,
+    *,
+    fmt: str = "wav",
+    beep: bool = False,
+    if_exists: str = "fail",
+) -> RestCall:
+    """Record a bridge's mixed audio as stored recording `name` (until the bridge ends)."""
+    params = {"name": name, "format": fmt, "beep": str(beep).lower(), "ifExists": if_exists}
+    return RestCall("POST", f"/bridges/{bridge_id}/record", params)
+
+
+def snoop(channel_id: str, snoop_id: str, app: str, *, spy: str = "in") -> RestCall:
+    """A snoop channel hearing one direction of a channel (dual-channel recording)."""
+    params = {"app": app, "spy": spy, "whisper": "none", "snoopId": snoop_id}
+    return RestCall("POST", f"/channels/{channel_id}/snoop", params)
+
+
+def record_channel(
+    channel_id: str,
+    name: str,
+    *,
+    fmt: str = "wav",
+    if_exists: str = "fail",
+    beep: bool = False,
+    max_duration_s: int = 0,
+    max_silence_s: int = 0,
+    terminate_on: str = "none",
+) -> RestCall:
+    """Record what a channel hears/says as stored recording `name`. 0 = no limit; a
+    terminate_on digit (e.g. "#") ends the recording (voicemail deposits)."""
+    params: dict[str, str | int] = {
+        "name": name,
+        "format": fmt,
+        "ifExists": if_exists,
+        "beep": str(beep).lower(),
+        "maxDurationSeconds": max_duration_s,
+        "maxSilenceSeconds": max_silence_s,
+        "terminateOn": terminate_on,
+    }
+    return RestCall("POST", f"/channels/{channel_id}/record", params)
+
+
+def stop_recording(name: str) -> RestCall:
+    """Stop a live recording and keep its file."""
+    return RestCall("POST", f"/recordings/live/{quote(name, safe='')}/stop")
+
+
+def cancel_recording(name: str) -> RestCall:
+    """Stop a live recording and discard its file."""
+    return RestCall("DELETE", f"/recordings/live/{quote(name, safe='')}")
+
+
+def delete_stored_recording(name: str) -> RestCall:
+    return RestCall("DELETE", f"/recordings/stored/{quote(name, safe='')}")
+
+
+def play_bridge(bridge_id: str, playback_id: str, media: str, lang: str = "en") -> RestCall:
+    """Play media to everyone in a bridge (e.g. a recording announcement)."""
+    return RestCall(
+        "POST", f"/bridges/{bridge_id}/play/{playback_id}", {"media": media, "lang": lang}
+    )
 
 
 def put_dynamic_config(

@@ -13,7 +13,7 @@ import inspect
 import json
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -384,33 +384,40 @@ class AriClient:
         with contextlib.suppress(AriNotFound):
             await self.call(calls.destroy_bridge(bridge_id))
 
+    async def stored_recording_chunks(
+        self, name: str, *, chunk_bytes: int = 1 << 20, read_timeout_s: float = 30.0
+    ) -> AsyncIterator[bytes]:
+        """Stream a stored recording's file (GET /recordings/stored/{name}/file) in chunks,
+        never holding the whole file. Raises AriNotFound if there is no such recording."""
+        if self._session is None:
+            raise RuntimeError("AriClient is closed (or was never started)")
+        path = f"/recordings/stored/{quote(name, safe='')}/file"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=read_timeout_s)
+        async with self._session.get(f"{self.base_url}/ari{path}", timeout=timeout) as resp:
+            if resp.status >= 400:
+                error = AriNotFound if resp.status == 404 else AriError
+                raise error(resp.status, await resp.text(), "GET", path)
+            async for chunk in resp.content.iter_chunked(chunk_bytes):
+                yield chunk
+
+    async def stored_recording_file(self, name: str) -> bytes:
+        """A stored recording's whole file (short ones: voicemail messages, prompts).
+        Raises AriNotFound if there is no such recording."""
+        return b"".join([chunk async for chunk in self.stored_recording_chunks(name)])
+
+    async def delete_stored_recording(self, name: str) -> bool:
+        """Delete a stored recording; False if it was already gone."""
+        try:
+            await self.call(calls.delete_stored_recording(name))
+        except AriNotFound:
+            return False
+        return True
+
     async def asterisk_info(self) -> dict[str, Any]:
         info: dict[str, Any] = await self.request("GET", "/asterisk/info")
         return info
 
-    # -- stored recordings and dialplan originates (any service may call these) -------------
-
-    async def stored_recording_file(self, name: str) -> bytes:
-        """The audio of a finished recording (GET /recordings/stored/{name}/file)."""
-        if self._http is None:
-            raise RuntimeError("AriClient is closed (or was never started)")
-        path = f"/recordings/stored/{quote(name, safe='')}/file"
-        try:
-            status, raw = await self._http.request("GET", f"/ari{path}")
-        except HttpError as exc:
-            raise AriError(0, str(exc), "GET", path) from exc
-        if status >= 400:
-            error = AriNotFound if status == 404 else AriError
-            raise error(status, raw.decode(errors="replace")[:200], "GET", path)
-        return raw
-
-    async def delete_stored_recording(self, name: str) -> bool:
-        """Delete a finished recording; False if it was gone already."""
-        try:
-            await self.request("DELETE", f"/recordings/stored/{quote(name, safe='')}")
-        except AriNotFound:
-            return False
-        return True
+    # -- dialplan originates (any service may call these) ----------------------------------
 
     async def originate_to_dialplan(
         self,

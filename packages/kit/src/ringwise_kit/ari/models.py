@@ -123,29 +123,15 @@ class PlaybackFinished(AriEvent):
     playback: Playback
 
 
-class ChannelEnteredBridge(AriEvent):
-    bridge: Bridge
-    channel: Channel
-
-
-class ChannelLeftBridge(AriEvent):
-    bridge: Bridge
-    channel: Channel
-
-
-class BridgeDestroyed(AriEvent):
-    bridge: Bridge
-
-
 class LiveRecording(_Model):
     name: str
     format: str = ""
-    target_uri: str = ""
     state: str = ""
+    target_uri: str = ""  # "channel:<id>" or "bridge:<id>": what is being recorded
     duration: int | None = None  # seconds, once finished
     talking_duration: int | None = None
     silence_duration: int | None = None
-    cause: str = ""
+    cause: str | None = None  # why it failed (Asterisk may leave it out)
 
 
 class RecordingStarted(AriEvent):
@@ -160,6 +146,20 @@ class RecordingFailed(AriEvent):
     recording: LiveRecording
 
 
+class ChannelEnteredBridge(AriEvent):
+    bridge: Bridge
+    channel: Channel
+
+
+class ChannelLeftBridge(AriEvent):
+    bridge: Bridge
+    channel: Channel
+
+
+class BridgeDestroyed(AriEvent):
+    bridge: Bridge
+
+
 EVENT_TYPES: dict[str, type[AriEvent]] = {
     cls.__name__: cls
     for cls in (
@@ -172,12 +172,12 @@ EVENT_TYPES: dict[str, type[AriEvent]] = {
         Dial,
         PlaybackStarted,
         PlaybackFinished,
-        ChannelEnteredBridge,
-        ChannelLeftBridge,
-        BridgeDestroyed,
         RecordingStarted,
         RecordingFinished,
         RecordingFailed,
+        ChannelEnteredBridge,
+        ChannelLeftBridge,
+        BridgeDestroyed,
     )
 }
 

@@ -1,0 +1,1 @@
+"""The WORM archive: finished recordings from Asterisk into S3 with Object Lock, encrypted."""

@@ -1,0 +1,1 @@
+"""Recording metadata, access (search, download, legal hold) and the audit chain."""
