@@ -6,6 +6,7 @@ app.kubernetes.io labels, and only the gateway and the SIP edge reachable from o
 from __future__ import annotations
 
 import functools
+import importlib
 import ipaddress
 import re
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from deploykit import DEPLOYED_SERVICES, RELEASE, Manifest
+from pydantic_settings import BaseSettings
 
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.utils.latest_version()]
 # Custom resources: their schemas come with their operators, not with Kubernetes.
@@ -195,9 +197,11 @@ def test_credentials_come_only_from_the_existing_secret(
         "RINGWISE_REDIS_URL",
         "RINGWISE_MONGO_URL",
         "RINGWISE_ARI_PASSWORD",
-        "RINGWISE_S3_ACCESS_KEY_ID",
-        "RINGWISE_S3_SECRET_ACCESS_KEY",
-        "RINGWISE_SMTP_PASSWORD",
+        "RINGWISE_S3_ACCESS_KEY",
+        "RINGWISE_S3_SECRET_KEY",
+        "RINGWISE_TOKEN_SIGNING_KEY",
+        "RINGWISE_RECORDING_PLATFORM_KEY",
+        "RINGWISE_OPERATOR_PASSWORD",
     } <= from_secret
 
 
@@ -284,18 +288,41 @@ def test_only_the_gateway_and_the_sip_edge_are_reachable_from_outside(
         assert ingress_backends == {f"{RELEASE}-ringwise-gateway"}
 
 
+def settings_fields(service: str) -> set[str]:
+    """The RINGWISE_* variables a service reads: the fields of its settings class."""
+    module = importlib.import_module(
+        "ringwise_kit.config" if service == "messaging" else f"ringwise_{service}.settings"
+    )
+    classes = [
+        c
+        for c in vars(module).values()
+        if isinstance(c, type) and issubclass(c, BaseSettings) and c.__module__ == module.__name__
+    ]
+    return {f"RINGWISE_{name.upper()}" for c in classes for name in c.model_fields}
+
+
 def test_settings_reach_the_services_that_read_them(rendered: dict[str, list[Manifest]]) -> None:
     env_of: dict[str, set[str]] = {}
     for _, _obj, container in containers({"production": rendered["production"]}):
         env_of[container["name"]] = {e["name"] for e in container.get("env", [])}
     for name in (*DEPLOYED_SERVICES, "routing"):
         assert {"RINGWISE_NATS_URL", "RINGWISE_HTTP_PORT", "RINGWISE_HTTP_HOST"} <= env_of[name]
+        # Every variable the chart sets is one the service reads (a misspelt name would be
+        # silently ignored by pydantic-settings and the service would run on its default).
+        unknown = env_of[name] - settings_fields(name)
+        assert unknown == set(), f"{name} does not read {sorted(unknown)}"
     assert "RINGWISE_MONGO_URL" in env_of["directory"] & env_of["billing"]
     assert "RINGWISE_DIRECTORY_DB" in env_of["directory"]
     assert "RINGWISE_BILLING_DB" in env_of["billing"]
     assert {"RINGWISE_REDIS_URL", "RINGWISE_ARI_URL", "RINGWISE_ARI_PASSWORD"} <= env_of["routing"]
-    assert {"RINGWISE_S3_BUCKET", "RINGWISE_S3_SECRET_ACCESS_KEY"} <= env_of["recording"]
-    assert {"RINGWISE_SMTP_HOST", "RINGWISE_SMTP_PASSWORD"} <= env_of["voicemail"]
+    assert {"RINGWISE_REDIS_URL", "RINGWISE_TOKEN_SIGNING_KEY"} <= env_of["gateway"]
+    assert {"RINGWISE_OPERATOR_EMAIL", "RINGWISE_OPERATOR_PASSWORD"} <= env_of["directory"]
+    assert {
+        "RINGWISE_RECORDINGS_BUCKET",
+        "RINGWISE_S3_SECRET_KEY",
+        "RINGWISE_RECORDING_PLATFORM_KEY",
+    } <= env_of["recording"]
+    assert {"RINGWISE_S3_BUCKET", "RINGWISE_SMTP_HOST", "RINGWISE_MAIL_FROM"} <= env_of["voicemail"]
     assert "RINGWISE_MONGO_URL" not in env_of["messaging"]
     (settings,) = [
         o

@@ -90,7 +90,7 @@ to the services whose issues use them (voicemail #6, recording #7); a service ig
 RINGWISE_* variables it does not know.
 */}}
 {{- define "ringwise.dependencies" -}}
-gateway: [nats]
+gateway: [nats, redis]
 directory: [nats, mongo]
 billing: [nats, mongo]
 voicemail: [nats, mongo, s3, smtp]
@@ -125,29 +125,38 @@ routing: [nats, redis]
 - name: RINGWISE_BILLING_DB
   value: {{ $root.Values.mongo.billingDatabase | quote }}
 {{- end }}
+{{- if eq $name "gateway" }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_TOKEN_SIGNING_KEY" "tokenSigningKey" false) }}
+{{- end }}
+{{- if and (eq $name "directory") $root.Values.operatorEmail }}
+- name: RINGWISE_OPERATOR_EMAIL
+  value: {{ $root.Values.operatorEmail | quote }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_OPERATOR_PASSWORD" "operatorPassword" true) }}
+{{- end }}
+{{- if eq $name "recording" }}
+- name: RINGWISE_RECORDINGS_BUCKET
+  value: {{ $root.Values.s3.bucket | quote }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_RECORDING_PLATFORM_KEY" "recordingPlatformKey" false) }}
+{{- end }}
+{{- if eq $name "voicemail" }}
+- name: RINGWISE_S3_BUCKET
+  value: {{ $root.Values.s3.voicemailBucket | quote }}
+{{- end }}
 {{- if has "s3" $deps }}
 - name: RINGWISE_S3_ENDPOINT
   value: {{ $root.Values.s3.endpoint | quote }}
 - name: RINGWISE_S3_REGION
   value: {{ $root.Values.s3.region | quote }}
-- name: RINGWISE_S3_BUCKET
-  value: {{ $root.Values.s3.bucket | quote }}
-- name: RINGWISE_S3_FORCE_PATH_STYLE
-  value: {{ $root.Values.s3.forcePathStyle | quote }}
-{{ include "ringwise.secretEnv" (list $root "RINGWISE_S3_ACCESS_KEY_ID" "s3AccessKeyId" false) }}
-{{ include "ringwise.secretEnv" (list $root "RINGWISE_S3_SECRET_ACCESS_KEY" "s3SecretAccessKey" false) }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_S3_ACCESS_KEY" "s3AccessKeyId" false) }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_S3_SECRET_KEY" "s3SecretAccessKey" false) }}
 {{- end }}
 {{- if has "smtp" $deps }}
 - name: RINGWISE_SMTP_HOST
   value: {{ $root.Values.smtp.host | quote }}
 - name: RINGWISE_SMTP_PORT
   value: {{ $root.Values.smtp.port | quote }}
-- name: RINGWISE_SMTP_FROM
+- name: RINGWISE_MAIL_FROM
   value: {{ $root.Values.smtp.from | quote }}
-- name: RINGWISE_SMTP_STARTTLS
-  value: {{ $root.Values.smtp.starttls | quote }}
-{{ include "ringwise.secretEnv" (list $root "RINGWISE_SMTP_USERNAME" "smtpUsername" true) }}
-{{ include "ringwise.secretEnv" (list $root "RINGWISE_SMTP_PASSWORD" "smtpPassword" true) }}
 {{- end }}
 {{- end -}}
 
