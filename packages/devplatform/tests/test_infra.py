@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from nats.js.api import ConsumerConfig
-from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo import AsyncMongoClient, ReturnDocument, WriteConcern
 from pymongo.errors import DuplicateKeyError
 from ringwise_dev.infra import Infra
 from ringwise_dev.ports import HOST, INFRA_TEST_PORTS
@@ -196,16 +196,27 @@ async def test_smtp_mail_lands_in_maildir(infra: Infra) -> None:
 
 
 async def test_crashed_components_restart_with_their_data(infra: Infra) -> None:
+    # A journaled write ({j: true}) is on disk when acknowledged; a plain w:1 write may still
+    # be in the server's log buffer (as with mongod), so a crash could lose it: not asserted.
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.endpoints.mongo_url)
+    try:
+        journaled = client["ringwise_test"].get_collection(
+            "numbers", write_concern=WriteConcern(w=1, j=True)
+        )
+        await journaled.update_one({"e164": "+15550199"}, {"$set": {"owner": "carol"}}, upsert=True)
+    finally:
+        await client.close()
+
     # A crash (SIGKILL of the process group), then a restart of just that component.
     infra.mongo.kill()
     infra.s3.kill()
     await asyncio.gather(infra.mongo.start_and_wait(), infra.s3.start_and_wait())
 
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.endpoints.mongo_url)
+    client = AsyncMongoClient(infra.endpoints.mongo_url)
     try:
-        doc = await client["ringwise_test"]["numbers"].find_one({"e164": "+15550100"})
+        doc = await client["ringwise_test"]["numbers"].find_one({"e164": "+15550199"})
         assert doc is not None
-        assert doc["owner"] == "bob"
+        assert doc["owner"] == "carol"
     finally:
         await client.close()
 
