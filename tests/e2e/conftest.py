@@ -1,10 +1,11 @@
-"""Per-test phones for end-to-end tests."""
+"""Per-test phones and the API client session for end-to-end tests."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest_asyncio
 from ringwise_dev.fixture import Person
 from ringwise_dev.platform import LocalPlatform
@@ -25,3 +26,10 @@ async def start_phone(platform: LocalPlatform) -> AsyncIterator[StartPhone]:
     yield start
     for phone in phones:
         await phone.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for the public API (tests/e2e drive the gateway like a customer)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
+        yield s

@@ -7,39 +7,13 @@ while suspended.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator
-
 import aiohttp
 import pytest
-import pytest_asyncio
 from ringwise_dev.gateway_client import NEW_PASSWORD, GatewayClient, new_tenant
 from ringwise_dev.platform import LocalPlatform
-from ringwise_dev.sipp import Registration
+from ringwise_dev.testing import register_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
-        yield s
-
-
-async def registers(
-    platform: LocalPlatform, user: str, password: str, port: int, *, expected: bool
-) -> Registration:
-    """REGISTER until Asterisk gives the expected outcome (changes apply within seconds)."""
-    deadline = time.monotonic() + 10
-    while True:
-        outcome = await platform.sipp.register(
-            user, password, contact_port=port, local_port=port + 1
-        )
-        if outcome.registered == expected:
-            return outcome
-        assert time.monotonic() < deadline, f"still {outcome.responses} after 10 s"
-        await asyncio.sleep(0.2)
 
 
 async def test_suspending_a_user_stops_their_phone_and_sign_in_until_reactivated(
@@ -66,9 +40,11 @@ async def test_suspending_a_user_stops_their_phone_and_sign_in_until_reactivated
     )
     await own.login(email, user["temporary_password"], NEW_PASSWORD)
 
-    await registers(platform, username, password, port, expected=True)
+    await register_until(platform, username, password, port, registered=True, timeout_s=10)
     await admin.call("PATCH", f"{t}/users/{user['user_id']}", {"status": "suspended"})
-    refused = await registers(platform, username, password, port, expected=False)
+    refused, _ = await register_until(
+        platform, username, password, port, registered=False, timeout_s=10
+    )
     assert refused.final_code in (401, 403, 404)
     signed_out = GatewayClient(session, platform.service_url("gateway"))
     await signed_out.call(
@@ -76,12 +52,14 @@ async def test_suspending_a_user_stops_their_phone_and_sign_in_until_reactivated
     )
 
     await admin.call("PATCH", f"{t}/users/{user['user_id']}", {"status": "active"})
-    await registers(platform, username, password, port, expected=True)
+    await register_until(platform, username, password, port, registered=True, timeout_s=10)
     await own.login(email, NEW_PASSWORD)
 
     reset = await admin.call(
         "POST", f"{t}/users/{user['user_id']}/devices/{phone['device_id']}/reset-password"
     )
     assert reset["sip_password"] != password
-    await registers(platform, username, password, port, expected=False)
-    await registers(platform, username, reset["sip_password"], port, expected=True)
+    await register_until(platform, username, password, port, registered=False, timeout_s=10)
+    await register_until(
+        platform, username, reset["sip_password"], port, registered=True, timeout_s=10
+    )

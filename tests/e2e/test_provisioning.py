@@ -9,41 +9,16 @@ in-memory objects and routing puts them back.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-import pytest_asyncio
 from ringwise_dev.gateway_client import new_tenant
 from ringwise_dev.platform import LocalPlatform
-from ringwise_dev.sipp import PhoneKind, Registration
-from ringwise_dev.testing import new_caller, wait_cdrs
+from ringwise_dev.sipp import PhoneKind
+from ringwise_dev.testing import new_caller, register_until, wait_cdrs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
-        yield s
-
-
-async def register_until(
-    platform: LocalPlatform, user: str, password: str, contact_port: int, *, registered: bool
-) -> tuple[Registration, float]:
-    """Retry REGISTER until the outcome is the expected one; returns it and how long it took."""
-    started = time.monotonic()
-    deadline = started + 15
-    while True:
-        outcome = await platform.sipp.register(
-            user, password, contact_port=contact_port, local_port=contact_port + 1
-        )
-        if outcome.registered == registered:
-            return outcome, time.monotonic() - started
-        assert time.monotonic() < deadline, f"still {outcome.responses} after 15 s"
-        await asyncio.sleep(0.2)
 
 
 async def test_admin_provisions_a_phone_that_registers_rings_and_is_refused_once_deleted(

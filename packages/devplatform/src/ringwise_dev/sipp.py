@@ -244,6 +244,17 @@ def _udp_port_taken(host: str, port: int) -> bool:
     return False
 
 
+async def _run_to_end(proc: ManagedProcess, timeout_s: float) -> int | None:
+    """Wait for a started sipp to finish; its exit code, or None if it had to be stopped."""
+    deadline = time.monotonic() + timeout_s
+    while proc.running:
+        if time.monotonic() > deadline:
+            await proc.stop()
+            return None
+        await asyncio.sleep(0.02)
+    return await proc.stop()
+
+
 class SippPhone:
     """A long-lived sipp uas: one phone answering every call sent to its port."""
 
@@ -437,16 +448,9 @@ class SippWorkspace:
             log_path=run_host / "sipp.log",
         )
         proc.start()
-        deadline = time.monotonic() + timeout_s
-        timed_out = False
-        while proc.running:
-            if time.monotonic() > deadline:
-                timed_out = True
-                break
-            await asyncio.sleep(0.02)
-        code = await proc.stop()
+        code = await _run_to_end(proc, timeout_s)
         return SippResult(
-            exit_code=None if timed_out else code,
+            exit_code=code,
             calls=parse_short_messages(run_host / "shortmessages.log"),
             rtt=parse_rtt(sorted(run_host.glob("*_rtt.csv"))),
             run_dir=run_host,
@@ -484,17 +488,10 @@ class SippWorkspace:
             log_path=run_host / "sipp.log",
         )
         proc.start()
-        deadline = time.monotonic() + timeout_s
-        timed_out = False
-        while proc.running:
-            if time.monotonic() > deadline:
-                timed_out = True
-                break
-            await asyncio.sleep(0.02)
-        code = await proc.stop()
+        code = await _run_to_end(proc, timeout_s)
         return Registration(
             responses=register_responses(run_host / "shortmessages.log"),
-            exit_code=None if timed_out else code,
+            exit_code=code,
             run_dir=run_host,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ from ringwise_kit import bus
 from ringwise_kit.events import CallEvent, decode
 
 from ringwise_dev.platform import LocalPlatform
-from ringwise_dev.sipp import SippPhone
+from ringwise_dev.sipp import Registration, SippPhone
 
 # start_phone(kind, person, **options): the e2e fixture that starts a sipp phone.
 StartPhone = Callable[..., Awaitable[SippPhone]]
@@ -66,3 +67,27 @@ async def stream_events(platform: LocalPlatform) -> list[CallEvent]:
 async def call_events(platform: LocalPlatform, call_id: str) -> list[CallEvent]:
     """Every event of one call, in stream order."""
     return [e for e in await stream_events(platform) if e.header.call_id == call_id]
+
+
+async def register_until(
+    platform: LocalPlatform,
+    user: str,
+    password: str,
+    contact_port: int,
+    *,
+    registered: bool,
+    timeout_s: float = 15.0,
+) -> tuple[Registration, float]:
+    """Retry REGISTER until the outcome is the expected one (provisioning applies within
+    seconds); returns it and how long it took."""
+    started = time.monotonic()
+    while True:
+        outcome = await platform.sipp.register(
+            user, password, contact_port=contact_port, local_port=contact_port + 1
+        )
+        if outcome.registered == registered:
+            return outcome, time.monotonic() - started
+        assert time.monotonic() - started < timeout_s, (
+            f"still {outcome.responses} after {timeout_s:g} s"
+        )
+        await asyncio.sleep(0.2)

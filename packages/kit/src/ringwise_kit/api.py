@@ -25,7 +25,7 @@ from ringwise.api.v1 import api_pb2
 
 from ringwise_kit import subjects
 from ringwise_kit.logs import get_logger
-from ringwise_kit.problems import PROBLEM_CONTENT_TYPE
+from ringwise_kit.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ringwise_kit.service import NATS_KEY, CleanupCtx
 
 log = get_logger("ringwise_kit.api")
@@ -43,6 +43,26 @@ ROLE_NAMES: dict[api_pb2.Role.ValueType, str] = {
     api_pb2.ROLE_SERVICE: "service",
 }
 ROLES_BY_NAME = {name: role for role, name in ROLE_NAMES.items()}
+
+
+def role_may_call(
+    principal: api_pb2.Principal,
+    roles: frozenset[int],
+    self_param: str | None,
+    path_params: dict[str, str],
+) -> bool:
+    """An operation's documented role rule (x-ringwise-roles, x-ringwise-self): operators and
+    internal services always; the listed roles; role `user` only on its own {self_param}.
+    The gateway enforces it for every call; a service may check it again."""
+    role = principal.role
+    if role in CROSS_TENANT_ROLES or role in roles:
+        return True
+    return (
+        role == api_pb2.ROLE_USER
+        and bool(self_param)
+        and bool(principal.subject_id)
+        and path_params.get(self_param or "") == principal.subject_id
+    )
 
 
 class ApiError(Exception):
@@ -180,11 +200,7 @@ def problem_reply(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> api_pb2.ApiReply:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    if errors:
-        body["errors"] = errors
+    body = problem_body(status, title, detail, errors)
     return api_pb2.ApiReply(
         status=status, content_type=PROBLEM_CONTENT_TYPE, body=dumps(body), headers=headers or {}
     )

@@ -10,6 +10,21 @@ from aiohttp import web
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
+def problem_body(
+    status: int,
+    title: str,
+    detail: str = "",
+    errors: list[dict[str, Any]] | None = None,
+    type_: str = "about:blank",
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    return body
+
+
 def problem(
     status: int,
     title: str,
@@ -18,9 +33,5 @@ def problem(
     errors: list[dict[str, Any]] | None = None,
     type_: str = "about:blank",
 ) -> web.Response:
-    body: dict[str, Any] = {"type": type_, "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    if errors:
-        body["errors"] = errors
+    body = problem_body(status, title, detail, errors, type_)
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE)

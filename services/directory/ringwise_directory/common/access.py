@@ -21,6 +21,7 @@ from ringwise_kit.api import (
     ApiResult,
     ApiRouter,
     Handler,
+    role_may_call,
 )
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -58,15 +59,7 @@ def load_rules(paths: Iterable[Path] | None = None) -> dict[str, Rule]:
 
 
 def allowed(rule: Rule, call: ApiCall) -> bool:
-    role = call.role
-    if role in CROSS_TENANT_ROLES or role in rule.roles:
-        return True
-    return (
-        role == api_pb2.ROLE_USER
-        and rule.self_param is not None
-        and bool(call.principal.subject_id)
-        and call.path_params.get(rule.self_param) == call.principal.subject_id
-    )
+    return role_may_call(call.principal, rule.roles, rule.self_param, call.path_params)
 
 
 TenantExists = Callable[[str], Awaitable[bool]]

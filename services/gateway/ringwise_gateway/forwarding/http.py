@@ -18,11 +18,13 @@ from ringwise.api.v1 import api_pb2
 from ringwise_kit.api import (
     CROSS_TENANT_ROLES,
     JSON,
+    ROLE_NAMES,
     ApiCall,
     ApiError,
     call_service,
     new_request_id,
     problem_reply,
+    role_may_call,
 )
 
 from ringwise_gateway.auth.identity import Identity, unauthorized
@@ -54,18 +56,13 @@ def authorise(op: Operation, principal: api_pb2.Principal, path: dict[str, str])
     in_scope = path.get("tenant_id") == principal.tenant_id
     if op.tenant_scoped and role not in CROSS_TENANT_ROLES and not in_scope:
         raise ApiError(404, "Not Found", "no such resource")
-    if role == api_pb2.ROLE_OPERATOR_ADMIN or role in op.roles:
+    if role_may_call(principal, op.roles, op.self_param, path):
         return
     if op.self_param and role == api_pb2.ROLE_USER:
-        if path.get(op.self_param) == principal.subject_id:
-            return
         # Another user's resource: as if it did not exist.
         raise ApiError(404, "Not Found", "no such resource")
-    raise ApiError(403, "Forbidden", f"role {_role_name(role)} may not {op.operation_id}")
-
-
-def _role_name(role: int) -> str:
-    return api_pb2.Role.Name(role).removeprefix("ROLE_").lower()  # type: ignore[arg-type]
+    name = ROLE_NAMES.get(role, "unknown")
+    raise ApiError(403, "Forbidden", f"role {name} may not {op.operation_id}")
 
 
 async def read_body(request: web.Request, op: Operation) -> tuple[bytes, Any]:

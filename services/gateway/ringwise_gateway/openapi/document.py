@@ -10,7 +10,7 @@ OpenAPI 3.1, before anything is forwarded.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,6 @@ class Operation:
     body_required: bool
     body_media: frozenset[str]
     body_validator: Draft202012Validator | None
-    idempotent_post: bool = field(default=True)
     # x-ringwise-timeout-s: how long the owning service may take (e.g. a bulk import);
     # None = the gateway's forward_timeout_s.
     timeout_s: float | None = None

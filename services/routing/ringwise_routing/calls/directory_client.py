@@ -80,8 +80,14 @@ class NumberDirectory:
         self._local.clear()
         dropped = 0
         try:
+            batch: list[bytes] = []
             async for key in self._redis.scan_iter(match=cache_key("*"), count=500):
-                dropped += int(await self._redis.delete(key))
+                batch.append(key)
+                if len(batch) >= 500:
+                    dropped += int(await self._redis.delete(*batch))
+                    batch.clear()
+            if batch:
+                dropped += int(await self._redis.delete(*batch))
         except Exception as exc:
             log.warning("number_cache_flush_failed", error=repr(exc))
         log.info("number_cache_flushed", entries=dropped)
