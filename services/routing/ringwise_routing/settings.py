@@ -19,5 +19,15 @@ class RoutingSettings(KitSettings, RedisSettings, AriSettings):
     # answering on another port).
     pjsip_rewrite_contact: bool = True
     pjsip_transport: str = "transport-udp"
+    # host:port of the PSTN carrier's SIP side: outbound calls, external terminals (mobile,
+    # home) and redirects to external numbers are dialled there through the "pstn" endpoint.
+    # Empty: no outbound trunk; such terminals are skipped and outbound PSTN calls refused.
+    pstn_trunk_address: str = ""
     # deposit_begin deadline: past it the caller gets the old "not answering" treatment.
     voicemail_timeout_s: float = 1.0
+
+    def trunk_dial(self, number: str) -> str:
+        """Asterisk dial string for a PSTN number ("" when no trunk is configured)."""
+        if not self.pstn_trunk_address:
+            return ""
+        return f"PJSIP/pstn/sip:{number}@{self.pstn_trunk_address}"

@@ -20,6 +20,8 @@ CALL_STARTED = "started"
 CALL_ROUTED = "routed"
 CALL_ANSWERED = "answered"
 CALL_ENDED = "ended"
+CALL_DIVERTED = "diverted"  # CallDiverted: delegated-call alerts (messaging)
+CALL_MISSED = "missed"  # CallMissed: lost-call alerts (messaging)
 
 # JetStream stream of recording events (services/recording archives what routing recorded).
 RECORDINGS_STREAM = "RECORDINGS"
@@ -39,6 +41,8 @@ DLQ_EVENTS = f"{PREFIX}.dlq.>"
 
 # Request/reply.
 DIRECTORY_RESOLVE_NUMBER = f"{PREFIX}.directory.resolve_number"
+DIRECTORY_RESOLVE_USER = f"{PREFIX}.directory.resolve_user"
+DIRECTORY_RESOLVE_TEAM = f"{PREFIX}.directory.resolve_team"
 DIRECTORY_CHANGES = f"{PREFIX}.directory.*.number_changed"
 RECORDING_POLICY = f"{PREFIX}.recording.policy"
 # Core NATS (best effort; four tokens, outside RECORDINGS): a tenant's recording settings

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ringwise/directory/v1/resolve.proto\x12\x15ringwise.directory.v1\"&\n\x14ResolveNumberRequest\x12\x0e\n\x06number\x18\x01 \x01(\t\"M\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64ial_string\x18\x03 \x01(\t\x12\r\n\x05label\x18\x04 \x01(\t\"\xb0\x02\n\x12ResolveNumberReply\x12@\n\x06status\x18\x01 \x01(\x0e\x32\x30.ringwise.directory.v1.ResolveNumberReply.Status\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x11\n\tuser_name\x18\x04 \x01(\t\x12.\n\x07\x64\x65vices\x18\x05 \x03(\x0b\x32\x1d.ringwise.directory.v1.Device\x12\x16\n\x0ering_timeout_s\x18\x06 \x01(\r\x12\x0f\n\x07version\x18\x07 \x01(\x04\"H\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATUS_FOUND\x10\x01\x12\x14\n\x10STATUS_NOT_FOUND\x10\x02\"C\n\rNumberChanged\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ringwise/directory/v1/resolve.proto\x12\x15ringwise.directory.v1\"&\n\x14ResolveNumberRequest\x12\x0e\n\x06number\x18\x01 \x01(\t\"]\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64ial_string\x18\x03 \x01(\t\x12\r\n\x05label\x18\x04 \x01(\t\x12\x0e\n\x06number\x18\x05 \x01(\t\"\x9b\x03\n\x12ResolveNumberReply\x12@\n\x06status\x18\x01 \x01(\x0e\x32\x30.ringwise.directory.v1.ResolveNumberReply.Status\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x11\n\tuser_name\x18\x04 \x01(\t\x12.\n\x07\x64\x65vices\x18\x05 \x03(\x0b\x32\x1d.ringwise.directory.v1.Device\x12\x16\n\x0ering_timeout_s\x18\x06 \x01(\r\x12\x0f\n\x07version\x18\x07 \x01(\x04\x12\x13\n\x0bsmartnumber\x18\x08 \x01(\t\x12\x11\n\textension\x18\t \x01(\t\x12\x18\n\x10outbound_numbers\x18\n \x03(\t\x12\x14\n\x0c\x61llowed_clis\x18\x0b \x03(\t\x12\x11\n\tdevice_id\x18\x0c \x01(\t\"H\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATUS_FOUND\x10\x01\x12\x14\n\x10STATUS_NOT_FOUND\x10\x02\"n\n\x12ResolveUserRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x12\x13\n\textension\x18\x03 \x01(\tH\x00\x12\x16\n\x0csip_username\x18\x04 \x01(\tH\x00\x42\x05\n\x03key\"V\n\x12ResolveTeamRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\x07team_id\x18\x02 \x01(\tH\x00\x12\x13\n\textension\x18\x03 \x01(\tH\x00\x42\x05\n\x03key\"\xb6\x01\n\x10ResolveTeamReply\x12@\n\x06status\x18\x01 \x01(\x0e\x32\x30.ringwise.directory.v1.ResolveNumberReply.Status\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07team_id\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x15\n\rring_strategy\x18\x05 \x01(\t\x12\x17\n\x0fmember_user_ids\x18\x06 \x03(\t\"C\n\rNumberChanged\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOLVENUMBERREQUEST']._serialized_start=62
   _globals['_RESOLVENUMBERREQUEST']._serialized_end=100
   _globals['_DEVICE']._serialized_start=102
-  _globals['_DEVICE']._serialized_end=179
-  _globals['_RESOLVENUMBERREPLY']._serialized_start=182
-  _globals['_RESOLVENUMBERREPLY']._serialized_end=486
-  _globals['_RESOLVENUMBERREPLY_STATUS']._serialized_start=414
-  _globals['_RESOLVENUMBERREPLY_STATUS']._serialized_end=486
-  _globals['_NUMBERCHANGED']._serialized_start=488
-  _globals['_NUMBERCHANGED']._serialized_end=555
+  _globals['_DEVICE']._serialized_end=195
+  _globals['_RESOLVENUMBERREPLY']._serialized_start=198
+  _globals['_RESOLVENUMBERREPLY']._serialized_end=609
+  _globals['_RESOLVENUMBERREPLY_STATUS']._serialized_start=537
+  _globals['_RESOLVENUMBERREPLY_STATUS']._serialized_end=609
+  _globals['_RESOLVEUSERREQUEST']._serialized_start=611
+  _globals['_RESOLVEUSERREQUEST']._serialized_end=721
+  _globals['_RESOLVETEAMREQUEST']._serialized_start=723
+  _globals['_RESOLVETEAMREQUEST']._serialized_end=809
+  _globals['_RESOLVETEAMREPLY']._serialized_start=812
+  _globals['_RESOLVETEAMREPLY']._serialized_end=994
+  _globals['_NUMBERCHANGED']._serialized_start=996
+  _globals['_NUMBERCHANGED']._serialized_end=1063
 # @@protoc_insertion_point(module_scope)

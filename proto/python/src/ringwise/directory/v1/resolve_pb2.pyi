@@ -49,6 +49,7 @@ class Device(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     DIAL_STRING_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     kind: _builtins.str
     """"sip" (desk phone, softphone) for now"""
@@ -56,6 +57,8 @@ class Device(_message.Message):
     """how Asterisk reaches it"""
     label: _builtins.str
     """e.g. "Desk" """
+    number: _builtins.str
+    """kind "external": the E.164 number routing dials via the PSTN trunk"""
     def __init__(
         self,
         *,
@@ -63,10 +66,11 @@ class Device(_message.Message):
         kind: _builtins.str = ...,
         dial_string: _builtins.str = ...,
         label: _builtins.str = ...,
+        number: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "dial_string", b"dial_string", "kind", b"kind", "label", b"label"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "dial_string", b"dial_string", "kind", b"kind", "label", b"label", "number", b"number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -100,6 +104,11 @@ class ResolveNumberReply(_message.Message):
     DEVICES_FIELD_NUMBER: _builtins.int
     RING_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    SMARTNUMBER_FIELD_NUMBER: _builtins.int
+    EXTENSION_FIELD_NUMBER: _builtins.int
+    OUTBOUND_NUMBERS_FIELD_NUMBER: _builtins.int
+    ALLOWED_CLIS_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
     status: Global___ResolveNumberReply.Status.ValueType
     tenant_id: _builtins.str
     user_id: _builtins.str
@@ -108,8 +117,22 @@ class ResolveNumberReply(_message.Message):
     """how long to ring before the no-answer fallback"""
     version: _builtins.int
     """directory data version, for cache invalidation"""
+    smartnumber: _builtins.str
+    """the user's own number (outbound caller ID by default)"""
+    extension: _builtins.str
+    """internal short number within the tenant ("" = none)"""
+    device_id: _builtins.str
+    """resolve_user by sip_username: the device that asked"""
     @_builtins.property
     def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Device]: ...
+    @_builtins.property
+    def outbound_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """numbers the admin designated for the user's calls"""
+
+    @_builtins.property
+    def allowed_clis(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """numbers the user may choose to present"""
+
     def __init__(
         self,
         *,
@@ -120,14 +143,126 @@ class ResolveNumberReply(_message.Message):
         devices: _abc.Iterable[Global___Device] | None = ...,
         ring_timeout_s: _builtins.int = ...,
         version: _builtins.int = ...,
+        smartnumber: _builtins.str = ...,
+        extension: _builtins.str = ...,
+        outbound_numbers: _abc.Iterable[_builtins.str] | None = ...,
+        allowed_clis: _abc.Iterable[_builtins.str] | None = ...,
+        device_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["devices", b"devices", "ring_timeout_s", b"ring_timeout_s", "status", b"status", "tenant_id", b"tenant_id", "user_id", b"user_id", "user_name", b"user_name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_clis", b"allowed_clis", "device_id", b"device_id", "devices", b"devices", "extension", b"extension", "outbound_numbers", b"outbound_numbers", "ring_timeout_s", b"ring_timeout_s", "smartnumber", b"smartnumber", "status", b"status", "tenant_id", b"tenant_id", "user_id", b"user_id", "user_name", b"user_name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveNumberReply: _TypeAlias = ResolveNumberReply  # noqa: Y015
+
+@_typing.final
+class ResolveUserRequest(_message.Message):
+    """Which user is this? By id, by extension within a tenant, or by the SIP user name of the
+    device a call comes from (outbound calls, feature codes). Reply: ResolveNumberReply
+    (STATUS_NOT_FOUND when there is no such active user of an active tenant).
+    Subject: ringwise.v1.directory.resolve_user (request/reply, queue group "directory").
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    EXTENSION_FIELD_NUMBER: _builtins.int
+    SIP_USERNAME_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """required with user_id and extension"""
+    user_id: _builtins.str
+    extension: _builtins.str
+    sip_username: _builtins.str
+    """globally unique; tenant_id may be empty"""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        extension: _builtins.str = ...,
+        sip_username: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extension", b"extension", "key", b"key", "sip_username", b"sip_username", "user_id", b"user_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extension", b"extension", "key", b"key", "sip_username", b"sip_username", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_key: _TypeAlias = _typing.Literal["user_id", "extension", "sip_username"]  # noqa: Y015
+    _WhichOneofArgType_key: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_key) -> _WhichOneofReturnType_key | None: ...
+
+Global___ResolveUserRequest: _TypeAlias = ResolveUserRequest  # noqa: Y015
+
+@_typing.final
+class ResolveTeamRequest(_message.Message):
+    """A team by id or extension: its members in ring order.
+    Subject: ringwise.v1.directory.resolve_team (request/reply, queue group "directory").
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    TEAM_ID_FIELD_NUMBER: _builtins.int
+    EXTENSION_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    team_id: _builtins.str
+    extension: _builtins.str
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        team_id: _builtins.str = ...,
+        extension: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extension", b"extension", "key", b"key", "team_id", b"team_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extension", b"extension", "key", b"key", "team_id", b"team_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_key: _TypeAlias = _typing.Literal["team_id", "extension"]  # noqa: Y015
+    _WhichOneofArgType_key: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_key) -> _WhichOneofReturnType_key | None: ...
+
+Global___ResolveTeamRequest: _TypeAlias = ResolveTeamRequest  # noqa: Y015
+
+@_typing.final
+class ResolveTeamReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    TEAM_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    RING_STRATEGY_FIELD_NUMBER: _builtins.int
+    MEMBER_USER_IDS_FIELD_NUMBER: _builtins.int
+    status: Global___ResolveNumberReply.Status.ValueType
+    tenant_id: _builtins.str
+    team_id: _builtins.str
+    name: _builtins.str
+    ring_strategy: _builtins.str
+    """random | simultaneous | least_busy | sequential"""
+    @_builtins.property
+    def member_user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ring order (sequential); only active users"""
+
+    def __init__(
+        self,
+        *,
+        status: Global___ResolveNumberReply.Status.ValueType = ...,
+        tenant_id: _builtins.str = ...,
+        team_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        ring_strategy: _builtins.str = ...,
+        member_user_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["member_user_ids", b"member_user_ids", "name", b"name", "ring_strategy", b"ring_strategy", "status", b"status", "team_id", b"team_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveTeamReply: _TypeAlias = ResolveTeamReply  # noqa: Y015
 
 @_typing.final
 class NumberChanged(_message.Message):

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dringwise/events/v1/call.proto\x12\x12ringwise.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x0b\x45ventHeader\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc1\x01\n\x0b\x43\x61llStarted\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x30\n\tdirection\x18\x02 \x01(\x0e\x32\x1d.ringwise.events.v1.Direction\x12\x13\n\x0b\x66rom_number\x18\x03 \x01(\t\x12\x11\n\tto_number\x18\x04 \x01(\t\x12\x12\n\nchannel_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61sterisk_id\x18\x06 \x01(\t\"M\n\x0bRouteTarget\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ial_string\x18\x02 \x01(\t\x12\x16\n\x0ering_timeout_s\x18\x03 \x01(\r\"\xfc\x01\n\x0fRoutingDecision\x12:\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32*.ringwise.events.v1.RoutingDecision.Action\x12\x30\n\x07targets\x18\x02 \x03(\x0b\x32\x1f.ringwise.events.v1.RouteTarget\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x14\n\x0changup_cause\x18\x04 \x01(\r\x12\x0e\n\x06prompt\x18\x05 \x01(\t\"D\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43TION_RING\x10\x01\x12\x11\n\rACTION_REJECT\x10\x02\"\x85\x01\n\nCallRouted\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x35\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32#.ringwise.events.v1.RoutingDecision\"c\n\x0c\x43\x61llAnswered\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\"\xec\x03\n\tCallEnded\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x30\n\tdirection\x18\x02 \x01(\x0e\x32\x1d.ringwise.events.v1.Direction\x12\x13\n\x0b\x66rom_number\x18\x03 \x01(\t\x12\x11\n\tto_number\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x11\n\tdevice_id\x18\x06 \x01(\t\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61nswered_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x62illable_seconds\x18\n \x01(\r\x12\x13\n\x0b\x62illable_ms\x18\x0b \x01(\x04\x12\x13\n\x0b\x64uration_ms\x18\x0c \x01(\x04\x12\x34\n\x0b\x64isposition\x18\r \x01(\x0e\x32\x1f.ringwise.events.v1.Disposition\x12\x14\n\x0changup_cause\x18\x0e \x01(\r\x12\x11\n\thangup_by\x18\x0f \x01(\t*m\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x01\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x02\x12\x16\n\x12\x44IRECTION_INTERNAL\x10\x03*\xe5\x01\n\x0b\x44isposition\x12\x1b\n\x17\x44ISPOSITION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44ISPOSITION_ANSWERED\x10\x01\x12\x19\n\x15\x44ISPOSITION_NO_ANSWER\x10\x02\x12\x14\n\x10\x44ISPOSITION_BUSY\x10\x03\x12\x1b\n\x17\x44ISPOSITION_UNREACHABLE\x10\x04\x12\x19\n\x15\x44ISPOSITION_CANCELLED\x10\x05\x12\x1e\n\x1a\x44ISPOSITION_NOT_IN_SERVICE\x10\x06\x12\x16\n\x12\x44ISPOSITION_FAILED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dringwise/events/v1/call.proto\x12\x12ringwise.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x0b\x45ventHeader\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc1\x01\n\x0b\x43\x61llStarted\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x30\n\tdirection\x18\x02 \x01(\x0e\x32\x1d.ringwise.events.v1.Direction\x12\x13\n\x0b\x66rom_number\x18\x03 \x01(\t\x12\x11\n\tto_number\x18\x04 \x01(\t\x12\x12\n\nchannel_id\x18\x05 \x01(\t\x12\x13\n\x0b\x61sterisk_id\x18\x06 \x01(\t\"M\n\x0bRouteTarget\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ial_string\x18\x02 \x01(\t\x12\x16\n\x0ering_timeout_s\x18\x03 \x01(\r\"\xb0\x02\n\x0fRoutingDecision\x12:\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32*.ringwise.events.v1.RoutingDecision.Action\x12\x30\n\x07targets\x18\x02 \x03(\x0b\x32\x1f.ringwise.events.v1.RouteTarget\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x14\n\x0changup_cause\x18\x04 \x01(\r\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\r\n\x05state\x18\x06 \x01(\t\x12\x14\n\x0creason_codes\x18\x07 \x03(\t\x12\r\n\x05steps\x18\x08 \x03(\t\"D\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43TION_RING\x10\x01\x12\x11\n\rACTION_REJECT\x10\x02\"\x85\x01\n\nCallRouted\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x35\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0b\x32#.ringwise.events.v1.RoutingDecision\"\x99\x01\n\x0c\x43\x61llDiverted\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x14\n\x0c\x66rom_user_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\r\n\x05\x61lert\x18\x05 \x01(\t\x12\x15\n\rcaller_number\x18\x06 \x01(\t\"u\n\nCallMissed\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x15\n\rcaller_number\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"c\n\x0c\x43\x61llAnswered\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\"\xec\x03\n\tCallEnded\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x30\n\tdirection\x18\x02 \x01(\x0e\x32\x1d.ringwise.events.v1.Direction\x12\x13\n\x0b\x66rom_number\x18\x03 \x01(\t\x12\x11\n\tto_number\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x11\n\tdevice_id\x18\x06 \x01(\t\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61nswered_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x62illable_seconds\x18\n \x01(\r\x12\x13\n\x0b\x62illable_ms\x18\x0b \x01(\x04\x12\x13\n\x0b\x64uration_ms\x18\x0c \x01(\x04\x12\x34\n\x0b\x64isposition\x18\r \x01(\x0e\x32\x1f.ringwise.events.v1.Disposition\x12\x14\n\x0changup_cause\x18\x0e \x01(\r\x12\x11\n\thangup_by\x18\x0f \x01(\t*m\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x01\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x02\x12\x16\n\x12\x44IRECTION_INTERNAL\x10\x03*\xe5\x01\n\x0b\x44isposition\x12\x1b\n\x17\x44ISPOSITION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44ISPOSITION_ANSWERED\x10\x01\x12\x19\n\x15\x44ISPOSITION_NO_ANSWER\x10\x02\x12\x14\n\x10\x44ISPOSITION_BUSY\x10\x03\x12\x1b\n\x17\x44ISPOSITION_UNREACHABLE\x10\x04\x12\x19\n\x15\x44ISPOSITION_CANCELLED\x10\x05\x12\x1e\n\x1a\x44ISPOSITION_NOT_IN_SERVICE\x10\x06\x12\x16\n\x12\x44ISPOSITION_FAILED\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ringwise.events.v1.call_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIRECTION']._serialized_start=1466
-  _globals['_DIRECTION']._serialized_end=1575
-  _globals['_DISPOSITION']._serialized_start=1578
-  _globals['_DISPOSITION']._serialized_end=1807
+  _globals['_DIRECTION']._serialized_start=1793
+  _globals['_DIRECTION']._serialized_end=1902
+  _globals['_DISPOSITION']._serialized_start=1905
+  _globals['_DISPOSITION']._serialized_end=2134
   _globals['_EVENTHEADER']._serialized_start=86
   _globals['_EVENTHEADER']._serialized_end=202
   _globals['_CALLSTARTED']._serialized_start=205
@@ -43,13 +43,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTETARGET']._serialized_start=400
   _globals['_ROUTETARGET']._serialized_end=477
   _globals['_ROUTINGDECISION']._serialized_start=480
-  _globals['_ROUTINGDECISION']._serialized_end=732
-  _globals['_ROUTINGDECISION_ACTION']._serialized_start=664
-  _globals['_ROUTINGDECISION_ACTION']._serialized_end=732
-  _globals['_CALLROUTED']._serialized_start=735
-  _globals['_CALLROUTED']._serialized_end=868
-  _globals['_CALLANSWERED']._serialized_start=870
-  _globals['_CALLANSWERED']._serialized_end=969
-  _globals['_CALLENDED']._serialized_start=972
-  _globals['_CALLENDED']._serialized_end=1464
+  _globals['_ROUTINGDECISION']._serialized_end=784
+  _globals['_ROUTINGDECISION_ACTION']._serialized_start=716
+  _globals['_ROUTINGDECISION_ACTION']._serialized_end=784
+  _globals['_CALLROUTED']._serialized_start=787
+  _globals['_CALLROUTED']._serialized_end=920
+  _globals['_CALLDIVERTED']._serialized_start=923
+  _globals['_CALLDIVERTED']._serialized_end=1076
+  _globals['_CALLMISSED']._serialized_start=1078
+  _globals['_CALLMISSED']._serialized_end=1195
+  _globals['_CALLANSWERED']._serialized_start=1197
+  _globals['_CALLANSWERED']._serialized_end=1296
+  _globals['_CALLENDED']._serialized_start=1299
+  _globals['_CALLENDED']._serialized_end=1791
 # @@protoc_insertion_point(module_scope)

@@ -216,17 +216,28 @@ class RoutingDecision(_message.Message):
     REASONS_FIELD_NUMBER: _builtins.int
     HANGUP_CAUSE_FIELD_NUMBER: _builtins.int
     PROMPT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_CODES_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
     action: Global___RoutingDecision.Action.ValueType
     hangup_cause: _builtins.int
     """Q.850 cause when ACTION_REJECT"""
     prompt: _builtins.str
     """sound played before rejecting, if any"""
+    state: _builtins.str
+    """The policy engine's plan (issue #5): the availability state that applied, stable reason
+    codes (same order as `reasons`), and one line per plan step ("ring simultaneous ...").
+    """
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteTarget]: ...
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """human readable, in order: why this decision"""
 
+    @_builtins.property
+    def reason_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -235,10 +246,13 @@ class RoutingDecision(_message.Message):
         reasons: _abc.Iterable[_builtins.str] | None = ...,
         hangup_cause: _builtins.int = ...,
         prompt: _builtins.str = ...,
+        state: _builtins.str = ...,
+        reason_codes: _abc.Iterable[_builtins.str] | None = ...,
+        steps: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "hangup_cause", b"hangup_cause", "prompt", b"prompt", "reasons", b"reasons", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "hangup_cause", b"hangup_cause", "prompt", b"prompt", "reason_codes", b"reason_codes", "reasons", b"reasons", "state", b"state", "steps", b"steps", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -271,6 +285,85 @@ class CallRouted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CallRouted: _TypeAlias = CallRouted  # noqa: Y015
+
+@_typing.final
+class CallDiverted(_message.Message):
+    """The call left the called user's own terminals for someone else: a delegate, another user,
+    a team or an external number. Messaging turns alert "delegated-call" into the user's alert.
+    Subject: ringwise.v1.call.<tenant>.diverted
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    FROM_USER_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    ALERT_FIELD_NUMBER: _builtins.int
+    CALLER_NUMBER_FIELD_NUMBER: _builtins.int
+    from_user_id: _builtins.str
+    """whose plan diverted the call"""
+    kind: _builtins.str
+    """delegate | user | team | external"""
+    target: _builtins.str
+    """user id, team id or E.164 number"""
+    alert: _builtins.str
+    """"delegated-call", or "" for none"""
+    caller_number: _builtins.str
+    @_builtins.property
+    def header(self) -> Global___EventHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___EventHeader | None = ...,
+        from_user_id: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        target: _builtins.str = ...,
+        alert: _builtins.str = ...,
+        caller_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "caller_number", b"caller_number", "from_user_id", b"from_user_id", "header", b"header", "kind", b"kind", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallDiverted: _TypeAlias = CallDiverted  # noqa: Y015
+
+@_typing.final
+class CallMissed(_message.Message):
+    """Nobody answered and no message was left (the caller hung up, or the plan ended in a
+    reject): messaging turns this into the "lost call" alert.
+    Subject: ringwise.v1.call.<tenant>.missed
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CALLER_NUMBER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    caller_number: _builtins.str
+    reason: _builtins.str
+    """stable code: caller_hung_up | no_answer | rejected"""
+    @_builtins.property
+    def header(self) -> Global___EventHeader: ...
+    def __init__(
+        self,
+        *,
+        header: Global___EventHeader | None = ...,
+        user_id: _builtins.str = ...,
+        caller_number: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_number", b"caller_number", "header", b"header", "reason", b"reason", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallMissed: _TypeAlias = CallMissed  # noqa: Y015
 
 @_typing.final
 class CallAnswered(_message.Message):
