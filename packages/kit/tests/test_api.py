@@ -12,7 +12,16 @@ from nats.aio.client import Client as NatsClient
 from ringwise.api.v1 import api_pb2
 from ringwise_dev.infra import Infra
 from ringwise_kit import bus
-from ringwise_kit.api import ApiCall, ApiError, ApiResult, ApiRouter, call_service, serve_api
+from ringwise_kit.api import (
+    ROLES_BY_NAME,
+    ApiCall,
+    ApiError,
+    ApiResult,
+    ApiRouter,
+    call_service,
+    role_may_call,
+    serve_api,
+)
 
 router = ApiRouter()
 
@@ -132,3 +141,39 @@ async def test_round_trip_over_nats(nc: NatsClient) -> None:
         assert (reply.status, body(reply)) == (201, {"a": 1})
     finally:
         await sub.unsubscribe()
+
+
+@pytest.mark.parametrize(
+    ("role", "subject", "roles", "path_user", "allowed"),
+    [
+        # `user` listed beside x-ringwise-self still reaches only its own data.
+        (api_pb2.ROLE_USER, "u1", ("tenant_admin", "user"), "u1", True),
+        (api_pb2.ROLE_USER, "u1", ("tenant_admin", "user"), "u2", False),
+        # Not listed: its own only, as before.
+        (api_pb2.ROLE_USER, "u1", ("tenant_admin",), "u1", True),
+        (api_pb2.ROLE_USER, "u1", ("tenant_admin",), "u2", False),
+        (api_pb2.ROLE_USER, "", ("tenant_admin", "user"), "", False),
+        # Listed roles reach every user of their tenant; unlisted ones none.
+        (api_pb2.ROLE_TENANT_ADMIN, "a1", ("tenant_admin", "user"), "u2", True),
+        (api_pb2.ROLE_SUPERVISOR, "s1", ("tenant_admin", "user"), "u2", False),
+        (api_pb2.ROLE_OPERATOR_ADMIN, "o1", (), "u2", True),
+    ],
+)
+def test_role_rule_with_a_self_parameter(
+    role: api_pb2.Role.ValueType,
+    subject: str,
+    roles: tuple[str, ...],
+    path_user: str,
+    allowed: bool,
+) -> None:
+    principal = api_pb2.Principal(role=role, subject_id=subject, tenant_id="t1")
+    granted = frozenset(ROLES_BY_NAME[name] for name in roles)
+    path = {"tenant_id": "t1", "user_id": path_user}
+    assert role_may_call(principal, granted, "user_id", path) is allowed
+
+
+def test_role_rule_without_a_self_parameter_is_the_list() -> None:
+    user = api_pb2.Principal(role=api_pb2.ROLE_USER, subject_id="u1", tenant_id="t1")
+    listed = frozenset({ROLES_BY_NAME["user"]})
+    assert role_may_call(user, listed, None, {"tenant_id": "t1"})
+    assert not role_may_call(user, frozenset(), None, {"tenant_id": "t1"})

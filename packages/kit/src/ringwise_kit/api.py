@@ -52,17 +52,15 @@ def role_may_call(
     path_params: dict[str, str],
 ) -> bool:
     """An operation's documented role rule (x-ringwise-roles, x-ringwise-self): operators and
-    internal services always; the listed roles; role `user` only on its own {self_param}.
+    internal services always; the listed roles; role `user` only on its own {self_param},
+    whether or not `user` is listed (listing it never opens other users' data).
     The gateway enforces it for every call; a service may check it again."""
     role = principal.role
-    if role in CROSS_TENANT_ROLES or role in roles:
+    if role in CROSS_TENANT_ROLES:
         return True
-    return (
-        role == api_pb2.ROLE_USER
-        and bool(self_param)
-        and bool(principal.subject_id)
-        and path_params.get(self_param or "") == principal.subject_id
-    )
+    if role == api_pb2.ROLE_USER and self_param:
+        return bool(principal.subject_id) and path_params.get(self_param) == principal.subject_id
+    return role in roles
 
 
 class ApiError(Exception):
