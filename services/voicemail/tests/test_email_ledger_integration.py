@@ -141,7 +141,7 @@ class Parts:
             for path in (maildir / sub).glob("*"):
                 mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
                 if mail["X-Ringwise-Message-Id"] == message_id:
-                    found.append(cast(EmailMessage, mail))
+                    found.append(mail)
         return found
 
     async def attempt(self, user_id: str, message_id: str, crash_at: str = "") -> bool:
