@@ -248,9 +248,18 @@ async def test_a_voice_message_to_a_team_reaches_each_active_member_once(
         assert doc["sender_user_id"] == ann and doc["duration_s"] == pytest.approx(4.0, abs=0.05)
     assert await messages.count_documents({"tenant_id": t, "user_id": cat}) == 0
 
-    # Another request is another message.
+    # Another request is another message; so is another message under a reused key.
     status, other = await send(team["team_id"], "broadcast-2")
     assert status == 202 and {m["message_id"] for m in other["messages"]}.isdisjoint(ids)
+    status, reused = await api(
+        nc,
+        "sendVoiceMessage",
+        {"tenant_id": t},
+        {"to_team_id": team["team_id"], "audio_base64": base64.b64encode(tone_wav(5.0)).decode()},
+        principal=sender,
+        idempotency_key="broadcast-1",
+    )
+    assert status == 202 and {m["message_id"] for m in reused["messages"]}.isdisjoint(ids)
 
     status, problem = await send("tm_nosuchteam", "broadcast-3")
     assert status == 404, problem

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from datetime import datetime
 from typing import Any
@@ -52,6 +53,16 @@ def _limit(call: ApiCall) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= 200:
         raise field_error("limit", "a whole number from 1 to 200", status=400)
     return int(raw)
+
+
+def _request_key(call: ApiCall, audio: bytes) -> str:
+    """What makes a send request the same one again: the sender's Idempotency-Key, and the
+    audio (a key reused for another message is another request). "" = no key: every send
+    is new."""
+    if not call.idempotency_key:
+        return ""
+    digest = hashlib.sha256(audio).hexdigest()
+    return f"{call.principal.subject_id}:{call.idempotency_key}:{digest}"
 
 
 def routes(vm: Voicemail) -> ApiRouter:
@@ -192,7 +203,7 @@ def routes(vm: Voicemail) -> ApiRouter:
             urgent=urgent,
             # A user of this tenant sending: replies to the message go back to them.
             sender_user_id=sender if call.principal.tenant_id == call.tenant_id else "",
-            request_key=call.idempotency_key,
+            request_key=_request_key(call, data),
         )
         reply: dict[str, Any] = {
             "messages": [{"user_id": u, "message_id": m} for u, m in sent.items()]
