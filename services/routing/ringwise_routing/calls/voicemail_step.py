@@ -450,7 +450,11 @@ class VoicemailStep:
             )
             if entered is None:
                 return False
-            await self._ari.dial(leg_id, caller=call.caller_id, timeout_s=CALL_BACK_RING_S)
+            try:
+                await self._ari.dial(leg_id, caller=call.caller_id, timeout_s=CALL_BACK_RING_S)
+            except AriError as exc:  # the leg failed at once (unreachable, no such endpoint)
+                log.warning("call_back_failed", error=str(exc))
+                return False
 
             def leg_gone(event: AriEvent) -> bool:
                 return isinstance(event, CALL_BACK_HANGUPS) and event.channel.id == leg_id
@@ -464,11 +468,14 @@ class VoicemailStep:
             if not (isinstance(result, Dial) and result.dialstatus == "ANSWER"):
                 log.info("call_back_unanswered", status=getattr(result, "dialstatus", None))
                 return False
-            await self._ari.run_all(
+            joined = await self._ari.run_all(
                 calls.create_bridge(bridge_id),
                 calls.add_to_bridge(bridge_id, [call.caller_id, leg_id]),
             )
             bridged = True
+            if any(isinstance(result, AriError) for result in joined):
+                log.warning("call_back_not_bridged", errors=[repr(r) for r in joined])
+                return False
             VOICEMAIL_CALLS.labels("call_back").inc()
             log.info("call_back_connected")
             while await call.wait_for(leg_gone, 3600) is None:
@@ -824,10 +831,14 @@ class PhoneMenu:
         name = f"vm-{subjects.tenant_token(self.tenant_id)}-reply-{uuid.uuid4().hex}"
         await self.keys.play(BEEP)
         gone = await self.step.record_through_hangup(self.call, name, REPLY_MAX_S)
-        done = await self.act(message, ACTION.ACTION_REPLY, recording=name)
+        try:
+            done = await self.act(message, ACTION.ACTION_REPLY, recording=name)
+            ok = done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE
+        except Exception as exc:  # voicemail or the directory did not answer: say so
+            log.warning("mailbox_reply_failed", error=repr(exc))
+            ok = False
         if gone is not None:
             raise gone
-        ok = done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE
         await self.keys.play(["sound:vm-msgsaved" if ok else "sound:vm-sorry"])
 
     async def call_back(
