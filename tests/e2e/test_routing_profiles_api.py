@@ -1,6 +1,6 @@
 """Routing profiles and the tenant routing policy through the real gateway: who may read and
 change whose routing, If-Match, the 4xx answers to configuration that would not work, the
-write-only secrets, explain, and a change reaching the routing service's calls."""
+write-only secrets, explain."""
 
 from __future__ import annotations
 
@@ -213,6 +213,15 @@ async def test_configuration_that_would_not_work_is_refused_field_by_field(
     loop = await send(admin, "PUT", f"{t}/users/{bob}/routing", delegating(bob_desk, alice))
     assert loop.status == 422
     assert loop.body["errors"][0]["message"] == f"divert loop: {bob} -> {alice} -> {bob}"
+
+    strangers = profile(desk, delegates=["u_nobody"])
+    strangers["states"]["Busy"] = {"fallback": {"kind": "team", "target": "no-team"}}
+    unknown = await send(admin, "PUT", f"{t}/users/{alice}/routing", strangers)
+    assert unknown.status == 422
+    assert unknown.body["errors"] == [
+        {"field": "delegates[0]", "message": "no user u_nobody in this tenant"},
+        {"field": "states.Busy.fallback.target", "message": "no team no-team in this tenant"},
+    ]
 
     unknown_state = await send(
         admin, "PUT", f"{t}/users/{alice}/routing/availability", {"state": "Lunch"}

@@ -93,6 +93,46 @@ async def connect(infra: Infra) -> AsyncIterator[Callable[[], Any]]:
         await nc.drain()
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def directory(connect: Callable[[], Any]) -> AsyncIterator[None]:
+    """A stand-in directory: every user and the team "sales" exist, except users named
+    nobody*."""
+    nc = await connect()
+
+    async def resolve_user(req: resolve_pb2.ResolveUserRequest) -> Reply:
+        if req.user_id.startswith("nobody"):
+            return Reply(status=Reply.STATUS_NOT_FOUND)
+        return user(req.tenant_id, req.user_id)
+
+    async def resolve_team(req: resolve_pb2.ResolveTeamRequest) -> resolve_pb2.ResolveTeamReply:
+        if req.team_id != "sales":
+            return resolve_pb2.ResolveTeamReply(status=Reply.STATUS_NOT_FOUND)
+        return resolve_pb2.ResolveTeamReply(
+            status=Reply.STATUS_FOUND, tenant_id=req.tenant_id, team_id="sales"
+        )
+
+    subs = [
+        await bus.serve(
+            nc,
+            subjects.DIRECTORY_RESOLVE_USER,
+            "directory",
+            resolve_pb2.ResolveUserRequest,
+            resolve_user,
+        ),
+        await bus.serve(
+            nc,
+            subjects.DIRECTORY_RESOLVE_TEAM,
+            "directory",
+            resolve_pb2.ResolveTeamRequest,
+            resolve_team,
+        ),
+    ]
+    await nc.flush()
+    yield
+    for sub in subs:
+        await sub.unsubscribe()
+
+
 async def instance(
     connect: Callable[[], Any], store: ProfileStore, **options: Any
 ) -> StoredProfiles:
@@ -139,6 +179,7 @@ async def test_the_unique_indexes_exist(store: ProfileStore) -> None:
     assert any(i.get("unique") and i["key"] == [("tenant_id", 1)] for i in policy_indexes.values())
 
 
+@pytest.mark.usefixtures("directory")
 async def test_a_user_without_a_profile_gets_the_default_routing(
     connect: Callable[[], Any], store: ProfileStore
 ) -> None:
@@ -150,6 +191,7 @@ async def test_a_user_without_a_profile_gets_the_default_routing(
     await profiles.close()
 
 
+@pytest.mark.usefixtures("directory")
 async def test_a_change_on_one_instance_reaches_the_others_at_once(
     connect: Callable[[], Any], store: ProfileStore
 ) -> None:
@@ -175,6 +217,7 @@ async def test_a_change_on_one_instance_reaches_the_others_at_once(
     await reader.close()
 
 
+@pytest.mark.usefixtures("directory")
 async def test_the_tenant_policy_change_reaches_the_others(
     connect: Callable[[], Any], store: ProfileStore
 ) -> None:
@@ -211,6 +254,7 @@ async def test_without_the_notice_the_ttl_is_the_backstop(
     assert (await deaf.routing_for(alice)).profile.logged_out
 
 
+@pytest.mark.usefixtures("directory")
 async def test_the_notice_is_published_with_whose_profile_changed(
     connect: Callable[[], Any], store: ProfileStore
 ) -> None:
@@ -237,6 +281,7 @@ async def test_the_notice_is_published_with_whose_profile_changed(
     await writer.close()
 
 
+@pytest.mark.usefixtures("directory")
 async def test_a_change_by_phone_is_retried_over_a_concurrent_write(
     connect: Callable[[], Any], store: ProfileStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -280,6 +325,7 @@ async def test_a_change_by_phone_is_retried_over_a_concurrent_write(
     await profiles.close()
 
 
+@pytest.mark.usefixtures("directory")
 async def test_a_change_that_breaks_a_rule_stores_nothing(
     connect: Callable[[], Any], store: ProfileStore
 ) -> None:
@@ -297,6 +343,7 @@ async def test_a_change_that_breaks_a_rule_stores_nothing(
     await profiles.close()
 
 
+@pytest.mark.usefixtures("directory")
 async def test_a_divert_loop_across_the_tenant_is_refused(
     connect: Callable[[], Any], store: ProfileStore
 ) -> None:
@@ -320,6 +367,7 @@ async def test_a_divert_loop_across_the_tenant_is_refused(
     await profiles.close()
 
 
+@pytest.mark.usefixtures("directory")
 async def test_a_custom_state_in_use_cannot_be_removed(
     connect: Callable[[], Any], store: ProfileStore
 ) -> None:
@@ -353,6 +401,7 @@ class FailingStore(ProfileStore):
         return await super().get_policy(tenant_id)
 
 
+@pytest.mark.usefixtures("directory")
 async def test_when_mongo_cannot_be_read_a_call_uses_the_last_copy(
     connect: Callable[[], Any], mongo: Mongo
 ) -> None:
@@ -372,30 +421,66 @@ async def test_when_mongo_cannot_be_read_a_call_uses_the_last_copy(
         await profiles.routing_for(user(tenant, "never-read"))
 
 
+@pytest.mark.usefixtures("directory")
+async def test_unknown_delegates_and_teams_are_refused(
+    connect: Callable[[], Any], store: ProfileStore
+) -> None:
+    tenant = new_tenant()
+    profiles = await instance(connect, store)
+    doc = document.parse_profile(
+        {
+            **body(busy={"fallback": {"kind": "team", "target": "support"}}),
+            "delegates": ["bob", "nobody1"],
+            "call_flow": {"redirects": [{"kind": "user", "target": "nobody2"}]},
+        }
+    )
+    with pytest.raises(DocumentInvalid) as refused:
+        await profiles.save(user(tenant), doc, 0, origin="api")
+    assert [(e.field, e.message) for e in refused.value.errors] == [
+        ("delegates[1]", "no user nobody1 in this tenant"),
+        ("call_flow.redirects[0].target", "no user nobody2 in this tenant"),
+        ("states.Busy.fallback.target", "no team support in this tenant"),
+    ]
+    fixed = document.parse_profile(
+        {**body(busy={"fallback": {"kind": "team", "target": "sales"}}), "delegates": ["bob"]}
+    )
+    assert (await profiles.save(user(tenant), fixed, 0, origin="api")).version == 1
+    await profiles.close()
+
+
+@pytest.mark.usefixtures("directory")
 async def test_a_user_lookup_asks_the_directory(
     connect: Callable[[], Any], store: ProfileStore
 ) -> None:
     tenant = new_tenant()
+    profiles = StoredProfiles(await connect(), store, trunk_dial, directory_timeout_s=0.3)
+    found = await profiles.resolve_user(tenant, "alice")
+    assert found is not None and found.devices[0].device_id == "desk-1"
+    assert await profiles.resolve_user(tenant, "nobody") is None
+
+
+async def test_a_reply_about_another_tenants_user_is_not_trusted(
+    connect: Callable[[], Any], store: ProfileStore
+) -> None:
     nc = await connect()
     profiles = StoredProfiles(nc, store, trunk_dial, directory_timeout_s=0.3)
-
-    async def directory(req: resolve_pb2.ResolveUserRequest) -> Reply:
-        if req.tenant_id == tenant and req.user_id == "alice":
-            return user(tenant)
-        if req.user_id == "liar":  # answers with another tenant's user
-            return user("other", "liar")
-        return Reply(status=Reply.STATUS_NOT_FOUND)
-
     sub = await bus.serve(
-        nc, subjects.DIRECTORY_RESOLVE_USER, "directory", resolve_pb2.ResolveUserRequest, directory
+        nc,
+        subjects.DIRECTORY_RESOLVE_USER,
+        "directory",
+        resolve_pb2.ResolveUserRequest,
+        lambda req: _other_tenant(req.user_id),
     )
+    await nc.flush()
     try:
-        found = await profiles.resolve_user(tenant, "alice")
-        assert found is not None and found.devices[0].device_id == "desk-1"
-        assert await profiles.resolve_user(tenant, "nobody") is None
-        assert await profiles.resolve_user(tenant, "liar") is None
+        assert await profiles.resolve_user("acme", "liar") is None
     finally:
         await sub.unsubscribe()
     await nc.flush()
+    # With no directory at all: unavailable (the API answers 503), not "no such user".
     with pytest.raises(DirectoryUnavailable):
-        await profiles.resolve_user(tenant, "alice")
+        await profiles.resolve_user("acme", "liar")
+
+
+async def _other_tenant(user_id: str) -> Reply:
+    return user("other", user_id)

@@ -1012,6 +1012,28 @@ def check_profile(
     return validate_profile(validation_view(profile), tenant)
 
 
+def divert_references(doc: Doc) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(field, user id) and (field, team id) pairs a profile sends calls to."""
+    users: list[tuple[str, str]] = [
+        (f"delegates[{i}]", delegate) for i, delegate in enumerate(doc.get("delegates") or ())
+    ]
+    teams: list[tuple[str, str]] = []
+    for name, state in doc["states"].items():
+        fallback = state["fallback"]
+        path = f"states.{name}.fallback.target"
+        if fallback["kind"] == FallbackKind.DELEGATE.value and fallback.get("target"):
+            users.append((path, fallback["target"]))
+        elif fallback["kind"] == FallbackKind.TEAM.value and fallback.get("target"):
+            teams.append((path, fallback["target"]))
+    for i, redirect in enumerate((doc.get("call_flow") or {}).get("redirects") or ()):
+        path = f"call_flow.redirects[{i}].target"
+        if redirect["kind"] == RedirectKind.USER.value:
+            users.append((path, redirect["target"]))
+        elif redirect["kind"] == RedirectKind.TEAM.value:
+            teams.append((path, redirect["target"]))
+    return users, teams
+
+
 def divert_view(tenant_id: str, user_id: str, doc: Doc) -> RoutingProfile:
     """A stored profile for find_divert_loops() (which reads only who calls divert to)."""
     user = UserReply(tenant_id=tenant_id, user_id=user_id)

@@ -86,6 +86,8 @@ class StoredProfiles:
         self._profiles: dict[tuple[str, str], tuple[float, Stored]] = {}
         self._policies: dict[str, tuple[float, Stored]] = {}
         self._generation: dict[str, int] = {}
+        # (tenant, user) -> the stored records and directory answer it was built from.
+        self._built: dict[tuple[str, str], tuple[Stored, Stored, bytes, UserRouting]] = {}
         self._subscription: Subscription | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -119,12 +121,12 @@ class StoredProfiles:
             self._policies.pop(tenant_id, None)
 
     def _trim(self) -> None:
+        """Keep memory bounded: drop expired copies once there are many."""
         if len(self._profiles) + len(self._policies) < CACHE_MAX_ENTRIES:
             return
         now = self._clock()
-        for cache in (self._profiles, self._policies):
-            for key in [k for k, (expires, _) in cache.items() if expires <= now]:
-                del cache[key]  # type: ignore[arg-type]
+        self._profiles = {k: v for k, v in self._profiles.items() if v[0] > now}
+        self._policies = {k: v for k, v in self._policies.items() if v[0] > now}
         if len(self._profiles) >= CACHE_MAX_ENTRIES:
             self._profiles.clear()
 
@@ -173,11 +175,25 @@ class StoredProfiles:
     async def routing_for(self, user: UserReply) -> UserRouting:
         if not user.tenant_id or not user.user_id:
             return document.user_routing(user, None, None, self.trunk_dial)
-        profile, policy = await asyncio.gather(
-            self._cached_profile(user.tenant_id, user.user_id),
-            self._cached_policy(user.tenant_id),
-        )
-        return document.user_routing(user, profile.doc, policy.doc, self.trunk_dial)
+        key = (user.tenant_id, user.user_id)
+        profile = await self._cached_profile(user.tenant_id, user.user_id)
+        policy = await self._cached_policy(user.tenant_id)
+        # The same stored records and the same directory answer give the same routing: keep
+        # the built one (building it costs more than the lookups).
+        fingerprint = user.SerializeToString(deterministic=True)
+        built = self._built.get(key)
+        if (
+            built is not None
+            and built[0] is profile
+            and built[1] is policy
+            and built[2] == fingerprint
+        ):
+            return built[3]
+        routing = document.user_routing(user, profile.doc, policy.doc, self.trunk_dial)
+        if len(self._built) >= CACHE_MAX_ENTRIES:
+            self._built.clear()
+        self._built[key] = (profile, policy, fingerprint, routing)
+        return routing
 
     async def change(
         self, user: UserReply, change: ProfileChange, *, origin: str
@@ -209,7 +225,7 @@ class StoredProfiles:
         before = stored.doc or document.default_document(user, self.trunk_dial)
         profile, _ = document.profile_from_document(user.tenant_id, user, before, self.trunk_dial)
         after = document.document_from_profile(change(profile), before)
-        return await self.save(user, after, stored.version, origin=origin, check_devices=False)
+        return await self.save(user, after, stored.version, origin=origin, check_references=False)
 
     async def save(
         self,
@@ -218,12 +234,17 @@ class StoredProfiles:
         expected_version: int,
         *,
         origin: str,
-        check_devices: bool = True,
+        check_references: bool = True,
     ) -> Changed:
-        """Check `doc` for `user` (field rules, devices, divert loops across the tenant),
-        store it over `expected_version` and announce it."""
+        """Check `doc` for `user` (field rules, divert loops across the tenant and, with
+        `check_references`, that its devices, users and teams exist), store it over
+        `expected_version` and announce it. A change by phone does not check references: a
+        device deleted in the directory stays in the profile (DELETED) until it is edited."""
         policy = await self.store.get_policy(user.tenant_id)
-        errors: list[FieldError] = document.unknown_devices(doc, user) if check_devices else []
+        errors: list[FieldError] = []
+        if check_references:
+            errors += document.unknown_devices(doc, user)
+            errors += await self._unknown_targets(user.tenant_id, doc)
         errors += document.check_profile(user, doc, policy.doc, self.trunk_dial)
         if not errors:
             errors += await self._divert_loops(user, doc)
@@ -272,6 +293,42 @@ class StoredProfiles:
         CHANGES.labels(origin).inc()
         await self._announce(tenant_id, "", version, origin)
         return version
+
+    async def _unknown_targets(self, tenant_id: str, doc: Doc) -> list[FieldError]:
+        """Delegates, and the users and teams calls are diverted to, that the directory does
+        not know in this tenant."""
+        users, teams = document.divert_references(doc)
+        user_ids = sorted({target for _, target in users})
+        team_ids = sorted({target for _, target in teams})
+        found_users = await asyncio.gather(*(self.resolve_user(tenant_id, u) for u in user_ids))
+        found_teams = await asyncio.gather(*(self._team_exists(tenant_id, t) for t in team_ids))
+        missing_users = {u for u, found in zip(user_ids, found_users, strict=True) if not found}
+        missing_teams = {t for t, found in zip(team_ids, found_teams, strict=True) if not found}
+        return [
+            FieldError(path, f"no user {target} in this tenant")
+            for path, target in users
+            if target in missing_users
+        ] + [
+            FieldError(path, f"no team {target} in this tenant")
+            for path, target in teams
+            if target in missing_teams
+        ]
+
+    async def _team_exists(self, tenant_id: str, team_id: str) -> bool:
+        try:
+            reply = await bus.request(
+                self._nc,
+                subjects.DIRECTORY_RESOLVE_TEAM,
+                resolve_pb2.ResolveTeamRequest(tenant_id=tenant_id, team_id=team_id),
+                resolve_pb2.ResolveTeamReply,
+                timeout_s=self._directory_timeout_s,
+            )
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, bus.RemoteError) as exc:
+            raise DirectoryUnavailable(repr(exc)) from exc
+        return (
+            reply.status == resolve_pb2.ResolveNumberReply.STATUS_FOUND
+            and reply.tenant_id == tenant_id
+        )
 
     async def _divert_loops(self, user: UserReply, doc: Doc) -> list[FieldError]:
         mine = document.divert_view(user.tenant_id, user.user_id, doc)
