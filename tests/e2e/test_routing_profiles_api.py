@@ -103,7 +103,9 @@ async def test_a_user_edits_their_own_routing_and_an_admin_anyones(
     first = await send(alice_client, "GET", f"{t}/users/{alice}/routing")
     assert first.status == 200, first.body
     assert first.etag == '"0"' and first.body["stored"] is False
-    assert [x["device_id"] for x in first.body["terminals"]] == [alice_desk]
+    assert [(x["device_id"], x["status"]) for x in first.body["terminals"]] == [
+        (alice_desk, "active")
+    ]
     assert first.body["states"]["Available"]["ring_mode"] == "simultaneous"
 
     stored = await send(
@@ -111,12 +113,24 @@ async def test_a_user_edits_their_own_routing_and_an_admin_anyones(
     )
     assert stored.status == 200, stored.body
     assert stored.etag == '"1"' and stored.body["stored"] is True
-    assert stored.body["terminals"][1] == {
-        "id": "mobile",
-        "location": "Mobile",
-        "number": "+447700900123",
-        "ring_timeout_s": 20,
-    }
+    # The mobile number is rung through the PSTN trunk; without one it is "blocked".
+    trunk = platform.service_env("routing").get("RINGWISE_PSTN_TRUNK_ADDRESS")
+    assert stored.body["terminals"] == [
+        {
+            "id": "desk",
+            "location": "Desk",
+            "device_id": alice_desk,
+            "ring_timeout_s": 15,
+            "status": "active",
+        },
+        {
+            "id": "mobile",
+            "location": "Mobile",
+            "number": "+447700900123",
+            "ring_timeout_s": 20,
+            "status": "active" if trunk else "blocked",
+        },
+    ]
     # A stale If-Match (the ETag of the default) is refused.
     stale = await send(
         alice_client, "PUT", f"{t}/users/{alice}/routing", profile(alice_desk), if_match='"0"'

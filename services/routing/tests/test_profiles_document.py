@@ -179,8 +179,9 @@ def test_a_secret_left_out_is_kept_and_null_clears_it() -> None:
 
 def test_a_get_reply_can_be_sent_back_unchanged() -> None:
     first = document.parse_profile(full_body())
-    shown = {"tenant_id": "acme", "user_id": "alice", "version": 3, "stored": True}
-    shown |= document.public_profile(first)
+    shown: dict[str, Any] = {"tenant_id": "acme", "user_id": "alice", "version": 3, "stored": True}
+    shown |= document.public_profile(first, alice(), trunk_dial)
+    assert [t["status"] for t in shown["terminals"]] == ["active", "active"]
     again = document.parse_profile(copy.deepcopy(shown), previous=first)
     assert again == first
 
@@ -207,6 +208,16 @@ def test_a_device_gone_from_the_directory_is_deleted_and_never_rung() -> None:
     assert not any(isinstance(step, Ring) for step in plan.steps)
     assert isinstance(plan.final, Voicemail)
     assert "terminal.deleted" in [r.code for r in plan.reasons]
+
+
+def test_the_api_shows_which_terminals_cannot_be_rung_now() -> None:
+    doc = document.parse_profile(full_body())
+    shown = document.public_profile(doc, alice("another-phone"), no_trunk)
+    assert [(t["id"], t["status"]) for t in shown["terminals"]] == [
+        ("desk", "deleted"),
+        ("mob", "blocked"),
+    ]
+    assert "status" not in doc["terminals"][0]  # the stored document is left as it was
 
 
 def test_an_external_number_without_a_pstn_trunk_is_never_rung() -> None:
@@ -314,6 +325,7 @@ SIX_TERMINALS = [{"id": f"t{i}", "number": f"+4477009001{i:02d}"} for i in range
         ("states.$bad", {}, "states.$bad", "a state name"),
         ("manual.until", "next tuesday", "manual.until", "ISO 8601"),
         ("manual.until", "2026-12-01T09:00:00", "manual.until", "with a zone"),
+        ("manual.until", "0001-01-01T00:00:00+14:00", "manual.until", "with a zone"),
         ("schedule.entries.0.days", ["monday"], "schedule.entries[0].days", "mon, tue"),
         ("schedule.entries.0.start", "9:00", "schedule.entries[0].start", "HH:MM"),
         ("call_flow.redirects.0.target", "bob", "call_flow.redirects[0].target", "E.164"),

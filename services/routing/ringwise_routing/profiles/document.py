@@ -102,6 +102,7 @@ MAX_CUSTOM_STATES = 20
 MAX_SCHEDULE_ENTRIES = 50
 MIN_SECRET_DIGITS = 4
 MAX_SECRET_DIGITS = 12
+MIN_YEAR, MAX_YEAR = 1970, 9998
 # Placeholder dial string of a terminal that cannot be rung (status DELETED / BLOCKED): never
 # dialled, but keeps a stored profile valid (validate_profile wants a dial string).
 UNREACHABLE = "unreachable:"
@@ -306,7 +307,9 @@ def _terminals(checker: _Checker, value: Any) -> list[Doc]:
     out: list[Doc] = []
     for i, item in enumerate(value):
         path = f"terminals[{i}]"
-        body = checker.obj(item, path, ("id", "location", "device_id", "number", "ring_timeout_s"))
+        body = checker.obj(
+            item, path, ("id", "location", "device_id", "number", "ring_timeout_s", "status")
+        )
         if not body:
             continue
         terminal_id = checker.text(body.get("id"), f"{path}.id", TOKEN, "an id (A-Z a-z 0-9 _ -)")
@@ -397,14 +400,17 @@ def _manual(checker: _Checker, value: Any) -> Doc | None:
 
 
 def parse_instant(value: Any) -> datetime | None:
-    """An aware datetime from ISO 8601 text, or None."""
+    """An aware datetime from ISO 8601 text (years 1970 to 9998, so moving it to any zone
+    cannot overflow), or None."""
     if not isinstance(value, str) or len(value) > 40:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         return None
-    if parsed.tzinfo is None:
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        return None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
         return None
     return parsed
 
@@ -600,14 +606,24 @@ def parse_profile(body: Any, previous: Doc | None = None) -> Doc:
     return doc
 
 
-def public_profile(doc: Doc) -> Doc:
-    """The document as the API shows it: secrets replaced by whether they are set."""
-    out = {k: v for k, v in doc.items() if k not in ("screening", "outbound")}
+def public_profile(
+    doc: Doc, user: UserReply | None = None, trunk_dial: TrunkDial | None = None
+) -> Doc:
+    """The document as the API shows it: secrets replaced by whether they are set and, given
+    the user's directory answer, each terminal's status now (active; deleted: the device is
+    gone; blocked: it cannot be dialled, e.g. a number with no PSTN trunk). A client may send
+    it back as it is: the read-only parts are ignored."""
+    out = {k: v for k, v in doc.items() if k not in ("terminals", "screening", "outbound")}
+    terminals = [dict(t) for t in doc["terminals"]]
+    if user is not None and trunk_dial is not None:
+        profile, _ = profile_from_document(user.tenant_id, user, doc, trunk_dial)
+        for shown, terminal in zip(terminals, profile.terminals, strict=True):
+            shown["status"] = terminal.status.value
     screening = dict(doc["screening"])
     screening["password_set"] = bool(screening.pop("password_hash", None))
     outbound = dict(doc["outbound"])
     outbound["dialling_pin_set"] = bool(outbound.pop("dialling_pin_hash", None))
-    return {**out, "screening": screening, "outbound": outbound}
+    return {**out, "terminals": terminals, "screening": screening, "outbound": outbound}
 
 
 def unknown_devices(doc: Doc, user: UserReply) -> list[FieldError]:

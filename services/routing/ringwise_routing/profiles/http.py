@@ -59,14 +59,16 @@ def unprocessable(errors: list[FieldError], detail: str) -> ApiError:
     )
 
 
-def profile_body(user: UserReply, stored_doc: Doc | None, version: int, trunk: Any) -> Doc:
+def profile_body(
+    user: UserReply, stored_doc: Doc | None, version: int, trunk: document.TrunkDial
+) -> Doc:
     doc = stored_doc or document.default_document(user, trunk)
     return {
         "tenant_id": user.tenant_id,
         "user_id": user.user_id,
         "version": version,
         "stored": stored_doc is not None,
-        **document.public_profile(doc),
+        **document.public_profile(doc, user, trunk),
     }
 
 
