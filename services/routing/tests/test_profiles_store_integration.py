@@ -5,6 +5,7 @@ retried on a concurrent write, and the checks that refuse a bad profile before i
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -15,14 +16,17 @@ import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
+from ringwise.api.v1 import api_pb2
 from ringwise.directory.v1 import resolve_pb2
 from ringwise.routing.v1 import profiles_pb2
 from ringwise_dev.infra import Infra
 from ringwise_kit import bus, subjects
+from ringwise_kit.api import ApiCall
 from ringwise_routing.plans import changes
 from ringwise_routing.plans.model import RingMode, RoutingProfile
 from ringwise_routing.profiles import document
 from ringwise_routing.profiles.document import DocumentInvalid
+from ringwise_routing.profiles.http import routes
 from ringwise_routing.profiles.service import DirectoryUnavailable, StoredProfiles
 from ringwise_routing.profiles.store import ProfileStore, Stored, VersionConflict
 
@@ -484,3 +488,41 @@ async def test_a_reply_about_another_tenants_user_is_not_trusted(
 
 async def _other_tenant(user_id: str) -> Reply:
     return user("other", user_id)
+
+
+@pytest.mark.usefixtures("directory")
+async def test_the_api_answers_503_while_mongo_is_down(
+    connect: Callable[[], Any], mongo: Mongo
+) -> None:
+    failing = FailingStore(mongo, "ringwise_routing_test")
+    failing.down = True
+    router = routes(StoredProfiles(await connect(), failing, trunk_dial))
+    principal = api_pb2.Principal(
+        subject_id="admin", tenant_id="acme", role=api_pb2.ROLE_TENANT_ADMIN
+    )
+    for operation in ("getRoutingProfile", "explainRouting", "getRoutingPolicy"):
+        reply = await router.dispatch(
+            ApiCall(
+                operation,
+                principal,
+                path_params={"tenant_id": "acme", "user_id": "alice"},
+            )
+        )
+        assert reply.status == 503, (operation, reply.body)
+        assert json.loads(reply.body)["detail"] == "the routing store did not answer"
+
+
+async def test_the_api_answers_503_while_the_directory_is_down(
+    connect: Callable[[], Any], store: ProfileStore
+) -> None:
+    router = routes(StoredProfiles(await connect(), store, trunk_dial, directory_timeout_s=0.2))
+    principal = api_pb2.Principal(
+        subject_id="admin", tenant_id="acme", role=api_pb2.ROLE_TENANT_ADMIN
+    )
+    reply = await router.dispatch(
+        ApiCall(
+            "getRoutingProfile", principal, path_params={"tenant_id": "acme", "user_id": "alice"}
+        )
+    )
+    assert reply.status == 503
+    assert json.loads(reply.body)["detail"] == "the directory did not answer"

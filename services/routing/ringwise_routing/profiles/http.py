@@ -11,7 +11,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ringwise_kit.api import ApiCall, ApiError, ApiResult, ApiRouter, not_found
+from pymongo.errors import PyMongoError
+from ringwise_kit.api import ApiCall, ApiError, ApiResult, ApiRouter, Handler, not_found
+from ringwise_kit.logs import get_logger
 
 from ringwise_routing.plans import changes
 from ringwise_routing.plans.engine import normalize_number
@@ -23,6 +25,8 @@ from ringwise_routing.profiles.document import Doc, DocumentInvalid
 from ringwise_routing.profiles.service import Changed, DirectoryUnavailable, StoredProfiles
 from ringwise_routing.profiles.source import UserReply
 from ringwise_routing.profiles.store import Stored, VersionConflict
+
+log = get_logger(__name__)
 
 # Writes without If-Match retry this often when another write lands in between.
 WRITE_ATTEMPTS = 3
@@ -262,7 +266,24 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
             return policy_reply(call.tenant_id, Stored(doc, version))
         raise ApiError(409, "Conflict", "the routing policy kept changing; try again")
 
+    for operation_id, handler in list(router.handlers.items()):
+        router.handlers[operation_id] = _unavailable_as_503(handler)
     return router
+
+
+def _unavailable_as_503(handler: Handler) -> Handler:
+    """A store or directory that does not answer is a 503 the client may retry, not a 500."""
+
+    async def guarded(call: ApiCall) -> ApiResult:
+        try:
+            return await handler(call)
+        except PyMongoError as exc:
+            log.warning("routing_store_unavailable", operation=call.operation, error=repr(exc))
+            raise ApiError(503, "Service Unavailable", "the routing store did not answer") from None
+        except DirectoryUnavailable:
+            raise ApiError(503, "Service Unavailable", "the directory did not answer") from None
+
+    return guarded
 
 
 def _object(body: Any) -> dict[str, Any]:
