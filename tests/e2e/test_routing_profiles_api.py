@@ -282,6 +282,7 @@ async def test_secrets_are_write_only_and_stored_hashed(
     finally:
         await mongo.close()
     assert record is not None
+    assert (record["origin"], record["actor"]) == ("api", alice)  # who changed it, for audit
     assert record["doc"]["outbound"]["dialling_pin_hash"].startswith("$argon2id$")
     assert PIN not in json.dumps(record, default=str)
     for service in ("routing", "gateway"):
@@ -360,6 +361,28 @@ async def test_availability_location_and_explain(
     assert removed.status == 204
     default = await send(own, "GET", routing)
     assert default.body["stored"] is False and default.etag == '"9"'
+
+
+async def test_explain_treats_a_colleague_by_extension_as_an_internal_caller(
+    platform: LocalPlatform, session: aiohttp.ClientSession
+) -> None:
+    tenant = await new_tenant(platform, session)
+    t = f"/v1/tenants/{tenant.tenant_id}"
+    alice, own, (desk,) = await new_member(platform, tenant, "alice")
+    bob, _, _ = await new_member(platform, tenant, "bob", devices=0)
+    await tenant.admin.call("PATCH", f"{t}/users/{bob}", {"extension": "2301"})
+    screened = profile(desk, screening={"enabled": True, "skip_for_internal": True})
+    await own.call("PUT", f"{t}/users/{alice}/routing", screened)
+
+    outside = await own.call("GET", f"{t}/users/{alice}/routing/explain?caller=%2B441632960555")
+    assert outside["caller"]["user_id"] is None
+    assert outside["steps"][0]["type"] == "screen"
+    colleague = await own.call("GET", f"{t}/users/{alice}/routing/explain?caller=2301")
+    assert colleague["caller"]["user_id"] == bob
+    assert colleague["steps"][0]["type"] == "ring"
+    assert "screen.skipped" in [r["code"] for r in colleague["reasons"]]
+    stranger = await own.call("GET", f"{t}/users/{alice}/routing/explain?caller=2302")
+    assert stranger["caller"]["user_id"] is None
 
 
 async def test_the_tenant_routing_policy(

@@ -297,7 +297,7 @@ async def test_a_change_by_phone_is_retried_over_a_concurrent_write(
     raced: list[int] = []
 
     async def app_saves_first(
-        tenant_id: str, user_id: str, doc: Any, expected_version: int, origin: str
+        tenant_id: str, user_id: str, doc: Any, expected_version: int, origin: str, actor: str
     ) -> int:
         if origin == "feature_code" and not raced:
             # The user's app logs them out between this change's read and its write.
@@ -308,7 +308,7 @@ async def test_a_change_by_phone_is_retried_over_a_concurrent_write(
                     tenant_id, user_id, {**current.doc, "logged_out": True}, current.version, "app"
                 )
             )
-        return await put(tenant_id, user_id, doc, expected_version, origin)
+        return await put(tenant_id, user_id, doc, expected_version, origin, actor)
 
     monkeypatch.setattr(store, "put_profile", app_saves_first)
     tried: list[str] = []

@@ -50,6 +50,10 @@ def if_match_version(call: ApiCall) -> int | None:
     return int(value)
 
 
+def actor(call: ApiCall) -> str:
+    return call.principal.subject_id
+
+
 def stale() -> ApiError:
     return ApiError(412, "Precondition Failed", "the routing settings changed meanwhile")
 
@@ -121,7 +125,9 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
             change = make(call)
 
             async def attempt(user: UserReply, wanted: int | None) -> Changed:
-                return await profiles.apply(user, change, origin="api", if_version=wanted)
+                return await profiles.apply(
+                    user, change, origin="api", if_version=wanted, actor=actor(call)
+                )
 
             return await write(call, attempt)
 
@@ -142,7 +148,7 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
             if wanted is not None and wanted != stored.version:
                 raise VersionConflict("stale If-Match")
             doc = document.parse_profile(body, previous=stored.doc)
-            return await profiles.save(user, doc, stored.version, origin="api")
+            return await profiles.save(user, doc, stored.version, origin="api", actor=actor(call))
 
         return await write(call, attempt)
 
@@ -155,7 +161,7 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
             raise stale()
         if stored.doc is not None:
             try:
-                await profiles.remove(user, stored.version, origin="api")
+                await profiles.remove(user, stored.version, origin="api", actor=actor(call))
             except VersionConflict:
                 raise stale() from None
         return ApiResult(status=204)
@@ -226,10 +232,11 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
         stored = await profiles.stored_profile(user.tenant_id, user.user_id)
         policy = await profiles.stored_policy(user.tenant_id)
         routing = document.user_routing(user, stored.doc, policy.doc, trunk)
-        caller = Caller(number or None)
-        return ApiResult(
-            body=explain(routing.profile, caller, at, PlanContext(tenant=routing.tenant))
-        )
+        internal = await profiles.internal_caller(user.tenant_id, number) if number else None
+        caller = Caller(number or None, internal_user_id=internal)
+        body = explain(routing.profile, caller, at, PlanContext(tenant=routing.tenant))
+        body["caller"]["user_id"] = internal  # a user of the tenant: an internal call
+        return ApiResult(body=body)
 
     def policy_reply(tenant_id: str, stored: Stored) -> ApiResult:
         doc = stored.doc or document.default_policy_document()
@@ -255,7 +262,7 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
                 raise stale()
             try:
                 version = await profiles.save_policy(
-                    call.tenant_id, doc, stored.version, origin="api"
+                    call.tenant_id, doc, stored.version, origin="api", actor=actor(call)
                 )
             except DocumentInvalid as exc:
                 raise unprocessable(exc.errors, "the routing policy is not valid") from None

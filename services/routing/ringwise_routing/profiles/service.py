@@ -20,6 +20,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats.errors
 from google.protobuf.message import DecodeError
@@ -50,6 +51,7 @@ LOOKUPS = Counter(
 CHANGES = Counter("ringwise_routing_profile_changes_total", "Stored profile changes", ["origin"])
 
 CHANGE_ATTEMPTS = 5
+MAX_EXTENSION_DIGITS = 6
 CACHE_MAX_ENTRIES = 50_000
 
 
@@ -216,6 +218,7 @@ class StoredProfiles:
         *,
         origin: str,
         if_version: int | None = None,
+        actor: str = "",
     ) -> Changed:
         """One read-modify-write of the user's stored profile (the default one when none is
         stored). `if_version`: the version the client read (VersionConflict if it is stale)."""
@@ -225,7 +228,9 @@ class StoredProfiles:
         before = stored.doc or document.default_document(user, self.trunk_dial)
         profile, _ = document.profile_from_document(user.tenant_id, user, before, self.trunk_dial)
         after = document.document_from_profile(change(profile), before)
-        return await self.save(user, after, stored.version, origin=origin, check_references=False)
+        return await self.save(
+            user, after, stored.version, origin=origin, check_references=False, actor=actor
+        )
 
     async def save(
         self,
@@ -235,6 +240,7 @@ class StoredProfiles:
         *,
         origin: str,
         check_references: bool = True,
+        actor: str = "",
     ) -> Changed:
         """Check `doc` for `user` (field rules, divert loops across the tenant and, with
         `check_references`, that its devices, users and teams exist), store it over
@@ -251,26 +257,28 @@ class StoredProfiles:
         if errors:
             raise DocumentInvalid(errors)
         version = await self.store.put_profile(
-            user.tenant_id, user.user_id, doc, expected_version, origin
+            user.tenant_id, user.user_id, doc, expected_version, origin, actor
         )
         CHANGES.labels(origin).inc()
-        await self._announce(user.tenant_id, user.user_id, version, origin)
+        await self._announce(user.tenant_id, user.user_id, version, origin, actor)
         profile, _ = document.profile_from_document(user.tenant_id, user, doc, self.trunk_dial)
         return Changed(doc, version, profile)
 
-    async def remove(self, user: UserReply, expected_version: int, *, origin: str) -> int:
+    async def remove(
+        self, user: UserReply, expected_version: int, *, origin: str, actor: str = ""
+    ) -> int:
         """Forget the user's profile (the default routing applies again)."""
         if expected_version == 0:
             return 0
         version = await self.store.put_profile(
-            user.tenant_id, user.user_id, None, expected_version, origin
+            user.tenant_id, user.user_id, None, expected_version, origin, actor
         )
         CHANGES.labels(origin).inc()
-        await self._announce(user.tenant_id, user.user_id, version, origin)
+        await self._announce(user.tenant_id, user.user_id, version, origin, actor)
         return version
 
     async def save_policy(
-        self, tenant_id: str, doc: Doc, expected_version: int, *, origin: str
+        self, tenant_id: str, doc: Doc, expected_version: int, *, origin: str, actor: str = ""
     ) -> int:
         """Store the tenant's routing policy; a custom state that profiles still use cannot
         be removed (their calls would find no such state)."""
@@ -289,9 +297,9 @@ class StoredProfiles:
                 )
         if errors:
             raise DocumentInvalid(errors[:20])
-        version = await self.store.put_policy(tenant_id, doc, expected_version, origin)
+        version = await self.store.put_policy(tenant_id, doc, expected_version, origin, actor)
         CHANGES.labels(origin).inc()
-        await self._announce(tenant_id, "", version, origin)
+        await self._announce(tenant_id, "", version, origin, actor)
         return version
 
     async def _unknown_targets(self, tenant_id: str, doc: Doc) -> list[FieldError]:
@@ -343,7 +351,18 @@ class StoredProfiles:
         views[user.user_id] = mine
         return find_divert_loops(views, [user.user_id])
 
-    async def _announce(self, tenant_id: str, user_id: str, version: int, origin: str) -> None:
+    async def _announce(
+        self, tenant_id: str, user_id: str, version: int, origin: str, actor: str = ""
+    ) -> None:
+        # The audit line: who changed whose routing, never what (secrets live in it).
+        log.info(
+            "routing_settings_changed",
+            tenant_id=tenant_id,
+            user_id=user_id or None,
+            version=version,
+            origin=origin,
+            actor=actor or None,
+        )
         self.forget(tenant_id, user_id)
         notice = profiles_pb2.ProfileChanged(
             tenant_id=tenant_id, user_id=user_id, version=version, origin=origin
@@ -360,6 +379,38 @@ class StoredProfiles:
 
     async def stored_policy(self, tenant_id: str) -> Stored:
         return await self.store.get_policy(tenant_id)
+
+    async def internal_caller(self, tenant_id: str, number: str) -> str | None:
+        """The tenant's user a caller number (E.164) or extension belongs to, if any (explain
+        treats their calls as internal). Any failure: None (an outside caller)."""
+        request: Any
+        if number.startswith("+"):
+            subject, request = (
+                subjects.DIRECTORY_RESOLVE_NUMBER,
+                resolve_pb2.ResolveNumberRequest(number=number),
+            )
+        elif number.isdigit() and len(number) <= MAX_EXTENSION_DIGITS:
+            subject, request = (
+                subjects.DIRECTORY_RESOLVE_USER,
+                resolve_pb2.ResolveUserRequest(tenant_id=tenant_id, extension=number),
+            )
+        else:
+            return None
+        try:
+            reply = await bus.request(
+                self._nc,
+                subject,
+                request,
+                resolve_pb2.ResolveNumberReply,
+                timeout_s=self._directory_timeout_s,
+            )
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, bus.RemoteError):
+            return None
+        if reply.status == resolve_pb2.ResolveNumberReply.STATUS_FOUND and (
+            reply.tenant_id == tenant_id
+        ):
+            return reply.user_id or None
+        return None
 
     async def resolve_user(self, tenant_id: str, user_id: str) -> UserReply | None:
         """The directory's view of a user (devices, numbers), or None for no such user."""

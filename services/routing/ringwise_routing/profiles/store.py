@@ -34,6 +34,7 @@ class Stored:
     version: int  # 0: never stored
     updated_at: datetime | None = None
     origin: str = ""
+    actor: str = ""  # who made the last change (the API caller's subject id; "" = the user)
 
 
 NOTHING = Stored(doc=None, version=0)
@@ -47,6 +48,7 @@ def _stored(record: Doc | None) -> Stored:
         version=int(record["version"]),
         updated_at=record.get("updated_at"),
         origin=record.get("origin", ""),
+        actor=record.get("actor", ""),
     )
 
 
@@ -77,7 +79,13 @@ class ProfileStore:
         return {record["user_id"]: record["doc"] async for record in cursor}
 
     async def put_profile(
-        self, tenant_id: str, user_id: str, doc: Doc | None, expected_version: int, origin: str
+        self,
+        tenant_id: str,
+        user_id: str,
+        doc: Doc | None,
+        expected_version: int,
+        origin: str,
+        actor: str = "",
     ) -> int:
         """Store `doc` (None: remove it, the default applies again) if the stored version is
         still `expected_version`; the new version."""
@@ -87,6 +95,7 @@ class ProfileStore:
             doc,
             expected_version,
             origin,
+            actor,
         )
 
     # -- tenant policies ---------------------------------------------------------------------
@@ -94,8 +103,12 @@ class ProfileStore:
     async def get_policy(self, tenant_id: str) -> Stored:
         return _stored(await self.policies.find_one({"tenant_id": tenant_id}, {"_id": 0}))
 
-    async def put_policy(self, tenant_id: str, doc: Doc, expected_version: int, origin: str) -> int:
-        return await _put(self.policies, {"tenant_id": tenant_id}, doc, expected_version, origin)
+    async def put_policy(
+        self, tenant_id: str, doc: Doc, expected_version: int, origin: str, actor: str = ""
+    ) -> int:
+        return await _put(
+            self.policies, {"tenant_id": tenant_id}, doc, expected_version, origin, actor
+        )
 
 
 async def _put(
@@ -104,13 +117,21 @@ async def _put(
     doc: Doc | None,
     expected_version: int,
     origin: str,
+    actor: str = "",
 ) -> int:
     """Write `doc` (None = remove it) over `expected_version`; the new version."""
     now = datetime.now(UTC)
     if expected_version == 0:
         try:
             await collection.insert_one(
-                {**key, "doc": doc, "version": 1, "updated_at": now, "origin": origin}
+                {
+                    **key,
+                    "doc": doc,
+                    "version": 1,
+                    "updated_at": now,
+                    "origin": origin,
+                    "actor": actor,
+                }
             )
         except DuplicateKeyError:
             raise VersionConflict(f"{key} was created meanwhile") from None
@@ -118,7 +139,15 @@ async def _put(
     version = expected_version + 1
     result = await collection.update_one(
         {**key, "version": expected_version},
-        {"$set": {"doc": doc, "version": version, "updated_at": now, "origin": origin}},
+        {
+            "$set": {
+                "doc": doc,
+                "version": version,
+                "updated_at": now,
+                "origin": origin,
+                "actor": actor,
+            }
+        },
     )
     if result.matched_count != 1:
         raise VersionConflict(f"{key} is no longer at version {expected_version}")
