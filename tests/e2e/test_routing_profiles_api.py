@@ -233,7 +233,7 @@ async def test_configuration_that_would_not_work_is_refused_field_by_field(
     unknown = await send(admin, "PUT", f"{t}/users/{alice}/routing", strangers)
     assert unknown.status == 422
     assert unknown.body["errors"] == [
-        {"field": "delegates[0]", "message": "no user u_nobody in this tenant"},
+        {"field": "delegates[0]", "message": "no active user u_nobody in this tenant"},
         {"field": "states.Busy.fallback.target", "message": "no team no-team in this tenant"},
     ]
 

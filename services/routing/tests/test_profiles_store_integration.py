@@ -441,8 +441,8 @@ async def test_unknown_delegates_and_teams_are_refused(
     with pytest.raises(DocumentInvalid) as refused:
         await profiles.save(user(tenant), doc, 0, origin="api")
     assert [(e.field, e.message) for e in refused.value.errors] == [
-        ("delegates[1]", "no user nobody1 in this tenant"),
-        ("call_flow.redirects[0].target", "no user nobody2 in this tenant"),
+        ("delegates[1]", "no active user nobody1 in this tenant"),
+        ("call_flow.redirects[0].target", "no active user nobody2 in this tenant"),
         ("states.Busy.fallback.target", "no team support in this tenant"),
     ]
     fixed = document.parse_profile(

@@ -313,7 +313,7 @@ class StoredProfiles:
         missing_users = {u for u, found in zip(user_ids, found_users, strict=True) if not found}
         missing_teams = {t for t, found in zip(team_ids, found_teams, strict=True) if not found}
         return [
-            FieldError(path, f"no user {target} in this tenant")
+            FieldError(path, f"no active user {target} in this tenant")
             for path, target in users
             if target in missing_users
         ] + [
