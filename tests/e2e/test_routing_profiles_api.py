@@ -327,6 +327,7 @@ async def test_availability_location_and_explain(
     trunk = platform.service_env("routing").get("RINGWISE_PSTN_TRUNK_ADDRESS")
     expected = ["desk", "mobile"] if trunk else ["desk"]
     assert [leg["terminal_id"] for leg in ring["legs"]] == expected
+    assert all(set(leg) == {"terminal_id", "location", "timeout_s"} for leg in ring["legs"])
 
     # A hand-chosen state with an end: after it the default applies again.
     until = await send(

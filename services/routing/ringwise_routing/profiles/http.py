@@ -236,6 +236,10 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
         caller = Caller(number or None, internal_user_id=internal)
         body = explain(routing.profile, caller, at, PlanContext(tenant=routing.tenant))
         body["caller"]["user_id"] = internal  # a user of the tenant: an internal call
+        for step in body["steps"]:
+            for leg in step.get("legs", ()):
+                # Dial strings are Asterisk's business (endpoint names, the trunk's address).
+                leg.pop("dial_string", None)
         return ApiResult(body=body)
 
     def policy_reply(tenant_id: str, stored: Stored) -> ApiResult:
