@@ -169,6 +169,8 @@ async def test_versions_guard_every_write(store: ProfileStore) -> None:
     removed = await store.get_profile(tenant, "alice")
     assert (removed.doc, removed.version) == (None, 3)
     assert await store.tenant_profiles(tenant) == {}
+    record = await store.profiles.find_one({"tenant_id": tenant, "user_id": "alice"})
+    assert record is not None and record["_id"] == f"{tenant}:alice"
     # Another tenant's user of the same id is another record.
     assert await store.get_profile(new_tenant(), "alice") == Stored(None, 0)
 

@@ -125,6 +125,9 @@ async def _put(
         try:
             await collection.insert_one(
                 {
+                    # The key is the _id too: unique even before the indexes exist (they are
+                    # made in the background at start).
+                    "_id": ":".join(key.values()),
                     **key,
                     "doc": doc,
                     "version": 1,
