@@ -34,7 +34,7 @@ from ringwise.routing.v1 import profiles_pb2
 from ringwise_kit import bus, subjects
 from ringwise_kit.logs import get_logger
 
-from ringwise_routing.plans.model import BUILTIN_STATE_NAMES, RoutingProfile
+from ringwise_routing.plans.model import RoutingProfile
 from ringwise_routing.plans.validation import FieldError, divert_targets, find_divert_loops
 from ringwise_routing.profiles import document
 from ringwise_routing.profiles.document import Doc, DocumentInvalid, TrunkDial
@@ -282,19 +282,15 @@ class StoredProfiles:
     ) -> int:
         """Store the tenant's routing policy; a custom state that profiles still use cannot
         be removed (their calls would find no such state)."""
-        custom = set(doc["custom_states"])
-        errors: list[FieldError] = []
-        profiles = await self.store.tenant_profiles(tenant_id)
-        for user_id, profile in sorted(profiles.items()):
-            missing = sorted(
-                name
-                for name in profile["states"]
-                if name not in BUILTIN_STATE_NAMES and name not in custom
-            )
-            if missing:
-                errors.append(
-                    FieldError("custom_states", f"{', '.join(missing)} still used by {user_id}")
-                )
+        current = await self.store.get_policy(tenant_id)
+        if current.version != expected_version:
+            raise VersionConflict(f"policy is at version {current.version}")
+        removed = set((current.doc or {}).get("custom_states") or ()) - set(doc["custom_states"])
+        users = await self.store.users_of_states(tenant_id, removed)
+        errors = [
+            FieldError("custom_states", f"{', '.join(states)} still used by {user_id}")
+            for user_id, states in sorted(users.items())
+        ]
         if errors:
             raise DocumentInvalid(errors[:20])
         version = await self.store.put_policy(tenant_id, doc, expected_version, origin, actor)
@@ -342,7 +338,7 @@ class StoredProfiles:
         mine = document.divert_view(user.tenant_id, user.user_id, doc)
         if not divert_targets(mine):
             return []
-        others = await self.store.tenant_profiles(user.tenant_id)
+        others = await self.store.diverting_profiles(user.tenant_id)
         views = {
             uid: document.divert_view(user.tenant_id, uid, other)
             for uid, other in others.items()

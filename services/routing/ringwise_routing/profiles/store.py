@@ -13,6 +13,7 @@ never match a profile created after it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
+
+from ringwise_routing.profiles.document import divert_references
 
 Doc = dict[str, Any]
 
@@ -71,12 +74,32 @@ class ProfileStore:
             await self.profiles.find_one({"tenant_id": tenant_id, "user_id": user_id}, {"_id": 0})
         )
 
-    async def tenant_profiles(self, tenant_id: str) -> dict[str, Doc]:
-        """Every stored profile of a tenant by user id (divert-loop checks, state usage)."""
+    async def diverting_profiles(self, tenant_id: str) -> dict[str, Doc]:
+        """The tenant's stored profiles that send calls to other users (the only ones a
+        divert loop can run through), by user id."""
         cursor = self.profiles.find(
-            {"tenant_id": tenant_id, "doc": {"$ne": None}}, {"_id": 0, "user_id": 1, "doc": 1}
+            {"tenant_id": tenant_id, "diverts_to.0": {"$exists": True}},
+            {"_id": 0, "user_id": 1, "doc": 1},
         )
         return {record["user_id"]: record["doc"] async for record in cursor}
+
+    async def users_of_states(self, tenant_id: str, names: Iterable[str]) -> dict[str, list[str]]:
+        """Which of the tenant's stored profiles have any of the availability states `names`
+        (user id -> those states)."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        cursor = self.profiles.find(
+            {
+                "tenant_id": tenant_id,
+                "$or": [{f"doc.states.{name}": {"$exists": True}} for name in wanted],
+            },
+            {"_id": 0, "user_id": 1, "doc.states": 1},
+        )
+        return {
+            record["user_id"]: [n for n in wanted if n in record["doc"]["states"]]
+            async for record in cursor
+        }
 
     async def put_profile(
         self,
@@ -89,6 +112,7 @@ class ProfileStore:
     ) -> int:
         """Store `doc` (None: remove it, the default applies again) if the stored version is
         still `expected_version`; the new version."""
+        users, _ = divert_references(doc) if doc is not None else ([], [])
         return await _put(
             self.profiles,
             {"tenant_id": tenant_id, "user_id": user_id},
@@ -96,6 +120,8 @@ class ProfileStore:
             expected_version,
             origin,
             actor,
+            # Whom it diverts to, so loop checks read only the profiles that divert.
+            {"diverts_to": sorted({target for _, target in users})},
         )
 
     # -- tenant policies ---------------------------------------------------------------------
@@ -118,6 +144,7 @@ async def _put(
     expected_version: int,
     origin: str,
     actor: str = "",
+    derived: Doc | None = None,
 ) -> int:
     """Write `doc` (None = remove it) over `expected_version`; the new version."""
     now = datetime.now(UTC)
@@ -134,6 +161,7 @@ async def _put(
                     "updated_at": now,
                     "origin": origin,
                     "actor": actor,
+                    **(derived or {}),
                 }
             )
         except DuplicateKeyError:
@@ -149,6 +177,7 @@ async def _put(
                 "updated_at": now,
                 "origin": origin,
                 "actor": actor,
+                **(derived or {}),
             }
         },
     )
