@@ -3,6 +3,7 @@ then does with it, the field errors of bad bodies, and the write-only secrets.""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from datetime import UTC, datetime
 from typing import Any
@@ -165,6 +166,25 @@ def test_secrets_are_stored_as_argon2id_hashes_and_never_shown() -> None:
     assert not document.verify_secret(pin_hash, "97532")
     assert not document.verify_secret(None, "97531")
     assert not document.verify_secret("not a hash", "97531")
+
+
+async def test_a_secret_is_checked_off_the_event_loop() -> None:
+    stored = document.hash_secret("2468")
+    ticks = 0
+
+    async def ticking() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    ticker = asyncio.create_task(ticking())
+    try:
+        assert await document.verify_secret_off_loop(stored, "2468")
+        assert not await document.verify_secret_off_loop(stored, "2469")
+    finally:
+        ticker.cancel()
+    assert ticks > 2  # the loop kept running while argon2 worked
 
 
 def test_a_secret_left_out_is_kept_and_null_clears_it() -> None:
