@@ -428,3 +428,24 @@ async def test_the_tenant_routing_policy(
     assert stale.status == 412
     bad = await send(admin, "PUT", f"{t}/routing-policy", {"custom_states": ["Busy"]})
     assert bad.status == 422 and fields(bad.body) == ["custom_states"]
+
+
+async def test_profiles_outlive_a_routing_restart_and_readiness_includes_mongo(
+    platform: LocalPlatform, session: aiohttp.ClientSession
+) -> None:
+    tenant = await new_tenant(platform, session)
+    t = f"/v1/tenants/{tenant.tenant_id}"
+    alice, own, (desk,) = await new_member(platform, tenant, "alice")
+    ready = await platform.get_json("routing", "/readyz")
+    assert ready["checks"]["mongo"] is True
+    stored = await send(own, "PUT", f"{t}/users/{alice}/routing", profile(desk, logged_out=True))
+    assert stored.status == 200
+
+    await platform.restart_service("routing")
+    again = await send(own, "GET", f"{t}/users/{alice}/routing")
+    assert again.status == 200 and again.etag == stored.etag
+    assert again.body == stored.body
+    after = await send(
+        own, "PUT", f"{t}/users/{alice}/routing/location", {"action": "log_in"}, if_match='"1"'
+    )
+    assert after.status == 200 and after.etag == '"2"' and after.body["logged_out"] is False
