@@ -97,7 +97,7 @@ def from_lines(path: Path, build_args: dict[str, str] | None = None) -> list[str
     before the first FROM (their defaults, unless build_args overrides them). An ARG without
     a value is an error: the base would be whatever the builder passes."""
     args: dict[str, str | None] = {}
-    resolved = []
+    resolved: list[str] = []
     for line in instructions(path):
         word = line.split(None, 1)[0].upper()
         if word == "ARG" and not resolved:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from ringwise.voicemail.v1 import deposit_pb2, mailbox_pb2
 from ringwise_kit import api, bus, service, subjects
-from ringwise_kit.ari import AriClient
+from ringwise_kit.ari import AriInstances
 
 from ringwise_voicemail.http import build_router
 from ringwise_voicemail.mailbox.deposit import DepositLimits
@@ -41,14 +41,9 @@ def voicemail_ctx(settings: VoicemailSettings) -> service.CleanupCtx:
         await messages.ensure_indexes()
         audio = AudioStore(settings)
         await audio.ensure_bucket()
-        # REST only: routing owns the Stasis app and its event WebSocket.
-        ari = AriClient(
-            settings.ari_url,
-            settings.ari_user,
-            settings.ari_password.get_secret_value(),
-            settings.ari_app,
-        )
-        await ari.start(events=False)
+        # REST only (routing owns the Stasis app): each recording is fetched from the
+        # Asterisk (pod) that recorded it, named in the request.
+        ari = AriInstances(settings)
         nc = app[service.NATS_KEY]
         voicemail = Voicemail(
             mailboxes=mailboxes,

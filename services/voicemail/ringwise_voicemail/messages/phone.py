@@ -249,7 +249,8 @@ class PhoneMailbox:
         if mailbox is None:
             return ActionStatus(status=ActionStatus.STATUS_NOT_FOUND)
         try:
-            audio = await vm.asterisk.stored_recording_file(req.recording)
+            asterisk = await vm.asterisk.client(req.asterisk_instance)
+            audio = await asterisk.stored_recording_file(req.recording)
         except AriNotFound:
             return ActionStatus(status=ActionStatus.STATUS_REJECTED, detail="no recording")
         if not wav_duration_s(audio):
@@ -266,7 +267,7 @@ class PhoneMailbox:
         old = mailbox.greetings.get(kind)
         if old is not None:
             await vm.audio.delete(old.audio_key)
-        await vm.asterisk.delete_stored_recording(req.recording)
+        await asterisk.delete_stored_recording(req.recording)
         log.info("greeting_recorded_by_phone", kind=kind.value, user_id=user_id)
         return ActionStatus(status=ActionStatus.STATUS_DONE)
 
@@ -281,8 +282,9 @@ class PhoneMailbox:
         if req.annotation_recording:
             if not req.annotation_recording.startswith(f"vm-{subjects.tenant_token(tenant_id)}-"):
                 raise ValueError("the annotation is not this tenant's recording")
+            asterisk = await vm.asterisk.client(req.asterisk_instance)
             try:
-                annotation = await vm.asterisk.stored_recording_file(req.annotation_recording)
+                annotation = await asterisk.stored_recording_file(req.annotation_recording)
             except AriNotFound:
                 annotation = b""
             if annotation:
@@ -299,5 +301,7 @@ class PhoneMailbox:
             urgent=bool(doc.get("urgent")),
         )
         if req.annotation_recording:
-            await vm.asterisk.delete_stored_recording(req.annotation_recording)
+            await (await vm.asterisk.client(req.asterisk_instance)).delete_stored_recording(
+                req.annotation_recording
+            )
         return sent[target]
