@@ -231,6 +231,8 @@ BAD_VALUES = [
     ("logLevel", "verbose", "/logLevel"),
     ("nats.streamReplicas", 7, "/nats/streamReplicas"),
     ("s3.bucket", "Not_A_Bucket", "/s3/bucket"),
+    ("asterisk.ariBindAddress", "asterisk-0.pod", "/asterisk/ariBindAddress"),
+    ("asterisk.ariBindAddress", "", "/asterisk/ariBindAddress"),
 ]
 
 
