@@ -419,3 +419,51 @@ def test_recording_consumers_reach_the_asterisk_pod_that_recorded(
             assert env["RINGWISE_ARI_USER"]["value"] == "ringwise"
             secret = env["RINGWISE_ARI_PASSWORD"]["valueFrom"]["secretKeyRef"]
             assert secret["key"] == "ari-password" and secret["optional"] is False, values_name
+
+
+def voicemail_pod(objects: list[Manifest]) -> dict[str, Any]:
+    (deployment,) = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-voicemail")
+    ]
+    return pod_spec(deployment)
+
+
+def test_the_mailer_gets_tls_settings_and_auth_credentials_from_a_secret(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    minimal = env_named(voicemail_pod(rendered["minimal"])["containers"][0])
+    assert minimal["RINGWISE_SMTP_SECURITY"]["value"] == "starttls"
+    assert minimal["RINGWISE_SMTP_VERIFY_TLS"]["value"] == "true"  # verification on by default
+    assert "RINGWISE_SMTP_USERNAME" not in minimal and "RINGWISE_SMTP_CA_FILE" not in minimal
+
+    # Production: STARTTLS, AUTH from its own Secret, the relay checked against a private CA.
+    pod = voicemail_pod(rendered["production"])
+    production = env_named(pod["containers"][0])
+    assert production["RINGWISE_SMTP_SECURITY"]["value"] == "starttls"
+    for name, key in (("USERNAME", "smtp-username"), ("PASSWORD", "smtp-password")):
+        ref = production[f"RINGWISE_SMTP_{name}"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "ringwise-prod-smtp", "key": key, "optional": False}
+    ca_file = production["RINGWISE_SMTP_CA_FILE"]["value"]
+    assert ca_file == "/etc/ringwise/smtp-ca/ca.crt"
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "smtp-ca"]
+    assert ca_file.startswith(mount["mountPath"] + "/") and mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "smtp-ca"]
+    assert volume["configMap"] == {
+        "name": "telco-internal-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+
+    # Implicit TLS; AUTH credentials from the release's one Secret.
+    tls = env_named(voicemail_pod(rendered["tls"])["containers"][0])
+    assert tls["RINGWISE_SMTP_SECURITY"]["value"] == "tls"
+    assert tls["RINGWISE_SMTP_PORT"]["value"] == "465"
+    ref = tls["RINGWISE_SMTP_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == "ringwise-credentials"
+
+    # Only voicemail sends mail.
+    for values_name, _obj, container in containers(rendered):
+        if container["name"] != "voicemail":
+            names = [e["name"] for e in container.get("env", [])]
+            assert not [n for n in names if n.startswith("RINGWISE_SMTP_")], values_name

@@ -23,7 +23,6 @@ from ringwise_voicemail.messages.deposits import (
     deposits_done,
     utc_now,
 )
-from ringwise_voicemail.messages.email import Mailer
 from ringwise_voicemail.messages.phone import PhoneMailbox, phone_sessions
 from ringwise_voicemail.messages.retention_job import RetentionJob, retention_ctx
 from ringwise_voicemail.messages.store import MessageStore
@@ -49,7 +48,7 @@ def voicemail_ctx(settings: VoicemailSettings) -> service.CleanupCtx:
             mailboxes=mailboxes,
             messages=messages,
             audio=audio,
-            mailer=Mailer(settings.smtp_host, settings.smtp_port),
+            mailer=settings.mailer(),
             asterisk=ari,
             js=app[service.JS_KEY],
             done=deposits_done(client, settings.voicemail_db),

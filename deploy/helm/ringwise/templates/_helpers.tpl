@@ -172,6 +172,29 @@ routing: [nats, redis]
   value: {{ $root.Values.smtp.port | quote }}
 - name: RINGWISE_MAIL_FROM
   value: {{ $root.Values.smtp.from | quote }}
+- name: RINGWISE_SMTP_SECURITY
+  value: {{ $root.Values.smtp.security | quote }}
+- name: RINGWISE_SMTP_VERIFY_TLS
+  value: {{ $root.Values.smtp.verifyTls | quote }}
+{{- if $root.Values.smtp.caBundle.configMap }}
+- name: RINGWISE_SMTP_CA_FILE
+  value: {{ printf "/etc/ringwise/smtp-ca/%s" $root.Values.smtp.caBundle.key | quote }}
+{{- end }}
+{{- if $root.Values.smtp.auth.enabled }}
+{{- $secret := $root.Values.smtp.auth.existingSecret | default $root.Values.secrets.existingSecret }}
+- name: RINGWISE_SMTP_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $root.Values.secrets.keys.smtpUsername }}
+      optional: false
+- name: RINGWISE_SMTP_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $root.Values.secrets.keys.smtpPassword }}
+      optional: false
+{{- end }}
 {{- end }}
 {{- end -}}
 
