@@ -1,12 +1,12 @@
 """Voicemail's mailer against a real SMTP server (aiosmtpd) that requires STARTTLS and AUTH,
 or speaks TLS from the first byte; its certificate is self-signed, made here with
-`cryptography`. No infra fixture: each test runs its own server on a port of this test base."""
+`cryptography`. Every TLS or AUTH failure comes before DATA: EmailNotSent (safe to resend).
+No infra fixture: each test runs its own server on a port of this test base."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
-import smtplib
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 from ringwise_dev.ports import TEST_PORTS
-from ringwise_voicemail.messages.email import Mailer, SmtpSecurity
+from ringwise_voicemail.messages.email import EmailNotSent, Mailer, SmtpSecurity
 from ringwise_voicemail.settings import VoicemailSettings
 
 HOST = "127.0.0.1"
@@ -191,7 +191,7 @@ async def test_the_certificate_is_verified_by_default(starttls_relay: Relay) -> 
     """Without the relay's CA (system CAs only), the self-signed certificate is refused
     before any credential or message is sent."""
     relay_mailer = mailer(STARTTLS_PORT, SmtpSecurity.STARTTLS, username=USER, password=PASSWORD)
-    with pytest.raises(ssl.SSLCertVerificationError):
+    with pytest.raises(EmailNotSent, match="SSLCertVerificationError"):
         await relay_mailer.send(email())
     assert starttls_relay.delivered == []
 
@@ -216,7 +216,7 @@ async def test_a_wrong_password_is_refused(starttls_relay: Relay, certificate: C
         password="wrong",
         ca_file=str(certificate.cert),
     )
-    with pytest.raises(smtplib.SMTPAuthenticationError):
+    with pytest.raises(EmailNotSent, match="SMTPAuthenticationError"):
         await relay_mailer.send(email())
     assert starttls_relay.delivered == []
 
@@ -226,7 +226,7 @@ async def test_without_auth_the_relay_refuses_the_message(
 ) -> None:
     """aiosmtpd, like a submission relay, takes no mail from an unauthenticated client."""
     relay_mailer = mailer(STARTTLS_PORT, SmtpSecurity.STARTTLS, ca_file=str(certificate.cert))
-    with pytest.raises(smtplib.SMTPException):
+    with pytest.raises(EmailNotSent, match="MAIL FROM refused: 530"):
         await relay_mailer.send(email())
     assert starttls_relay.delivered == []
 
@@ -236,7 +236,7 @@ async def test_a_relay_without_starttls_gets_nothing(plain_relay: Relay) -> None
     relay_mailer = mailer(
         PLAIN_PORT, SmtpSecurity.STARTTLS, username=USER, password=PASSWORD, verify_tls=False
     )
-    with pytest.raises(smtplib.SMTPNotSupportedError):
+    with pytest.raises(EmailNotSent, match="SMTPNotSupportedError"):
         await relay_mailer.send(email())
     assert plain_relay.delivered == []
 
@@ -251,7 +251,7 @@ async def test_implicit_tls_with_auth(implicit_tls_relay: Relay, certificate: Ce
     )
     await relay_mailer.send(email())
     assert implicit_tls_relay.delivered == [Delivered(["alice@example.com"], USER, over_tls=True)]
-    with pytest.raises(ssl.SSLCertVerificationError):
+    with pytest.raises(EmailNotSent, match="SSLCertVerificationError"):
         await mailer(IMPLICIT_TLS_PORT, SmtpSecurity.TLS).send(email())
     assert len(implicit_tls_relay.delivered) == 1
 
