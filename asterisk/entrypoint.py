@@ -14,6 +14,9 @@ Settings (environment):
   RINGWISE_INSTANCE_NAME      defaults to $HOSTNAME (the pod name)
   RINGWISE_SIP_BIND, RINGWISE_SIP_PORT                   0.0.0.0, 5070
   RINGWISE_ARI_PORT, RINGWISE_ARI_USER, RINGWISE_ARI_APP  8088, ringwise, ringwise
+  RINGWISE_ARI_BIND           address ARI/HTTP listens on: 127.0.0.1 (only the routing sidecar);
+                              the chart sets 0.0.0.0 so voicemail and recording fetch
+                              recordings from this pod (a NetworkPolicy admits only them)
   RINGWISE_RTP_START, RINGWISE_RTP_END                   10000, 10999
   RINGWISE_EXTERNAL_ADDRESS   public address put in SIP/SDP (NAT), or
   RINGWISE_EXTERNAL_ADDRESSES one per StatefulSet ordinal, comma separated (pod "x-2" takes the 3rd)
@@ -22,6 +25,7 @@ Settings (environment):
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import sys
@@ -36,6 +40,7 @@ DEFAULTS = {
     "RINGWISE_SIP_BIND": "0.0.0.0",
     "RINGWISE_SIP_PORT": "5070",
     "RINGWISE_ARI_PORT": "8088",
+    "RINGWISE_ARI_BIND": "127.0.0.1",
     "RINGWISE_ARI_USER": "ringwise",
     "RINGWISE_ARI_APP": "ringwise",
     "RINGWISE_RTP_START": "10000",
@@ -96,6 +101,13 @@ def settings(env: Mapping[str, str]) -> dict[str, str]:
         )
     for name in ("RINGWISE_SIP_PORT", "RINGWISE_ARI_PORT"):
         _port(values, name)
+    try:
+        ipaddress.ip_address(values["RINGWISE_ARI_BIND"])
+    except ValueError:
+        # http.conf takes one address; a host name or a list would be ignored by Asterisk.
+        raise ConfigError(
+            f"RINGWISE_ARI_BIND={values['RINGWISE_ARI_BIND']!r} is not an IP address"
+        ) from None
     rtp_start, rtp_end = _port(values, "RINGWISE_RTP_START"), _port(values, "RINGWISE_RTP_END")
     # Asterisk gives each call an even RTP port and the next odd one for RTCP.
     if rtp_start % 2 or rtp_end <= rtp_start:

@@ -37,12 +37,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 from ringwise.events.v1 import call_pb2, recording_pb2
 from ringwise_dev.asterisk import AsteriskInstance, repo_root
 from ringwise_dev.infra import Infra
 from ringwise_dev.ports import PortPlan
-from ringwise_kit.ari import AriClient
+from ringwise_kit.ari import AriInstances
+from ringwise_kit.config import AriSettings
 from ringwise_kit.events import to_timestamp
 from ringwise_recording.archive.archiver import Archiver
 from ringwise_recording.archive.bucket import S3Settings, WormBucket
@@ -117,14 +119,15 @@ class Bench:
         self.bucket = WormBucket(self.s3)
         self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ep.mongo_url, tz_aware=True)
         self.store = RecordingStore(self.mongo, "bench_recording")
-        self.ari = AriClient(asterisk.ari_url, asterisk.ari_user, asterisk.ari_password, "ringwise")
+        self.ari = AriInstances(
+            ari_settings(asterisk.ari_url, asterisk.ari_user, asterisk.ari_password)
+        )
         self.spool = asterisk.host_dir / "spool" / "recording"
 
     async def start(self) -> None:
         await self.bucket.create_worm()
         await self.bucket.check_worm()
         await self.store.ensure_indexes()
-        await self.ari.start(events=False)
         self.spool.mkdir(parents=True, exist_ok=True)
 
     async def close(self) -> None:
@@ -167,6 +170,12 @@ class Bench:
         }
 
 
+def ari_settings(url: str, user: str, password: str) -> AriSettings:
+    return AriSettings(
+        ari_url=url, ari_user=user, ari_password=SecretStr(password), ari_app="ringwise"
+    )
+
+
 async def child(config_path: Path, source: Path) -> None:
     """One archive in a fresh process: its memory high-water marks are the archive's own."""
     config = json.loads(config_path.read_text())
@@ -176,8 +185,7 @@ async def child(config_path: Path, source: Path) -> None:
     bucket = WormBucket(s3)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config["mongo"], tz_aware=True)
     ari_url, ari_user, ari_password = config["ari"]
-    ari = AriClient(ari_url, ari_user, ari_password, "ringwise")
-    await ari.start(events=False)
+    ari = AriInstances(ari_settings(ari_url, ari_user, ari_password))
     name = f"bench-{uuid.uuid4().hex[:12]}"
     os.link(source, Path(config["spool"]) / f"{name}.wav")
     archiver = Archiver(

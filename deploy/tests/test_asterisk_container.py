@@ -75,6 +75,8 @@ def test_container_defaults() -> None:
     assert values["RINGWISE_SIP_PORT"] == "5070"
     assert (values["RINGWISE_RTP_START"], values["RINGWISE_RTP_END"]) == ("10000", "10999")
     assert values["RINGWISE_INSTANCE_DIR"] == "/var/lib/ringwise-asterisk"
+    # ARI only for the sidecar unless the chart opens it (RINGWISE_ARI_BIND=0.0.0.0).
+    assert values["RINGWISE_ARI_BIND"] == "127.0.0.1"
 
 
 @pytest.mark.parametrize(
@@ -89,6 +91,8 @@ def test_container_defaults() -> None:
         ({"RINGWISE_RTP_START": "10001"}, "the start must be even"),
         ({"RINGWISE_RTP_END": "9000"}, "the start must be even and below the end"),
         ({"RINGWISE_INSTANCE_NAME": "../etc"}, "is not a name"),
+        ({"RINGWISE_ARI_BIND": "asterisk-0.local"}, "RINGWISE_ARI_BIND='asterisk-0.local' is not"),
+        ({"RINGWISE_ARI_BIND": "0.0.0.0,::"}, "is not an IP address"),
     ],
 )
 def test_bad_settings_are_refused_with_their_name(change: dict[str, str], message: str) -> None:
@@ -234,3 +238,37 @@ def test_entrypoint_config_boots_asterisk_with_the_pods_nat_settings(
         subprocess.run(["chroot", str(asterisk.root), *asterisk_hook], timeout=30, check=True)
         assert asterisk.process.wait(timeout=10) == 0
         subprocess.run(hooks["routing"], timeout=10, check=True)
+
+
+def ari_answers(address: str, port: int) -> bool:
+    token = base64.b64encode(b"ringwise:s3cret-Pa55").decode()
+    request = urllib.request.Request(
+        f"http://{address}:{port}/ari/asterisk/info",
+        headers={"Authorization": f"Basic {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.mark.integration
+def test_ari_listens_on_the_bind_address_the_pod_is_given() -> None:
+    """RINGWISE_ARI_BIND reaches Asterisk's http.conf: here 127.0.0.2 stands for the pod's
+    address (the chart gives 0.0.0.0; all interfaces are not opened on a shared machine)."""
+    port = ARI_PORT + 1
+    env = {
+        "HOSTNAME": "rw-ringwise-asterisk-0",
+        "RINGWISE_ARI_PASSWORD": "s3cret-Pa55",
+        "RINGWISE_PSTN_HOST": "10.244.0.0/16",
+        "RINGWISE_SIP_PORT": str(SIP_PORT + 2),
+        "RINGWISE_ARI_PORT": str(port),
+        "RINGWISE_ARI_BIND": "127.0.0.2",
+        "RINGWISE_RTP_START": str(RTP[0]),
+        "RINGWISE_RTP_END": str(RTP[1]),
+    }
+    with container_asterisk(f"container-bind-check-{TEST_PORTS.base}", env) as asterisk:
+        assert f"127.0.0.2:{port}" in asterisk.rx("http show status")
+        assert ari_answers("127.0.0.2", port)
+        assert not ari_answers("127.0.0.1", port)

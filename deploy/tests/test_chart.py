@@ -231,6 +231,25 @@ BAD_VALUES = [
     ("logLevel", "verbose", "/logLevel"),
     ("nats.streamReplicas", 7, "/nats/streamReplicas"),
     ("s3.bucket", "Not_A_Bucket", "/s3/bucket"),
+    ("asterisk.ariBindAddress", "asterisk-0.pod", "/asterisk/ariBindAddress"),
+    ("asterisk.ariBindAddress", "", "/asterisk/ariBindAddress"),
+    ("smtp.starttls", True, "additional properties 'starttls'"),
+    ("smtp.security", "ssl", "/smtp/security"),
+    ("smtp.caBundle", {"configMap": "Not A Name", "key": "ca.crt"}, "/smtp/caBundle/configMap"),
+    # AUTH over plain text: the password would cross the network in clear.
+    (
+        "smtp",
+        {
+            "host": "smtp.example.com",
+            "port": 25,
+            "from": "voicemail@example.com",
+            "security": "none",
+            "verifyTls": True,
+            "caBundle": {"configMap": "", "key": "ca.crt"},
+            "auth": {"enabled": True, "existingSecret": ""},
+        },
+        "/smtp/security",
+    ),
 ]
 
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from deploykit import DEPLOYED_SERVICES, RELEASE, Manifest
+from deploykit import DEPLOYED_SERVICES, NAMESPACE, RELEASE, Manifest
 from pydantic_settings import BaseSettings
+from ringwise_kit.ari import ari_url_for
 
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.utils.latest_version()]
 # Custom resources: their schemas come with their operators, not with Kubernetes.
@@ -336,3 +337,139 @@ def test_settings_reach_the_services_that_read_them(rendered: dict[str, list[Man
         if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-settings")
     ]
     assert settings["data"]["RINGWISE_STREAM_REPLICAS"] == "3"
+
+
+def component_of(selector: dict[str, Any]) -> str | None:
+    labels: dict[str, str] = selector.get("matchLabels", {})
+    return labels.get("app.kubernetes.io/component")
+
+
+def test_asterisk_ari_is_reachable_only_from_voicemail_and_recording(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    """ARI listens on the pod's addresses (the sidecar uses localhost, which NetworkPolicy does
+    not filter); of the other pods only voicemail and recording may open it."""
+    for values_name, objects in rendered.items():
+        (sts,) = [o for o in objects if o["kind"] == "StatefulSet"]
+        asterisk = next(c for c in pod_spec(sts)["containers"] if c["name"] == "asterisk")
+        ari_port = next(p for p in asterisk["ports"] if p["name"] == "ari")
+        assert ari_port["protocol"] == "TCP"
+        ari_ports = {"ari", ari_port["containerPort"]}
+        policies = [
+            o
+            for o in objects
+            if o["kind"] == "NetworkPolicy" and component_of(o["spec"]["podSelector"]) == "asterisk"
+        ]
+        admitted = []
+        for policy in policies:
+            for rule in policy["spec"].get("ingress", []):
+                # A rule without ports would open every port, ARI's too.
+                assert rule.get("ports"), (values_name, policy["metadata"]["name"])
+                if {p["port"] for p in rule["ports"]} & ari_ports:
+                    assert [p["port"] for p in rule["ports"]] == ["ari"], values_name
+                    admitted += rule["from"]
+                elif any(
+                    "endPort" in p and p["port"] <= ari_port["containerPort"] <= p["endPort"]
+                    for p in rule["ports"]
+                ):
+                    pytest.fail(f"{values_name}: the RTP range covers the ARI port")
+        assert all(set(source) == {"podSelector"} for source in admitted), values_name
+        assert sorted(component_of(s["podSelector"]) or "" for s in admitted) == [
+            "recording",
+            "voicemail",
+        ]
+        for source in admitted:
+            assert source["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+def env_named(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_recording_consumers_reach_the_asterisk_pod_that_recorded(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    """Routing names its pod in the events; voicemail and recording turn that name into
+    the pod's ARI URL under the headless Service; Asterisk listens beyond loopback."""
+    for values_name, objects in rendered.items():
+        (sts,) = [o for o in objects if o["kind"] == "StatefulSet"]
+        set_name = sts["metadata"]["name"]
+        (headless,) = [
+            o
+            for o in objects
+            if o["kind"] == "Service" and o["metadata"]["name"] == sts["spec"]["serviceName"]
+        ]
+        assert headless["spec"]["clusterIP"] == "None"
+        assert {"name": "ari", "port": 8088, "targetPort": "ari", "protocol": "TCP"} in headless[
+            "spec"
+        ]["ports"]
+        by_name = {c["name"]: env_named(c) for c in pod_spec(sts)["containers"]}
+        assert by_name["asterisk"]["RINGWISE_ARI_BIND"]["value"] == "0.0.0.0"
+        instance = by_name["routing"]["RINGWISE_ASTERISK_INSTANCE"]
+        assert instance["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        # Routing itself stays on localhost.
+        assert by_name["routing"]["RINGWISE_ARI_URL"]["value"] == "http://127.0.0.1:8088"
+        domain = f"{headless['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
+        for service in ("voicemail", "recording"):
+            (deployment,) = [
+                o
+                for o in objects
+                if o["kind"] == "Deployment" and o["metadata"]["name"].endswith(f"-{service}")
+            ]
+            env = env_named(pod_spec(deployment)["containers"][0])
+            template = env["RINGWISE_ARI_URL_TEMPLATE"]["value"]
+            # The kit's rule applied to a pod name gives that pod's DNS name.
+            pod = f"{set_name}-1"
+            assert ari_url_for("unused", template, pod) == f"http://{pod}.{domain}:8088"
+            assert env["RINGWISE_ARI_URL"]["value"] == f"http://{domain}:8088"
+            assert env["RINGWISE_ARI_USER"]["value"] == "ringwise"
+            secret = env["RINGWISE_ARI_PASSWORD"]["valueFrom"]["secretKeyRef"]
+            assert secret["key"] == "ari-password" and secret["optional"] is False, values_name
+
+
+def voicemail_pod(objects: list[Manifest]) -> dict[str, Any]:
+    (deployment,) = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-voicemail")
+    ]
+    return pod_spec(deployment)
+
+
+def test_the_mailer_gets_tls_settings_and_auth_credentials_from_a_secret(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    minimal = env_named(voicemail_pod(rendered["minimal"])["containers"][0])
+    assert minimal["RINGWISE_SMTP_SECURITY"]["value"] == "starttls"
+    assert minimal["RINGWISE_SMTP_VERIFY_TLS"]["value"] == "true"  # verification on by default
+    assert "RINGWISE_SMTP_USERNAME" not in minimal and "RINGWISE_SMTP_CA_FILE" not in minimal
+
+    # Production: STARTTLS, AUTH from its own Secret, the relay checked against a private CA.
+    pod = voicemail_pod(rendered["production"])
+    production = env_named(pod["containers"][0])
+    assert production["RINGWISE_SMTP_SECURITY"]["value"] == "starttls"
+    for name, key in (("USERNAME", "smtp-username"), ("PASSWORD", "smtp-password")):
+        ref = production[f"RINGWISE_SMTP_{name}"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "ringwise-prod-smtp", "key": key, "optional": False}
+    ca_file = production["RINGWISE_SMTP_CA_FILE"]["value"]
+    assert ca_file == "/etc/ringwise/smtp-ca/ca.crt"
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "smtp-ca"]
+    assert ca_file.startswith(mount["mountPath"] + "/") and mount["readOnly"] is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "smtp-ca"]
+    assert volume["configMap"] == {
+        "name": "telco-internal-ca",
+        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+    }
+
+    # Implicit TLS; AUTH credentials from the release's one Secret.
+    tls = env_named(voicemail_pod(rendered["tls"])["containers"][0])
+    assert tls["RINGWISE_SMTP_SECURITY"]["value"] == "tls"
+    assert tls["RINGWISE_SMTP_PORT"]["value"] == "465"
+    ref = tls["RINGWISE_SMTP_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == "ringwise-credentials"
+
+    # Only voicemail sends mail.
+    for values_name, _obj, container in containers(rendered):
+        if container["name"] != "voicemail":
+            names = [e["name"] for e in container.get("env", [])]
+            assert not [n for n in names if n.startswith("RINGWISE_SMTP_")], values_name

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import sys
 import uuid
 import wave
@@ -136,6 +137,10 @@ async def test_a_compliant_call_is_announced_recorded_and_archived_locked_within
     doc = await wait_state(mongo, f"rw-{cdr['call_id']}", "archived", timeout_s=10)
     assert asyncio.get_running_loop().time() - hung_up <= 10
     assert doc["announcement"] == "sound:conf-now-recording"  # played before recording
+    # Routing names its Asterisk in the event and the archive fetched the file there: none
+    # locally; RINGWISE_ASTERISK_INSTANCE=localhost and RINGWISE_ARI_URL_TEMPLATE=
+    # http://{instance}:<ARI port> in the environment take the Kubernetes path.
+    assert doc["asterisk_instance"] == os.environ.get("RINGWISE_ASTERISK_INSTANCE", "")
     assert (doc["mode"], doc["user_id"], doc["from_number"]) == (
         "RECORDING_MODE_COMPLIANT",
         ALICE.user_id,

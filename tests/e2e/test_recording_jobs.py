@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 from ringwise_dev.platform import LocalPlatform
-from ringwise_kit.ari import AriClient
+from ringwise_kit.ari import AriInstances
+from ringwise_kit.bus import PermanentError
+from ringwise_kit.config import AriSettings
 from ringwise_recording.archive.archiver import ArchiveBusy, Archiver
 from ringwise_recording.archive.bucket import S3Settings, WormBucket
 from ringwise_recording.archive.consumer import AriRecordings
@@ -71,8 +74,8 @@ class CrashingBucket(WormBucket):
 class CrashingSource(AriRecordings):
     crash_after_delete = False
 
-    async def delete(self, name: str) -> bool:
-        deleted = await super().delete(name)
+    async def delete(self, name: str, instance: str) -> bool:
+        deleted = await super().delete(name, instance)
         if self.crash_after_delete:
             raise Crash
         return deleted
@@ -90,16 +93,19 @@ async def parts(platform: LocalPlatform) -> AsyncIterator[dict[str, Any]]:
         ep.s3_region,
         platform.recordings_bucket,
     )
-    ari = AriClient(
-        platform.asterisk.ari_url,
-        platform.asterisk.ari_user,
-        platform.asterisk.ari_password,
-        "ringwise",
-    )
-    await ari.start(events=False)
+    ari = AriInstances(ari_settings(platform))
     yield {"store": store, "s3": s3, "ari": ari, "mongo": mongo}
     await ari.close()
     await mongo.close()
+
+
+def ari_settings(platform: LocalPlatform, **changes: str) -> AriSettings:
+    return AriSettings(
+        ari_url=platform.asterisk.ari_url,
+        ari_user=platform.asterisk.ari_user,
+        ari_password=SecretStr(platform.asterisk.ari_password),
+        ari_app="ringwise",
+    ).model_copy(update=changes)
 
 
 def archiver(parts: dict[str, Any], bucket: WormBucket, source: AriRecordings) -> Archiver:
@@ -238,4 +244,40 @@ async def test_two_workers_racing_on_one_recording_store_it_once(
     versions = s3.list_object_versions(Bucket=bucket.name, Prefix=again["object_key"])["Versions"]
     assert len(versions) == 1
     s3.close()
+    bucket.close()
+
+
+async def test_the_recording_is_fetched_from_the_asterisk_the_event_names(
+    parts: dict[str, Any], platform: LocalPlatform
+) -> None:
+    """Several Asterisks (Kubernetes): the file is taken from, and deleted on, the instance
+    the event names, through the URL template; the default URL is not used. Here the
+    instance "localhost" is the platform's Asterisk and the default URL leads nowhere."""
+    ari_port = platform.asterisk.ari_url.rsplit(":", 1)[1]
+    by_template = AriInstances(
+        ari_settings(
+            platform,
+            ari_url="http://127.0.0.1:9",  # discard port: nothing answers there
+            ari_url_template=f"http://{{instance}}:{ari_port}",
+        )
+    )
+    bucket = WormBucket(parts["s3"])
+    name = f"rec-instance-{uuid.uuid4().hex[:8]}"
+    put_on_asterisk(platform, name, wav_bytes(2))
+    event = finished_event(name, tenant_id="podsco")
+    event.asterisk_instance = "localhost"
+    doc = await archiver(parts, bucket, AriRecordings(by_template)).archive(event)
+    assert doc["state"] == "archived" and doc["asterisk_instance"] == "localhost"
+    assert not (recordings_dir(platform) / f"{name}.wav").exists()
+
+    # A name that cannot be a pod (it would steer the fetch to any host) is refused for good.
+    name = f"rec-bad-instance-{uuid.uuid4().hex[:8]}"
+    put_on_asterisk(platform, name, wav_bytes(1))
+    event = finished_event(name, tenant_id="podsco")
+    event.asterisk_instance = "evil.example.com:80/x"
+    with pytest.raises(PermanentError, match="not an Asterisk instance name"):
+        await archiver(parts, bucket, AriRecordings(by_template)).archive(event)
+    assert (recordings_dir(platform) / f"{name}.wav").exists()
+    assert await parts["store"].get(name) is None
+    await by_template.close()
     bucket.close()

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from ringwise.events.v1 import recording_pb2
 from ringwise_kit import api, bus, service, subjects
-from ringwise_kit.ari import AriClient
+from ringwise_kit.ari import AriInstances
 from ringwise_kit.logs import get_logger
 from ringwise_kit.ops import READINESS_KEY
 
@@ -62,17 +62,12 @@ def archive_ctx(settings: RecordingSettings) -> service.CleanupCtx:
             await bucket.create_worm()
         # Refuse to run against a bucket that would let recordings be shortened or deleted.
         await bucket.check_worm()
-        ari = AriClient(
-            settings.ari_url,
-            settings.ari_user,
-            settings.ari_password.get_secret_value(),
-            settings.ari_app,
-        )
-        await ari.start(events=False)
+        # Each recording is fetched from the Asterisk (pod) that recorded it.
+        asterisks = AriInstances(settings)
         archiver = Archiver(
             store,
             bucket,
-            consumer.AriRecordings(ari),
+            consumer.AriRecordings(asterisks),
             TenantKeys(store, platform_key(settings)),
             part_bytes=settings.recording_part_mb * 1024 * 1024,
             parts_in_flight=settings.recording_parts_in_flight,
@@ -144,7 +139,7 @@ def archive_ctx(settings: RecordingSettings) -> service.CleanupCtx:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         await archive_consumer.stop()
-        await ari.close()
+        await asterisks.close()
         bucket.close()
 
     return ctx

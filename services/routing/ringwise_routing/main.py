@@ -94,6 +94,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             settings.ari_user,
             settings.ari_password.get_secret_value(),
             settings.ari_app,
+            instance=settings.asterisk_instance,
         )
 
         async def find_user(number: str) -> tuple[str, str] | None:

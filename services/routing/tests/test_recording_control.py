@@ -172,6 +172,20 @@ async def test_the_call_recording_ignores_a_voicemail_deposit_of_the_same_call()
     assert event.asterisk_name == "rw-c1"
 
 
+async def test_finished_events_name_the_asterisk_holding_the_files() -> None:
+    """The archive fetches each file from the Asterisk pod that recorded it."""
+    recording = CallRecording(
+        "c1",
+        ON_DEMAND,
+        tracks=[Track("rw-c1-caller", "caller"), Track("rw-c1-callee", "callee")],
+        asterisk_instance="rw-ringwise-asterisk-2",
+    )
+    events = await recording.finish(
+        record(), closing([finished("rw-c1-caller"), finished("rw-c1-callee")])
+    )
+    assert [e.asterisk_instance for e in events] == ["rw-ringwise-asterisk-2"] * 2
+
+
 class PolicyAnswers:
     """Stands in for NATS: answers policy requests with a policy chosen by the test."""
 

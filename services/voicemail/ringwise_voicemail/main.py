@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from ringwise.voicemail.v1 import deposit_pb2, mailbox_pb2
 from ringwise_kit import api, bus, service, subjects
-from ringwise_kit.ari import AriClient
+from ringwise_kit.ari import AriInstances
 
 from ringwise_voicemail.directory import Directory
 from ringwise_voicemail.http import build_router
@@ -25,7 +25,6 @@ from ringwise_voicemail.messages.deposits import (
     email_sends,
     utc_now,
 )
-from ringwise_voicemail.messages.email import Mailer
 from ringwise_voicemail.messages.phone import PhoneMailbox, phone_sessions
 from ringwise_voicemail.messages.retention_job import RetentionJob, retention_ctx
 from ringwise_voicemail.messages.store import MessageStore
@@ -43,20 +42,15 @@ def voicemail_ctx(settings: VoicemailSettings) -> service.CleanupCtx:
         await messages.ensure_indexes()
         audio = AudioStore(settings)
         await audio.ensure_bucket()
-        # REST only: routing owns the Stasis app and its event WebSocket.
-        ari = AriClient(
-            settings.ari_url,
-            settings.ari_user,
-            settings.ari_password.get_secret_value(),
-            settings.ari_app,
-        )
-        await ari.start(events=False)
+        # REST only (routing owns the Stasis app): each recording is fetched from the
+        # Asterisk (pod) that recorded it, named in the request.
+        ari = AriInstances(settings)
         nc = app[service.NATS_KEY]
         voicemail = Voicemail(
             mailboxes=mailboxes,
             messages=messages,
             audio=audio,
-            mailer=Mailer(settings.smtp_host, settings.smtp_port),
+            mailer=settings.mailer(),
             asterisk=ari,
             js=app[service.JS_KEY],
             done=deposits_done(client, settings.voicemail_db),

@@ -219,6 +219,21 @@ async def test_a_hang_up_shorter_than_the_minimum_is_dropped_not_stored(
     assert mails_to(platform, f"{user_id}@example.test") == []
 
 
+async def test_a_deposit_naming_something_else_than_an_asterisk_pod_is_refused(
+    platform: LocalPlatform, nc: NatsClient, mongo: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    """The instance becomes part of an ARI URL (Kubernetes): a name that cannot be a pod's is
+    refused before the deposit is accepted, and nothing is fetched, stored or deleted."""
+    user_id = await new_mailbox(nc)
+    started = await begin(nc, user_id)
+    place_recording(platform, started.recording_name, tone_wav(3.0))
+    bad = complete_request(user_id, started, 3.0, asterisk_instance="evil.example.com:80")
+    with pytest.raises(bus.RemoteError, match="ValueError"):
+        await complete(nc, bad)
+    assert (recording_dir(platform) / f"{started.recording_name}.wav").exists()
+    assert await mongo[DB].messages.count_documents({"user_id": user_id}) == 0
+
+
 async def test_no_mailbox_means_routing_keeps_its_old_treatment(nc: NatsClient) -> None:
     started = await begin(nc, "nobody-has-this-mailbox")
     assert started.status == deposit_pb2.DepositBeginReply.STATUS_NO_MAILBOX

@@ -24,7 +24,7 @@ from ringwise_dev.infra import Infra
 from ringwise_voicemail.mailbox.deposit import DepositLimits
 from ringwise_voicemail.mailbox.store import MailboxStore
 from ringwise_voicemail.messages.audio import AudioStore, message_key
-from ringwise_voicemail.messages.deposits import Asterisk, Voicemail, deposits_done, email_sends
+from ringwise_voicemail.messages.deposits import Asterisks, Voicemail, deposits_done, email_sends
 from ringwise_voicemail.messages.email import EmailNotSent, Mailer
 from ringwise_voicemail.messages.store import MessageStore
 from ringwise_voicemail.settings import VoicemailSettings
@@ -103,7 +103,7 @@ class Parts:
             messages=self.messages,
             audio=self.audio,
             mailer=self.mailer,
-            asterisk=cast(Asterisk, NoAsterisk()),
+            asterisk=cast(Asterisks, NoAsterisk()),
             js=cast(JetStreamContext, NoAsterisk()),
             done=deposits_done(client, db),
             limits=DepositLimits(),

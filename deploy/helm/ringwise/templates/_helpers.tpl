@@ -93,8 +93,8 @@ RINGWISE_* variables it does not know.
 gateway: [nats, redis]
 directory: [nats, mongo]
 billing: [nats, mongo]
-voicemail: [nats, mongo, s3, smtp]
-recording: [nats, mongo, s3]
+voicemail: [nats, mongo, s3, smtp, ari]
+recording: [nats, mongo, s3, ari]
 messaging: [nats]
 routing: [nats, redis, mongo]
 {{- end -}}
@@ -154,6 +154,21 @@ routing: [nats, redis, mongo]
 {{ include "ringwise.secretEnv" (list $root "RINGWISE_S3_ACCESS_KEY" "s3AccessKeyId" false) }}
 {{ include "ringwise.secretEnv" (list $root "RINGWISE_S3_SECRET_KEY" "s3SecretAccessKey" false) }}
 {{- end }}
+{{- if has "ari" $deps }}
+{{- $a := $root.Values.asterisk }}
+{{- $svc := printf "%s.%s.svc.%s" (include "ringwise.componentName" (list $root "asterisk")) $root.Release.Namespace $root.Values.clusterDomain }}
+# Recordings are fetched from the Asterisk pod that recorded them (the event names it):
+# <pod>.<headless Service>. The plain URL (any pod) serves events naming none, and MWI.
+- name: RINGWISE_ARI_URL_TEMPLATE
+  value: {{ printf "http://{instance}.%s:%v" $svc $a.ariPort | quote }}
+- name: RINGWISE_ARI_URL
+  value: {{ printf "http://%s:%v" $svc $a.ariPort | quote }}
+- name: RINGWISE_ARI_USER
+  value: {{ $a.ariUser | quote }}
+- name: RINGWISE_ARI_APP
+  value: {{ $a.ariApp | quote }}
+{{ include "ringwise.secretEnv" (list $root "RINGWISE_ARI_PASSWORD" "ariPassword" false) }}
+{{- end }}
 {{- if has "smtp" $deps }}
 - name: RINGWISE_SMTP_HOST
   value: {{ $root.Values.smtp.host | quote }}
@@ -161,6 +176,29 @@ routing: [nats, redis, mongo]
   value: {{ $root.Values.smtp.port | quote }}
 - name: RINGWISE_MAIL_FROM
   value: {{ $root.Values.smtp.from | quote }}
+- name: RINGWISE_SMTP_SECURITY
+  value: {{ $root.Values.smtp.security | quote }}
+- name: RINGWISE_SMTP_VERIFY_TLS
+  value: {{ $root.Values.smtp.verifyTls | quote }}
+{{- if $root.Values.smtp.caBundle.configMap }}
+- name: RINGWISE_SMTP_CA_FILE
+  value: {{ printf "/etc/ringwise/smtp-ca/%s" $root.Values.smtp.caBundle.key | quote }}
+{{- end }}
+{{- if $root.Values.smtp.auth.enabled }}
+{{- $secret := $root.Values.smtp.auth.existingSecret | default $root.Values.secrets.existingSecret }}
+- name: RINGWISE_SMTP_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $root.Values.secrets.keys.smtpUsername }}
+      optional: false
+- name: RINGWISE_SMTP_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $root.Values.secrets.keys.smtpPassword }}
+      optional: false
+{{- end }}
 {{- end }}
 {{- end -}}
 

@@ -146,6 +146,7 @@ class AsteriskInstance:
             "RINGWISE_INSTANCE_DIR": str(self.chroot_dir),
             "RINGWISE_INSTANCE_NAME": self.instance_name,
             "RINGWISE_ARI_PORT": str(self.ports.ari_http),
+            "RINGWISE_ARI_BIND": HOST,
             "RINGWISE_ARI_USER": self._ari_user,
             "RINGWISE_ARI_PASSWORD": self._ari_password,
             "RINGWISE_ARI_APP": self.ari_app,

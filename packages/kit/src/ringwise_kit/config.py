@@ -5,7 +5,7 @@ Each service subclasses KitSettings with its own fields; README lists them all.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,3 +44,22 @@ class AriSettings(BaseSettings):
     ari_user: str = "ringwise"
     ari_password: SecretStr = SecretStr("")
     ari_app: str = "ringwise"
+    # Several Asterisks (Kubernetes): routing names the one it owns in the events that leave
+    # a recording in that Asterisk's spool (the pod name), and the services fetching such
+    # recordings build that Asterisk's ARI URL from this template ("{instance}" replaced,
+    # e.g. http://{instance}.rw-asterisk.telephony.svc.cluster.local:8088). Empty (one
+    # Asterisk): everything is at ari_url. ringwise_kit.ari.instances has the rules.
+    asterisk_instance: str = ""
+    ari_url_template: str = ""
+
+    @field_validator("ari_url_template")
+    @classmethod
+    def _template_names_the_instance(cls, value: str) -> str:
+        if value and (
+            value.count("{instance}") != 1 or not value.startswith(("http://", "https://"))
+        ):
+            raise ValueError(
+                "must be an http(s) URL with exactly one {instance} placeholder, "
+                "e.g. http://{instance}.asterisk.telephony.svc.cluster.local:8088"
+            )
+        return value

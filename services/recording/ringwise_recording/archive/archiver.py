@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from ringwise.events.v1 import recording_pb2
+from ringwise_kit.ari import is_instance_name
 from ringwise_kit.bus import PermanentError
 from ringwise_kit.events import from_timestamp
 from ringwise_kit.logs import bind_call, get_logger
@@ -41,11 +42,18 @@ MIN_LOCK = timedelta(days=1)
 
 
 class RecordingSource(Protocol):
-    """Where finished recordings wait (Asterisk's stored recordings, over ARI)."""
+    """Where finished recordings wait: the stored recordings of the Asterisk `instance`
+    ("" = the one Asterisk), over ARI."""
 
-    def stream(self, name: str) -> AsyncIterator[bytes]: ...
+    def stream(self, name: str, instance: str) -> AsyncIterator[bytes]: ...
 
-    async def delete(self, name: str) -> bool: ...
+    async def delete(self, name: str, instance: str) -> bool: ...
+
+
+def _held_at(doc: Doc) -> tuple[str, str]:
+    """The stored recording's name and the Asterisk holding it (documents written before the
+    instance was recorded have none: the one Asterisk)."""
+    return doc["asterisk_name"], doc.get("asterisk_instance", "")
 
 
 class SourceMissing(Exception):
@@ -140,6 +148,11 @@ class Archiver:
         ended = from_timestamp(event.ended_at) or started
         if not event.recording_id or not event.asterisk_name or started is None or ended is None:
             raise PermanentError("RecordingFinished lacks recording_id, asterisk_name or times")
+        if not is_instance_name(event.asterisk_instance):
+            # It would steer the download to another host: refused before anything is stored.
+            raise PermanentError(
+                f"{event.asterisk_instance!r} is not an Asterisk instance name (a DNS label)"
+            )
         days = event.retention_days or self._default_retention_days
         # Whole seconds: S3 keeps retain-until at second precision.
         retain_until = _seconds(ended + timedelta(days=days)) + timedelta(seconds=1)
@@ -165,6 +178,7 @@ class Archiver:
             "duration_ms": int((ended - started).total_seconds() * 1000),
             "format": event.format or "wav",
             "asterisk_name": event.asterisk_name,
+            "asterisk_instance": event.asterisk_instance,
             "retention_days": days,
             "retain_until": retain_until,
             "bucket": self._bucket.name,
@@ -194,7 +208,7 @@ class Archiver:
             existing = await self._store.get(event.recording_id)
             if existing is not None and existing["state"] != states.DISCARDED:
                 return await self.archive(event)
-        await self._source.delete(event.asterisk_name)
+        await self._source.delete(event.asterisk_name, event.asterisk_instance)
         log.info("recording_discarded", recording_id=event.recording_id, reason="not kept")
         return doc
 
@@ -204,7 +218,7 @@ class Archiver:
         if doc is None and not await self.kept(event):
             return await self._discard(event)
         if doc is not None and doc["state"] == states.DISCARDED:
-            await self._source.delete(doc["asterisk_name"])
+            await self._source.delete(*_held_at(doc))
             return doc
         if doc is None:
             fresh = self.new_document(event)
@@ -247,7 +261,7 @@ class Archiver:
         if doc["state"] == states.UPLOADED:
             doc = await self._verify(doc)
         if doc["state"] == states.VERIFIED:
-            await self._source.delete(doc["asterisk_name"])
+            await self._source.delete(*_held_at(doc))
             doc = await self._set(
                 doc,
                 state=states.ARCHIVED,
@@ -265,7 +279,7 @@ class Archiver:
             )
         elif doc["state"] == states.ARCHIVED:
             # A redelivery after the archive finished: make sure Asterisk's copy is gone.
-            await self._source.delete(doc["asterisk_name"])
+            await self._source.delete(*_held_at(doc))
         return doc
 
     async def _set(self, doc: Doc, **changes: Any) -> Doc:
@@ -308,7 +322,7 @@ class Archiver:
 
         try:
             try:
-                async for data in self._source.stream(doc["asterisk_name"]):
+                async for data in self._source.stream(*_held_at(doc)):
                     # Sealing and hashing release the GIL: off the loop, they overlap with
                     # the download from Asterisk and the part uploads.
                     await send(await asyncio.to_thread(cutter.feed, data))

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter
 from ringwise.events.v1 import recording_pb2
 from ringwise_kit import bus, subjects
-from ringwise_kit.ari import AriClient, AriNotFound
+from ringwise_kit.ari import AriClient, AriInstances, AriNotFound, UnknownInstance
 from ringwise_kit.events import to_timestamp
 from ringwise_kit.logs import get_logger
 
@@ -39,20 +39,28 @@ CONSUMER = bus.ConsumerSpec(
 
 
 class AriRecordings:
-    """Asterisk's stored recordings, through ARI's REST API."""
+    """Asterisk's stored recordings, through the ARI REST API of the Asterisk (pod) that
+    recorded each one (ringwise_kit.ari.instances)."""
 
-    def __init__(self, ari: AriClient) -> None:
-        self._ari = ari
+    def __init__(self, asterisks: AriInstances) -> None:
+        self._asterisks = asterisks
 
-    async def stream(self, name: str) -> AsyncIterator[bytes]:
+    async def _ari(self, instance: str) -> AriClient:
         try:
-            async for chunk in self._ari.stored_recording_chunks(name):
+            return await self._asterisks.client(instance)
+        except UnknownInstance as exc:
+            raise bus.PermanentError(str(exc)) from None
+
+    async def stream(self, name: str, instance: str) -> AsyncIterator[bytes]:
+        ari = await self._ari(instance)
+        try:
+            async for chunk in ari.stored_recording_chunks(name):
                 yield chunk
         except AriNotFound:
             raise SourceMissing(name) from None
 
-    async def delete(self, name: str) -> bool:
-        return await self._ari.delete_stored_recording(name)
+    async def delete(self, name: str, instance: str) -> bool:
+        return await (await self._ari(instance)).delete_stored_recording(name)
 
 
 def decode_finished(msg: Msg) -> recording_pb2.RecordingFinished:

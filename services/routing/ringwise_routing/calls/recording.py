@@ -145,6 +145,8 @@ class CallRecording:
     tracks: list[Track] = field(default_factory=list)
     announcement: str = ""
     keep_requested: bool = False
+    # The Asterisk whose spool gets the files (AriClient.instance): the archive fetches there.
+    asterisk_instance: str = ""
     _digits: str = ""
 
     def on_dtmf(self, channel_id: str, digit: str) -> None:
@@ -210,6 +212,7 @@ class CallRecording:
                 source="call",
                 announcement=self.announcement,
                 keep_requested=self.keep_requested,
+                asterisk_instance=self.asterisk_instance,
             )
             for track in self.tracks
         ]
@@ -281,7 +284,9 @@ async def start(
         recording_pb2.RECORDING_MODE_ON_DEMAND,
     ):
         return None
-    recording = CallRecording(call_id, policy, user_channel=parties.get("callee", ""))
+    recording = CallRecording(
+        call_id, policy, user_channel=parties.get("callee", ""), asterisk_instance=ari.instance
+    )
     mode = recording_pb2.RecordingMode.Name(policy.mode)
     track_id(bridge_id)
     track_id(recording_name(call_id))

@@ -323,6 +323,7 @@ class VoicemailStep:
             urgent=urgent,
             started_at=to_timestamp(started),
             recording_format=begin.recording_format or "wav",
+            asterisk_instance=self._ari.instance,  # where voicemail fetches the recording
         )
         # The same deposit id every time: voicemail de-duplicates, so retrying is safe.
         for attempt in range(1, COMPLETE_ATTEMPTS + 1):
@@ -693,6 +694,8 @@ class PhoneMenu:
                 session=self.session,
                 message_id=message.message_id if message else "",
                 action=action,
+                # Greetings and annotations are recorded here: voicemail fetches them there.
+                asterisk_instance=self.step._ari.instance,
                 **extra,
             ),
             mailbox_pb2.MailboxActionReply,

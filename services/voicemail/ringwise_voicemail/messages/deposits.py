@@ -31,7 +31,7 @@ from pymongo.errors import DuplicateKeyError
 from ringwise.events.v1 import call_pb2
 from ringwise.voicemail.v1 import alerts_pb2, deposit_pb2
 from ringwise_kit import bus, subjects
-from ringwise_kit.ari import AriNotFound
+from ringwise_kit.ari import AriNotFound, UnknownInstance, is_instance_name
 from ringwise_kit.events import from_timestamp, to_timestamp
 from ringwise_kit.logs import bind_call, get_logger
 
@@ -86,6 +86,13 @@ class Asterisk(Protocol):
     ) -> None: ...
 
 
+class Asterisks(Protocol):
+    """The Asterisks voicemail reaches over ARI (ringwise_kit.ari.AriInstances): the one that
+    recorded a deposit or greeting (named in the request), "" for the default (MWI)."""
+
+    async def client(self, instance: str = "") -> Asterisk: ...
+
+
 AVAILABILITY = {
     deposit_pb2.AVAILABILITY_UNSPECIFIED: Availability.AVAILABLE,
     deposit_pb2.AVAILABILITY_AVAILABLE: Availability.AVAILABLE,
@@ -108,7 +115,7 @@ class Voicemail:
     messages: MessageStore
     audio: AudioStore
     mailer: Mailer
-    asterisk: Asterisk
+    asterisk: Asterisks
     js: JetStreamContext
     done: AsyncCollection[Doc]
     limits: DepositLimits
@@ -178,13 +185,15 @@ class Voicemail:
             req.tenant_id, req.deposit_id
         ):
             raise ValueError("recording_name does not belong to this deposit")
+        if not is_instance_name(req.asterisk_instance):
+            raise ValueError(f"{req.asterisk_instance!r} is not an Asterisk instance name")
         mailbox = await self.mailboxes.get(req.tenant_id, req.user_id)
         if mailbox is None:
-            await self._drop_recording(req.recording_name)
+            await self._drop_recording(req.recording_name, req.asterisk_instance)
             return reply(status=reply.STATUS_NO_MAILBOX)
         if not req.recording_name or not self.limits.keeps(req.duration_ms / 1000):
             DEPOSITS.labels("too_short").inc()
-            await self._drop_recording(req.recording_name)
+            await self._drop_recording(req.recording_name, req.asterisk_instance)
             return reply(status=reply.STATUS_DROPPED_TOO_SHORT)
         accepted = deposit_pb2.Deposited(deposit=req, accepted_at=to_timestamp(self.clock()))
         await bus.publish_event(
@@ -195,10 +204,11 @@ class Voicemail:
         )
         return reply(status=reply.STATUS_ACCEPTED, message_id=req.deposit_id)
 
-    async def _drop_recording(self, name: str) -> None:
+    async def _drop_recording(self, name: str, instance: str) -> None:
+        """Delete a recording from the Asterisk that holds it (instance "" = the one)."""
         if name:
             try:
-                await self.asterisk.delete_stored_recording(name)
+                await (await self.asterisk.client(instance)).delete_stored_recording(name)
             except Exception as exc:  # Asterisk's spool is not ours to keep clean at any cost
                 log.warning("recording_delete_failed", recording=name, error=str(exc))
 
@@ -212,7 +222,7 @@ class Voicemail:
         mailbox = await self.mailboxes.get(dep.tenant_id, dep.user_id)
         if mailbox is None:
             # The mailbox went away meanwhile: nothing of the deposit may stay behind.
-            await self._drop_recording(dep.recording_name)
+            await self._drop_recording(dep.recording_name, dep.asterisk_instance)
             await self.audio.delete(
                 message_key(dep.tenant_id, dep.user_id, dep.deposit_id, RECORDING_FORMAT)
             )
@@ -235,10 +245,10 @@ class Voicemail:
             await self.messages.delete(dep.tenant_id, dep.user_id, dep.deposit_id)
             await self.audio.delete(doc["audio_key"])
             await self.push_counts(dep.tenant_id, dep.user_id)
-            await self._drop_recording(dep.recording_name)
+            await self._drop_recording(dep.recording_name, dep.asterisk_instance)
             return "emailed_and_deleted"
         await self.push_counts(dep.tenant_id, dep.user_id)
-        await self._drop_recording(dep.recording_name)
+        await self._drop_recording(dep.recording_name, dep.asterisk_instance)
         await self._finish(dep.deposit_id, "stored")
         return "stored"
 
@@ -249,7 +259,10 @@ class Voicemail:
             data = await self.audio.get(key)  # stored before a crash; the spool copy may be gone
         else:
             try:
-                data = await self.asterisk.stored_recording_file(dep.recording_name)
+                asterisk = await self.asterisk.client(dep.asterisk_instance)
+                data = await asterisk.stored_recording_file(dep.recording_name)
+            except UnknownInstance as exc:
+                raise bus.PermanentError(str(exc)) from None
             except AriNotFound:
                 raise bus.PermanentError(
                     f"recording {dep.recording_name} is neither in Asterisk nor in S3"
@@ -260,7 +273,7 @@ class Voicemail:
             duration_s = dep.duration_ms / 1000
         if not self.limits.keeps(duration_s):
             DEPOSITS.labels("too_short").inc()
-            await self._drop_recording(dep.recording_name)
+            await self._drop_recording(dep.recording_name, dep.asterisk_instance)
             return None
         await self.audio.put(key, data)
         received_at = (
@@ -391,7 +404,10 @@ class Voicemail:
             return
         counts = await self.messages.counts(tenant_id, user_id)
         await mwi.send_counts(
-            self.asterisk,
+            # The default Asterisk (RINGWISE_ARI_URL; in Kubernetes any pod): a SIP URI target
+            # is reached from any of them, an endpoint's registered contacts only from the pod
+            # holding them (docs/operations.md, known gaps).
+            await self.asterisk.client(),
             targets,
             f"sip:{mwi_mailbox(tenant_id, user_id)}",
             new=counts.new,

@@ -15,11 +15,13 @@ import asyncio
 import contextlib
 import re
 import smtplib
+import ssl
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+from enum import StrEnum
 from io import BytesIO
 from zoneinfo import ZoneInfo
 
@@ -90,21 +92,73 @@ def _wire_body(email: EmailMessage) -> bytes:
     return body if body.endswith(b"\r\n") else body + b"\r\n"
 
 
+class SmtpSecurity(StrEnum):
+    NONE = "none"  # plain SMTP: a relay on a trusted network (the local sink)
+    STARTTLS = "starttls"  # plain connection upgraded with STARTTLS (port 587); required
+    TLS = "tls"  # TLS from the first byte (implicit TLS, "SMTPS", port 465)
+
+
 class Mailer:
-    def __init__(self, host: str, port: int, timeout_s: float = 10.0) -> None:
+    """Sends through the SMTP relay: TLS as configured, AUTH when a username is given.
+
+    With STARTTLS the upgrade is required: a relay that does not offer it gets nothing (no
+    fall-back to plain text), and credentials only ever travel inside TLS. The relay's
+    certificate is verified (system CAs, or ca_file) unless verify_tls is turned off. A TLS or
+    AUTH failure happens before DATA: EmailNotSent, safe to send again."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout_s: float = 10.0,
+        *,
+        security: SmtpSecurity = SmtpSecurity.NONE,
+        username: str = "",
+        password: str = "",
+        verify_tls: bool = True,
+        ca_file: str = "",
+    ) -> None:
+        if username and security is SmtpSecurity.NONE:
+            raise ValueError("SMTP AUTH needs TLS: set the SMTP security to starttls or tls")
         self.host = host
         self.port = port
         self.timeout_s = timeout_s
+        self.security = security
+        self._username = username
+        self._password = password
+        plain = security is SmtpSecurity.NONE
+        self._tls = None if plain else self._tls_context(verify_tls, ca_file)
+
+    @staticmethod
+    def _tls_context(verify: bool, ca_file: str) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=ca_file or None)
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.security is SmtpSecurity.TLS:
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout_s, context=self._tls)
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
+
+    def _secure_and_log_in(self, smtp: smtplib.SMTP) -> None:
+        if self.security is SmtpSecurity.STARTTLS:
+            # Raises SMTPNotSupportedError when the relay does not offer STARTTLS.
+            smtp.starttls(context=self._tls)
+        if self._username:
+            smtp.login(self._username, self._password)
 
     def _open_data(self, email: EmailMessage) -> smtplib.SMTP:
-        """Connect and send everything of the transaction but the final "."."""
+        """Connect (TLS, AUTH) and send everything of the transaction but the final "."."""
         sender = parseaddr(str(email["From"]))[1]
         recipient = parseaddr(str(email["To"]))[1]
         try:
-            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout_s)
+            smtp = self._connect()
         except (OSError, smtplib.SMTPException) as exc:
             raise EmailNotSent(f"no SMTP server: {exc!r}") from exc
         try:
+            self._secure_and_log_in(smtp)
             smtp.ehlo_or_helo_if_needed()
             code, reply = smtp.mail(sender)
             if code != 250:

@@ -216,7 +216,7 @@ class PhoneMailbox:
                 return ActionStatus(status=ActionStatus.STATUS_NO_TARGET)
             reply.new_message_id = forwarded
         elif req.action == Action.ACTION_REPLY:
-            return await self._reply(tenant_id, user_id, doc, req.recording)
+            return await self._reply(tenant_id, user_id, doc, req.recording, req.asterisk_instance)
         else:
             raise ValueError(f"unknown action {req.action}")
         await vm.refresh_counts(tenant_id, user_id)
@@ -253,7 +253,8 @@ class PhoneMailbox:
         if mailbox is None:
             return ActionStatus(status=ActionStatus.STATUS_NOT_FOUND)
         try:
-            audio = await vm.asterisk.stored_recording_file(req.recording)
+            asterisk = await vm.asterisk.client(req.asterisk_instance)
+            audio = await asterisk.stored_recording_file(req.recording)
         except AriNotFound:
             return ActionStatus(status=ActionStatus.STATUS_REJECTED, detail="no recording")
         if not wav_duration_s(audio):
@@ -270,7 +271,7 @@ class PhoneMailbox:
         old = mailbox.greetings.get(kind)
         if old is not None:
             await vm.audio.delete(old.audio_key)
-        await vm.asterisk.delete_stored_recording(req.recording)
+        await asterisk.delete_stored_recording(req.recording)
         log.info("greeting_recorded_by_phone", kind=kind.value, user_id=user_id)
         return ActionStatus(status=ActionStatus.STATUS_DONE)
 
@@ -285,8 +286,9 @@ class PhoneMailbox:
         if req.annotation_recording:
             if not req.annotation_recording.startswith(f"vm-{subjects.tenant_token(tenant_id)}-"):
                 raise ValueError("the annotation is not this tenant's recording")
+            asterisk = await vm.asterisk.client(req.asterisk_instance)
             try:
-                annotation = await vm.asterisk.stored_recording_file(req.annotation_recording)
+                annotation = await asterisk.stored_recording_file(req.annotation_recording)
             except AriNotFound:
                 annotation = b""
             if annotation:
@@ -303,7 +305,9 @@ class PhoneMailbox:
             urgent=bool(doc.get("urgent")),
         )
         if req.annotation_recording:
-            await vm.asterisk.delete_stored_recording(req.annotation_recording)
+            await (await vm.asterisk.client(req.asterisk_instance)).delete_stored_recording(
+                req.annotation_recording
+            )
         return sent[target]
 
     async def sender_of(self, tenant_id: str, doc: Doc) -> str | None:
@@ -327,19 +331,20 @@ class PhoneMailbox:
         return None
 
     async def _reply(
-        self, tenant_id: str, user_id: str, doc: Doc, recording: str
+        self, tenant_id: str, user_id: str, doc: Doc, recording: str, instance: str
     ) -> mailbox_pb2.MailboxActionReply:
         """The owner's recorded answer, deposited in the sender's mailbox as a message from
-        the owner (so the sender can reply in turn)."""
+        the owner (so the sender can reply in turn). instance: the Asterisk holding it."""
         vm = self.vm
         if not recording.startswith(f"vm-{subjects.tenant_token(tenant_id)}-"):
             raise ValueError("the reply is not this tenant's recording")
+        asterisk = await vm.asterisk.client(instance)
         target = await self.sender_of(tenant_id, doc)
         if not target or await vm.mailboxes.get(tenant_id, target) is None:
-            await vm.asterisk.delete_stored_recording(recording)
+            await asterisk.delete_stored_recording(recording)
             return ActionStatus(status=ActionStatus.STATUS_NO_TARGET)
         try:
-            audio = await vm.asterisk.stored_recording_file(recording)
+            audio = await asterisk.stored_recording_file(recording)
         except AriNotFound:
             return ActionStatus(status=ActionStatus.STATUS_REJECTED, detail="no recording")
         duration = wav_duration_s(audio)
@@ -359,6 +364,6 @@ class PhoneMailbox:
             # The recording's name is unique per reply: a retried request delivers it once.
             request_key=f"reply:{recording}",
         )
-        await vm.asterisk.delete_stored_recording(recording)
+        await asterisk.delete_stored_recording(recording)
         log.info("phone_mailbox_reply", message_id=doc["_id"], to_user_id=target)
         return ActionStatus(status=ActionStatus.STATUS_DONE, new_message_id=sent[target])

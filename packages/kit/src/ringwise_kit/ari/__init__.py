@@ -6,6 +6,12 @@ event WebSocket plus a few dozen REST calls (docs/deviations.md).
 """
 
 from ringwise_kit.ari.client import AriClient, AriError, AriNotFound
+from ringwise_kit.ari.instances import (
+    AriInstances,
+    UnknownInstance,
+    ari_url_for,
+    is_instance_name,
+)
 from ringwise_kit.ari.models import (
     AriEvent,
     Bridge,
@@ -33,6 +39,7 @@ __all__ = [
     "AriClient",
     "AriError",
     "AriEvent",
+    "AriInstances",
     "AriNotFound",
     "Bridge",
     "CallerId",
@@ -52,5 +59,8 @@ __all__ = [
     "RecordingStarted",
     "StasisEnd",
     "StasisStart",
+    "UnknownInstance",
+    "ari_url_for",
+    "is_instance_name",
     "parse_event",
 ]

@@ -83,9 +83,13 @@ class AriClient:
         *,
         request_timeout_s: float = 5.0,
         max_backoff_s: float = 5.0,
+        instance: str = "",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.app = app
+        # The name other services reach this Asterisk by (AriSettings.asterisk_instance):
+        # events that leave a recording in its spool carry it (ringwise_kit.ari.instances).
+        self.instance = instance
         self._auth_header = {"Authorization": aiohttp.encode_basic_auth(user, password)}
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self._request_timeout_s = request_timeout_s

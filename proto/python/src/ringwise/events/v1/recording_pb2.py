@@ -26,23 +26,23 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ringwise.events.v1 import call_pb2 as ringwise_dot_events_dot_v1_dot_call__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ringwise/events/v1/recording.proto\x12\x12ringwise.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dringwise/events/v1/call.proto\"\xf2\x03\n\x11RecordingFinished\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x14\n\x0crecording_id\x18\x02 \x01(\t\x12\x15\n\rasterisk_name\x18\x03 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\x12/\n\x04mode\x18\x05 \x01(\x0e\x32!.ringwise.events.v1.RecordingMode\x12\x31\n\x06layout\x18\x06 \x01(\x0e\x32!.ringwise.events.v1.ChannelLayout\x12\r\n\x05party\x18\x07 \x01(\t\x12\x0f\n\x07user_id\x18\x08 \x01(\t\x12\x0f\n\x07team_id\x18\t \x01(\t\x12\x13\n\x0b\x66rom_number\x18\n \x01(\t\x12\x11\n\tto_number\x18\x0b \x01(\t\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eretention_days\x18\x0e \x01(\r\x12\x0e\n\x06source\x18\x0f \x01(\t\x12\x16\n\x0ekeep_requested\x18\x10 \x01(\x08\x12\x14\n\x0c\x61nnouncement\x18\x11 \x01(\t\"\xc4\x01\n\x11RecordingArchived\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x14\n\x0crecording_id\x18\x02 \x01(\t\x12\x12\n\nobject_key\x18\x03 \x01(\t\x12\x12\n\nversion_id\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x30\n\x0cretain_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x16RecordingPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07team_id\x18\x03 \x01(\t\"\xa3\x01\n\x0fRecordingPolicy\x12/\n\x04mode\x18\x01 \x01(\x0e\x32!.ringwise.events.v1.RecordingMode\x12\x16\n\x0eretention_days\x18\x02 \x01(\r\x12\x14\n\x0c\x61nnouncement\x18\x03 \x01(\t\x12\x31\n\x06layout\x18\x04 \x01(\x0e\x32!.ringwise.events.v1.ChannelLayout*\x84\x01\n\rRecordingMode\x12\x1e\n\x1aRECORDING_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13RECORDING_MODE_NONE\x10\x01\x12\x1c\n\x18RECORDING_MODE_ON_DEMAND\x10\x02\x12\x1c\n\x18RECORDING_MODE_COMPLIANT\x10\x03*b\n\rChannelLayout\x12\x1e\n\x1a\x43HANNEL_LAYOUT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43HANNEL_LAYOUT_MIXED\x10\x01\x12\x17\n\x13\x43HANNEL_LAYOUT_DUAL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ringwise/events/v1/recording.proto\x12\x12ringwise.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dringwise/events/v1/call.proto\"\x8d\x04\n\x11RecordingFinished\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x14\n\x0crecording_id\x18\x02 \x01(\t\x12\x15\n\rasterisk_name\x18\x03 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\x12/\n\x04mode\x18\x05 \x01(\x0e\x32!.ringwise.events.v1.RecordingMode\x12\x31\n\x06layout\x18\x06 \x01(\x0e\x32!.ringwise.events.v1.ChannelLayout\x12\r\n\x05party\x18\x07 \x01(\t\x12\x0f\n\x07user_id\x18\x08 \x01(\t\x12\x0f\n\x07team_id\x18\t \x01(\t\x12\x13\n\x0b\x66rom_number\x18\n \x01(\t\x12\x11\n\tto_number\x18\x0b \x01(\t\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eretention_days\x18\x0e \x01(\r\x12\x0e\n\x06source\x18\x0f \x01(\t\x12\x16\n\x0ekeep_requested\x18\x10 \x01(\x08\x12\x14\n\x0c\x61nnouncement\x18\x11 \x01(\t\x12\x19\n\x11\x61sterisk_instance\x18\x12 \x01(\t\"\xc4\x01\n\x11RecordingArchived\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1f.ringwise.events.v1.EventHeader\x12\x14\n\x0crecording_id\x18\x02 \x01(\t\x12\x12\n\nobject_key\x18\x03 \x01(\t\x12\x12\n\nversion_id\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x30\n\x0cretain_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x16RecordingPolicyRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07team_id\x18\x03 \x01(\t\"\xa3\x01\n\x0fRecordingPolicy\x12/\n\x04mode\x18\x01 \x01(\x0e\x32!.ringwise.events.v1.RecordingMode\x12\x16\n\x0eretention_days\x18\x02 \x01(\r\x12\x14\n\x0c\x61nnouncement\x18\x03 \x01(\t\x12\x31\n\x06layout\x18\x04 \x01(\x0e\x32!.ringwise.events.v1.ChannelLayout*\x84\x01\n\rRecordingMode\x12\x1e\n\x1aRECORDING_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13RECORDING_MODE_NONE\x10\x01\x12\x1c\n\x18RECORDING_MODE_ON_DEMAND\x10\x02\x12\x1c\n\x18RECORDING_MODE_COMPLIANT\x10\x03*b\n\rChannelLayout\x12\x1e\n\x1a\x43HANNEL_LAYOUT_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43HANNEL_LAYOUT_MIXED\x10\x01\x12\x17\n\x13\x43HANNEL_LAYOUT_DUAL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ringwise.events.v1.recording_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECORDINGMODE']._serialized_start=1068
-  _globals['_RECORDINGMODE']._serialized_end=1200
-  _globals['_CHANNELLAYOUT']._serialized_start=1202
-  _globals['_CHANNELLAYOUT']._serialized_end=1300
+  _globals['_RECORDINGMODE']._serialized_start=1095
+  _globals['_RECORDINGMODE']._serialized_end=1227
+  _globals['_CHANNELLAYOUT']._serialized_start=1229
+  _globals['_CHANNELLAYOUT']._serialized_end=1327
   _globals['_RECORDINGFINISHED']._serialized_start=123
-  _globals['_RECORDINGFINISHED']._serialized_end=621
-  _globals['_RECORDINGARCHIVED']._serialized_start=624
-  _globals['_RECORDINGARCHIVED']._serialized_end=820
-  _globals['_RECORDINGPOLICYREQUEST']._serialized_start=822
-  _globals['_RECORDINGPOLICYREQUEST']._serialized_end=899
-  _globals['_RECORDINGPOLICY']._serialized_start=902
-  _globals['_RECORDINGPOLICY']._serialized_end=1065
+  _globals['_RECORDINGFINISHED']._serialized_end=648
+  _globals['_RECORDINGARCHIVED']._serialized_start=651
+  _globals['_RECORDINGARCHIVED']._serialized_end=847
+  _globals['_RECORDINGPOLICYREQUEST']._serialized_start=849
+  _globals['_RECORDINGPOLICYREQUEST']._serialized_end=926
+  _globals['_RECORDINGPOLICY']._serialized_start=929
+  _globals['_RECORDINGPOLICY']._serialized_end=1092
 # @@protoc_insertion_point(module_scope)

@@ -95,6 +95,7 @@ class RecordingFinished(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     KEEP_REQUESTED_FIELD_NUMBER: _builtins.int
     ANNOUNCEMENT_FIELD_NUMBER: _builtins.int
+    ASTERISK_INSTANCE_FIELD_NUMBER: _builtins.int
     recording_id: _builtins.str
     """our id; names the object in the archive"""
     asterisk_name: _builtins.str
@@ -117,6 +118,10 @@ class RecordingFinished(_message.Message):
     """on-demand: the user asked during the call (feature code)"""
     announcement: _builtins.str
     """the prompt the parties heard before recording began"""
+    asterisk_instance: _builtins.str
+    """The Asterisk instance whose spool holds the file (its StatefulSet pod name in Kubernetes;
+    empty with one Asterisk): the archive fetches and deletes it there (docs/operations.md).
+    """
     @_builtins.property
     def header(self) -> _call_pb2.EventHeader:
         """tenant_id and call_id of the recorded call"""
@@ -145,10 +150,11 @@ class RecordingFinished(_message.Message):
         source: _builtins.str = ...,
         keep_requested: _builtins.bool = ...,
         announcement: _builtins.str = ...,
+        asterisk_instance: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "header", b"header", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["announcement", b"announcement", "asterisk_name", b"asterisk_name", "ended_at", b"ended_at", "format", b"format", "from_number", b"from_number", "header", b"header", "keep_requested", b"keep_requested", "layout", b"layout", "mode", b"mode", "party", b"party", "recording_id", b"recording_id", "retention_days", b"retention_days", "source", b"source", "started_at", b"started_at", "team_id", b"team_id", "to_number", b"to_number", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["announcement", b"announcement", "asterisk_instance", b"asterisk_instance", "asterisk_name", b"asterisk_name", "ended_at", b"ended_at", "format", b"format", "from_number", b"from_number", "header", b"header", "keep_requested", b"keep_requested", "layout", b"layout", "mode", b"mode", "party", b"party", "recording_id", b"recording_id", "retention_days", b"retention_days", "source", b"source", "started_at", b"started_at", "team_id", b"team_id", "to_number", b"to_number", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

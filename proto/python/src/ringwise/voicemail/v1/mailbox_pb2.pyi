@@ -278,6 +278,7 @@ class MailboxActionRequest(_message.Message):
     GREETING_KIND_FIELD_NUMBER: _builtins.int
     RECORDING_FIELD_NUMBER: _builtins.int
     NEW_PIN_FIELD_NUMBER: _builtins.int
+    ASTERISK_INSTANCE_FIELD_NUMBER: _builtins.int
     session: _builtins.str
     message_id: _builtins.str
     action: Global___MailboxActionRequest.Action.ValueType
@@ -289,6 +290,10 @@ class MailboxActionRequest(_message.Message):
     recording: _builtins.str
     """a recording in Asterisk's spool (routing recorded it)"""
     new_pin: _builtins.str
+    asterisk_instance: _builtins.str
+    """The Asterisk instance holding `recording` / `annotation_recording` (pod name; empty with
+    one Asterisk).
+    """
     def __init__(
         self,
         *,
@@ -300,10 +305,11 @@ class MailboxActionRequest(_message.Message):
         greeting_kind: _builtins.str = ...,
         recording: _builtins.str = ...,
         new_pin: _builtins.str = ...,
+        asterisk_instance: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "annotation_recording", b"annotation_recording", "forward_to_user_id", b"forward_to_user_id", "greeting_kind", b"greeting_kind", "message_id", b"message_id", "new_pin", b"new_pin", "recording", b"recording", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "annotation_recording", b"annotation_recording", "asterisk_instance", b"asterisk_instance", "forward_to_user_id", b"forward_to_user_id", "greeting_kind", b"greeting_kind", "message_id", b"message_id", "new_pin", b"new_pin", "recording", b"recording", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
