@@ -16,8 +16,11 @@ class MessagingSettings(KitSettings):
     http_port: int = 9106
 
 
+# Routing publishes exactly the calls these alerts are about, so messaging no longer wakes up
+# for every CDR.
 PLANS = {
-    subjects.CALL_ENDED: "send lost-call and delegated-call SMS alerts",
+    subjects.CALL_MISSED: "send the called user a lost-call SMS alert",
+    subjects.CALL_DIVERTED: "send the called user a delegated-call SMS alert",
 }
 
 
