@@ -11,12 +11,14 @@ from ringwise_kit.ari import AriClient
 from ringwise_kit.ops import READINESS_KEY
 
 from ringwise_routing.calls import policy
+from ringwise_routing.calls.call_state import CallStateStore
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.router import CallRouter
 from ringwise_routing.calls.session import CallerHungUp
 from ringwise_routing.calls.voicemail_step import VoicemailStep
+from ringwise_routing.profiles.defaults import DefaultProfiles
 from ringwise_routing.provisioning.pjsip import PjsipOptions
 from ringwise_routing.provisioning.provisioner import Provisioner
 from ringwise_routing.settings import RoutingSettings
@@ -63,7 +65,16 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
         )
         recording_policies = RecordingPolicies(app[service.NATS_KEY])
         await recording_policies.watch()
-        router = CallRouter(ari, directory, publisher, voicemail, recording_policies)
+        router = CallRouter(
+            ari,
+            directory,
+            publisher,
+            voicemail,
+            recording_policies,
+            profiles=DefaultProfiles(settings.trunk_dial),
+            trunk_dial=settings.trunk_dial,
+            call_state=CallStateStore(app[service.REDIS_KEY]),
+        )
         app[ROUTER_KEY] = router
         provisioner = Provisioner(
             app[service.NATS_KEY],
