@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from pymongo.errors import PyMongoError
 from ringwise.directory.v1 import resolve_pb2
-from ringwise_kit import bus, service
+from ringwise_kit import api, bus, service
 from ringwise_kit.ari import AriClient
+from ringwise_kit.logs import get_logger
 from ringwise_kit.ops import READINESS_KEY
 
 from ringwise_routing.calls import policy
@@ -18,13 +22,59 @@ from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.router import CallRouter
 from ringwise_routing.calls.session import CallerHungUp
 from ringwise_routing.calls.voicemail_step import VoicemailStep
-from ringwise_routing.profiles.defaults import DefaultProfiles
+from ringwise_routing.profiles.http import routes as profile_routes
+from ringwise_routing.profiles.service import StoredProfiles
+from ringwise_routing.profiles.store import ProfileStore
 from ringwise_routing.provisioning.pjsip import PjsipOptions
 from ringwise_routing.provisioning.provisioner import Provisioner
 from ringwise_routing.settings import RoutingSettings
 
 ROUTER_KEY = web.AppKey("router", CallRouter)
 PROVISIONER_KEY = web.AppKey("provisioner", Provisioner)
+PROFILES_KEY = web.AppKey("profiles", StoredProfiles)
+log = get_logger(__name__)
+
+
+def profiles_ctx(settings: RoutingSettings) -> service.CleanupCtx:
+    """The users' routing profiles (Mongo), cached per instance and invalidated over NATS."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        store = ProfileStore(app[service.MONGO_KEY], settings.routing_db)
+        profiles = StoredProfiles(
+            app[service.NATS_KEY],
+            store,
+            settings.trunk_dial,
+            ttl_s=settings.profile_cache_ttl_s,
+            directory_timeout_s=settings.directory_timeout_s,
+        )
+        # Calls must not wait for Mongo at start-up: the indexes are made in the background,
+        # retried until Mongo answers (reads work without them).
+        indexes = asyncio.create_task(_ensure_indexes(store))
+        await profiles.start()
+        app[PROFILES_KEY] = profiles
+        yield
+        indexes.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await indexes
+        await profiles.close()
+
+    return ctx
+
+
+async def _ensure_indexes(store: ProfileStore) -> None:
+    delay = 0.5
+    while True:
+        try:
+            await store.ensure_indexes()
+            return
+        except PyMongoError as exc:
+            log.warning("profile_indexes_not_ready", error=repr(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def api_ctx(app: web.Application) -> AsyncIterator[None]:
+    return api.api_ctx("routing", profile_routes(app[PROFILES_KEY]))(app)
 
 
 def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
@@ -71,7 +121,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             publisher,
             voicemail,
             recording_policies,
-            profiles=DefaultProfiles(settings.trunk_dial),
+            profiles=app[PROFILES_KEY],
             trunk_dial=settings.trunk_dial,
             call_state=CallStateStore(app[service.REDIS_KEY]),
         )
@@ -109,6 +159,9 @@ def create_app(settings: RoutingSettings | None = None) -> web.Application:
     app = service.create_app(settings)
     app.cleanup_ctx.append(service.nats_ctx(settings, bus.CALLS, bus.RECORDINGS, bus.DEAD_LETTERS))
     app.cleanup_ctx.append(service.redis_ctx(settings.redis_url))
+    app.cleanup_ctx.append(service.mongo_ctx(settings.mongo_url))
+    app.cleanup_ctx.append(profiles_ctx(settings))
+    app.cleanup_ctx.append(api_ctx)
     app.cleanup_ctx.append(calls_ctx(settings))
     return app
 

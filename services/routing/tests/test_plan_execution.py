@@ -117,14 +117,6 @@ def test_a_plan_ending_in_reject_records_a_disposition(
     assert policy.disposition_for_cause(cause) == disposition
 
 
-@pytest.mark.parametrize(
-    ("secret", "entered", "ok"),
-    [("4711", "4711", True), ("4711", "4712", False), ("4711", "", False), (None, "4711", False)],
-)
-def test_the_call_password_must_match_exactly(secret: str | None, entered: str, ok: bool) -> None:
-    assert policy.password_matches(secret, entered) is ok
-
-
 def test_a_users_greeting_media_is_played_as_the_generic_nobody_available() -> None:
     assert policy.playable("greeting:holiday") == "sound:vm-nobodyavail"
     assert policy.playable("sound:ss-noservice") == "sound:ss-noservice"

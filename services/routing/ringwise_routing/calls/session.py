@@ -73,6 +73,7 @@ from ringwise_routing.plans.engine import (
 )
 from ringwise_routing.plans.explain import plan_summary, reason_codes, step_summary
 from ringwise_routing.plans.model import Caller, PlanContext, RingMode
+from ringwise_routing.profiles.document import verify_secret
 from ringwise_routing.profiles.source import (
     ProfileSource,
     UserRouting,
@@ -427,7 +428,7 @@ class CallSession:
         if step.password is not None:
             for _attempt in range(policy.SCREEN_PASSWORD_TRIES):
                 entered = await keys.number(policy.PROMPT_ENTER_PASSWORD, max_digits=12)
-                if policy.password_matches(step.password, entered):
+                if verify_secret(step.password, entered):
                     break
                 await keys.play(policy.PROMPT_WRONG_PASSWORD)
             else:
