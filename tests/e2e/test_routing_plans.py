@@ -235,8 +235,7 @@ async def test_a_vip_reaches_a_user_on_holiday_others_do_not(
     await office.set_routing(hal, profile)
 
     other = new_caller()
-    result = await platform.sipp.call(hal.number, caller=other, timeout_s=40)
-    assert result.final_codes() != [200] or hal.phones["desk"].calls_handled() == 0
+    await platform.sipp.call(hal.number, caller=other, timeout_s=40)
     assert hal.phones["desk"].calls_handled() == 0
     [cdr] = await wait_cdrs(platform, other)
     events = await events_of(platform, cdr["call_id"], 3)
