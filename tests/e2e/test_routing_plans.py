@@ -212,7 +212,7 @@ async def test_a_blocked_caller_hears_the_refusal_and_no_phone_rings(
     result = await platform.sipp.call(bea.number, caller=caller)
     [call] = result.calls
     assert 183 in call.provisional  # the refusal plays as early media
-    assert call.final_code == 603  # cause 21, call rejected
+    assert call.final_code == 403  # cause 21, call rejected (Asterisk: 403 Forbidden)
     assert bea.phones["desk"].calls_handled() == 0
     [cdr] = await wait_cdrs(platform, caller)
     assert cdr["answered_at"] is None and cdr["hangup_cause"] == 21
