@@ -460,3 +460,73 @@ async def test_routing_crashes_while_phones_ring_and_nothing_rings_on(
     events = await events_of(platform, cdr["call_id"], 4)
     [missed] = [e for e in events if isinstance(e, call_pb2.CallMissed)]
     assert missed.user_id == nia.user_id
+
+
+async def test_a_caller_presses_0_in_voicemail_and_reaches_the_delegate(
+    platform: LocalPlatform, office: Office
+) -> None:
+    mo = await office.member("Mo Meeting", desk=(PhoneKind.ANSWER, {}))
+    dee = await office.member(
+        "Dee Deputy", desk=(PhoneKind.ANSWER_AND_HANGUP, {"ring_ms": 300, "hold_ms": 2000})
+    )
+    await office.admin.call(
+        "PUT",
+        f"{office.base}/users/{mo.user_id}/voicemail",
+        {"email": f"mo@{office.tenant_id}.example"},
+        status=201,
+    )
+    profile = await office.routing(mo)
+    profile["manual"] = {"state": "Busy", "until": None}
+    profile["delegates"] = [dee.user_id]
+    await office.set_routing(mo, profile)
+
+    caller = new_caller()
+    scenario = keypad_scenario(platform, "voicemail_breakout.xml", [("wait", 1500), ("keys", "0")])
+    result = await platform.sipp.call(mo.number, caller=caller, scenario=scenario, timeout_s=60)
+    assert result.exit_code == 0, result.output_tail
+    assert mo.phones["desk"].calls_handled() == 0  # Busy: Mo's phone never rang
+    [on_dee] = await dee.phones["desk"].wait_calls(1)
+    assert on_dee.answered and on_dee.sent_bye
+    [cdr] = await wait_cdrs(platform, caller)
+    assert cdr["disposition"] == "DISPOSITION_ANSWERED"
+    assert (cdr["user_id"], cdr["device_id"]) == (mo.user_id, dee.devices["desk"])
+    assert cdr["hangup_by"] == "callee"
+    events = await events_of(platform, cdr["call_id"], 5)
+    assert list(routed(events).decision.steps) == ["voicemail busy"]
+    [diverted] = [e for e in events if isinstance(e, call_pb2.CallDiverted)]
+    assert (diverted.kind, diverted.target) == ("delegate", dee.user_id)
+    assert not [e for e in events if isinstance(e, call_pb2.CallMissed)]
+
+
+async def test_nobody_answers_so_the_team_rings_and_a_member_answers(
+    platform: LocalPlatform, office: Office
+) -> None:
+    tom = await office.member("Tom Teamlead", desk=(PhoneKind.BUSY, {}))
+    ann = await office.member("Ann Agent", desk=(PhoneKind.NOANSWER, {}))
+    ben = await office.member("Ben Agent", desk=(PhoneKind.ANSWER, {"ring_ms": 800}))
+    team = await office.admin.call(
+        "POST",
+        f"{office.base}/teams",
+        {
+            "name": "Support",
+            "extension": "700",
+            "ring_strategy": "simultaneous",
+            "members": [ann.user_id, ben.user_id],
+        },
+        status=201,
+    )
+    profile = await office.routing(tom)
+    profile["states"]["Available"]["fallback"] = {"kind": "team", "target": team["team_id"]}
+    await office.set_routing(tom, profile)
+
+    caller = new_caller()
+    result = await platform.sipp.call(tom.number, caller=caller, hold_ms=1000, timeout_s=40)
+    assert result.final_codes() == [200]
+    [on_ann] = await ann.phones["desk"].wait_calls(1)
+    [on_ben] = await ben.phones["desk"].wait_calls(1)
+    assert on_ben.answered and on_ann.cancelled
+    [cdr] = await wait_cdrs(platform, caller)
+    assert (cdr["user_id"], cdr["device_id"]) == (tom.user_id, ben.devices["desk"])
+    events = await events_of(platform, cdr["call_id"], 5)
+    [diverted] = [e for e in events if isinstance(e, call_pb2.CallDiverted)]
+    assert (diverted.kind, diverted.target) == ("team", team["team_id"])
