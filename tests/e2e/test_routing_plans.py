@@ -328,14 +328,16 @@ async def test_nobody_answers_so_the_call_goes_to_the_delegate(
 async def test_screened_call_the_user_accepts_with_star_after_hearing_the_name(
     platform: LocalPlatform, office: Office
 ) -> None:
+    # The phone listens to the whole whisper (about 6 s) before it presses *.
     sue = await office.member(
-        "Sue Screen", desk=(PhoneKind.ANSWER_KEY, {"ring_ms": 300, "key": "*"})
+        "Sue Screen", desk=(PhoneKind.ANSWER_KEY, {"ring_ms": 300, "key": "*", "key_ms": 7000})
     )
     profile = await office.routing(sue)
     profile["screening"] = {"enabled": True, "ask_name": True}
     await office.set_routing(sue, profile)
 
     caller = new_caller()
+    log_before = platform.asterisk.messages_log_path.stat().st_size
     # The caller says their name after the prompt, then waits for the user.
     scenario = keypad_scenario(platform, "screen_caller_name.xml", [("speak", 7000)])
     result = await platform.sipp.call(sue.number, caller=caller, scenario=scenario, timeout_s=90)
@@ -351,6 +353,19 @@ async def test_screened_call_the_user_accepts_with_star_after_hearing_the_name(
     events = await events_of(platform, cdr["call_id"], 4)
     assert routed(events).decision.steps[0] == "screen name"
     assert routed(events).decision.steps[1].endswith(" whisper")
+    with platform.asterisk.messages_log_path.open() as log:
+        log.seek(log_before)
+        played = log.read()
+    # The phone heard "call from", the caller's recorded name, "press star".
+    whisper = [
+        "Playing 'followme/call-from.",
+        f"spool/recording/rw-screen-{cdr['call_id']}.",
+        "Playing 'vm-press.",
+        "Playing 'digits/star.",
+    ]
+    positions = [played.find(line) for line in whisper]
+    assert -1 not in positions, positions
+    assert positions == sorted(positions)
 
 
 async def test_screened_call_the_user_refuses_so_the_caller_is_not_connected(
