@@ -715,7 +715,7 @@ class CallSession:
             return
         await self._announce_and_hang_up((), policy.CAUSE_NORMAL_CLEARING)
 
-    async def _divert(self, step: Divert, plan: CallPlan, context: PlanContext) -> None:
+    def _publish_divert(self, step: Divert, plan: CallPlan) -> None:
         record = self.record
         self._diverts += 1
         self._publisher.publish(
@@ -735,12 +735,18 @@ class CallSession:
             )
         )
         log.info("call_diverted", kind=step.kind.value, target=step.target)
+
+    async def _divert(self, step: Divert, plan: CallPlan, context: PlanContext) -> None:
+        """CallDiverted goes out once the target is known to exist (a user found, a team
+        resolved, a trunk to dial)."""
+        record = self.record
         if step.kind in (DivertKind.USER, DivertKind.DELEGATE):
             user = await self._directory.resolve_user(record.tenant_id, step.target)
             if isinstance(user, policy.LookupFailed) or user.status != UserReply.STATUS_FOUND:
                 log.warning("divert_target_not_found", target=step.target)
                 await self._divert_failed(plan, context)
                 return
+            self._publish_divert(step, plan)
             routing, _ = await self._routing_for(user)
             chain = PlanContext(routing.tenant, (*context.divert_chain, plan.user_id))
             diverted = plan_call(routing.profile, self._caller, _now(), chain)
@@ -762,12 +768,22 @@ class CallSession:
                 if team.ring_strategy == "sequential":
                     mode = RingMode.SEQUENTIAL
                 legs = await self._team_legs(team)
-            if legs and await self._ring(Ring(mode, tuple(legs))):
+            if not legs:
+                log.warning("divert_team_unreachable", target=step.target)
+                await self._divert_failed(plan, context)
+                return
+            self._publish_divert(step, plan)
+            if await self._ring(Ring(mode, tuple(legs))):
                 return
         else:
             dial = self._services.trunk_dial(step.target)
+            if not dial:
+                log.warning("divert_external_without_trunk", target=step.target)
+                await self._divert_failed(plan, context)
+                return
+            self._publish_divert(step, plan)
             leg = Leg(step.target, "external", dial, leg_timeout(0))
-            if dial and await self._ring(Ring(RingMode.SEQUENTIAL, (leg,))):
+            if await self._ring(Ring(RingMode.SEQUENTIAL, (leg,))):
                 return
         treatment = policy.treatment_for(self._last_status)
         record.disposition = treatment.disposition
