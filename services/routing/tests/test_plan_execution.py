@@ -166,9 +166,28 @@ def test_a_calls_state_survives_the_round_trip_through_redis() -> None:
     assert stored.record == answered
     assert (stored.caller_id, stored.legs, stored.bridge_id) == ("chan-1", ("c1-2",), "c1")
     assert stored.channels == ("chan-1", "c1-2")
-    ringing = call_state.decode(call_state.encode(record(), "chan-1", ["c1-1", "c1-2"], None))
+    ringing = call_state.decode(
+        call_state.encode(record(), "chan-1", ["c1-1", "c1-2"], None, "08:00:27:aa:bb:cc")
+    )
     assert ringing.bridge_id is None
     assert ringing.record.answered_at is None
+    assert ringing.asterisk_id == "08:00:27:aa:bb:cc"
+
+
+@pytest.mark.parametrize(
+    ("stored_on", "here", "taken"),
+    [
+        ("ast-a", "ast-a", True),
+        ("ast-a", "ast-b", False),  # another pod's Asterisk: its own routing has it
+        ("", "ast-b", True),
+        ("ast-a", "", True),
+    ],
+)
+def test_an_instance_takes_over_only_the_calls_of_its_own_asterisk(
+    stored_on: str, here: str, taken: bool
+) -> None:
+    stored = call_state.StoredCall(record(), "chan-1", (), None, stored_on)
+    assert call_state.on_this_asterisk(stored, here) is taken
 
 
 @pytest.mark.parametrize(

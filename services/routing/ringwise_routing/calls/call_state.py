@@ -30,6 +30,7 @@ class StoredCall:
     caller_id: str
     legs: tuple[str, ...]  # callee channels that may still be up
     bridge_id: str | None  # set once answered: the conversation
+    asterisk_id: str = ""  # the Asterisk (entity id) the call is on
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -44,7 +45,13 @@ def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
-def encode(record: CallRecord, caller_id: str, legs: list[str], bridge_id: str | None) -> str:
+def encode(
+    record: CallRecord,
+    caller_id: str,
+    legs: list[str],
+    bridge_id: str | None,
+    asterisk_id: str = "",
+) -> str:
     return json.dumps(
         {
             "call_id": record.call_id,
@@ -60,6 +67,7 @@ def encode(record: CallRecord, caller_id: str, legs: list[str], bridge_id: str |
             "caller_id": caller_id,
             "legs": legs,
             "bridge_id": bridge_id,
+            "asterisk_id": asterisk_id,
         }
     )
 
@@ -86,7 +94,14 @@ def decode(raw: str | bytes) -> StoredCall:
         caller_id=data["caller_id"],
         legs=tuple(data.get("legs", ())),
         bridge_id=data.get("bridge_id") or None,
+        asterisk_id=data.get("asterisk_id", ""),
     )
+
+
+def on_this_asterisk(stored: StoredCall, asterisk_id: str) -> bool:
+    """Every Asterisk pod has its own routing, all sharing Redis: an instance takes over only
+    the calls of its own Asterisk (an unknown id on either side: a single-Asterisk setup)."""
+    return not stored.asterisk_id or not asterisk_id or stored.asterisk_id == asterisk_id
 
 
 class CallStateStore:
@@ -94,11 +109,15 @@ class CallStateStore:
         self._redis = redis
 
     async def save(
-        self, record: CallRecord, caller_id: str, legs: list[str], bridge_id: str | None
+        self,
+        record: CallRecord,
+        caller_id: str,
+        legs: list[str],
+        bridge_id: str | None,
+        asterisk_id: str = "",
     ) -> None:
-        await self._redis.set(
-            KEY_PREFIX + record.call_id, encode(record, caller_id, legs, bridge_id), ex=TTL_S
-        )
+        state = encode(record, caller_id, legs, bridge_id, asterisk_id)
+        await self._redis.set(KEY_PREFIX + record.call_id, state, ex=TTL_S)
 
     async def forget(self, call_id: str) -> None:
         await self._redis.delete(KEY_PREFIX + call_id)

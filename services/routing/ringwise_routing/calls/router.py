@@ -28,7 +28,7 @@ from ringwise_kit.logs import get_logger
 
 from ringwise_routing.calls import policy
 from ringwise_routing.calls.adopted import AdoptedCall, adoptable, end_orphaned
-from ringwise_routing.calls.call_state import CallStateStore
+from ringwise_routing.calls.call_state import CallStateStore, on_this_asterisk
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
@@ -230,9 +230,15 @@ class CallRouter:
         except Exception as exc:
             log.error("call_state_unreadable", error=repr(exc))
             return
+        try:
+            info = await self._ari.asterisk_info()
+            here = str(info.get("system", {}).get("entity_id", ""))
+        except Exception as exc:
+            log.warning("asterisk_id_unknown", error=repr(exc))
+            here = ""
         ours = {s.call_id for s in self._by_channel.values()}
         for stored in stored_calls:
-            if stored.record.call_id in ours:
+            if stored.record.call_id in ours or not on_this_asterisk(stored, here):
                 continue
             if adoptable(stored, present, bridged.__contains__):
                 self._track(AdoptedCall(stored, self._ari, self._publisher, store))

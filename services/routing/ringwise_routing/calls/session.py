@@ -1021,7 +1021,9 @@ class CallSession:
             else [leg.channel_id for leg in self._legs.values() if not leg.gone]
         )
         try:
-            await store.save(self.record, self.caller_id, legs, self._bridge_id)
+            await store.save(
+                self.record, self.caller_id, legs, self._bridge_id, self._start.asterisk_id
+            )
         except Exception as exc:
             log.warning("call_state_not_saved", error=repr(exc))
 
