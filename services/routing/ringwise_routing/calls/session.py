@@ -73,7 +73,7 @@ from ringwise_routing.plans.engine import (
 )
 from ringwise_routing.plans.explain import plan_summary, reason_codes, step_summary
 from ringwise_routing.plans.model import Caller, PlanContext, RingMode
-from ringwise_routing.profiles.document import verify_secret
+from ringwise_routing.profiles.document import verify_secret_off_loop
 from ringwise_routing.profiles.source import (
     ProfileSource,
     UserRouting,
@@ -448,7 +448,7 @@ class CallSession:
         if step.password is not None:
             for _attempt in range(policy.SCREEN_PASSWORD_TRIES):
                 entered = await keys.number(policy.PROMPT_ENTER_PASSWORD, max_digits=12)
-                if verify_secret(step.password, entered):
+                if await verify_secret_off_loop(step.password, entered):
                     break
                 await keys.play(policy.PROMPT_WRONG_PASSWORD)
             else:
