@@ -1,6 +1,7 @@
 """The mailbox by phone, walked by DTMF (RFC 4733 from sipp pcaps) on real Asterisk: the owner
 calls their own number, presses * during the greeting, enters the PIN, then saves, deletes
-and forwards (with a spoken introduction) their messages; wrong PINs lock the mailbox."""
+and forwards (with a spoken introduction) their messages, calls a sender back and replies to
+one; wrong PINs lock the mailbox."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from ringwise_dev.voicemail_testing import (
     last_mwi,
     mails_to,
     place_recording,
+    sound_seconds,
     tone_wav,
 )
 from ringwise_kit import bus, subjects
@@ -34,6 +36,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 DB = "ringwise_voicemail"
 PIN = "4712"
+PCAP_SECONDS = 7.05  # sipp's g711a.pcap
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -69,7 +72,13 @@ async def mailbox(nc: NatsClient, user_id: str, **settings: Any) -> None:
     assert status == 204, reply
 
 
-async def leave(platform: LocalPlatform, nc: NatsClient, user_id: str, seconds: float) -> str:
+async def leave(
+    platform: LocalPlatform,
+    nc: NatsClient,
+    user_id: str,
+    seconds: float,
+    caller_number: str = "+441632960009",
+) -> str:
     """A message deposited the way routing does it (recording in Asterisk's spool)."""
     begun = await bus.request(
         nc,
@@ -87,7 +96,7 @@ async def leave(platform: LocalPlatform, nc: NatsClient, user_id: str, seconds: 
             user_id=user_id,
             recording_name=begun.recording_name,
             duration_ms=round(seconds * 1000),
-            caller_number="+441632960009",
+            caller_number=caller_number,
             started_at=to_timestamp(datetime.now(UTC)),
         ),
         deposit_pb2.DepositCompleteReply,
@@ -321,7 +330,9 @@ async def test_envelope_rewind_forward_urgent_and_archive_by_phone(
                 ("keys", "*"),  # back 4 s (it plays on)
                 ("keys", "#"),  # on 4 s: past its end
                 ("wait", 1500),
-                ("keys", "3"),  # the envelope
+                ("keys", "3"),  # the advanced options...
+                ("wait", 1000),
+                ("keys", "3"),  # ...the envelope
                 ("wait", 2500),
                 ("keys", "1"),  # urgent
                 ("wait", 2500),
@@ -348,3 +359,92 @@ async def test_envelope_rewind_forward_urgent_and_archive_by_phone(
         assert "Playing 'digits/mon-" in played
     finally:
         await mongo[DB].mailboxes.delete_one({"_id": f"{TENANT}:{CAROL.user_id}"})
+
+
+async def test_the_owner_calls_a_colleague_back_and_replies_and_cannot_call_a_withheld_number(
+    platform: LocalPlatform,
+    start_phone: StartPhone,
+    nc: NatsClient,
+    mongo: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    await start_phone(PhoneKind.NOANSWER, CAROL)
+    alices_desk = await start_phone(PhoneKind.ANSWER_AND_HANGUP, ALICE, ring_ms=500, hold_ms=2000)
+    messages = mongo[DB].messages
+    try:
+        await mailbox(nc, CAROL.user_id)
+        await mailbox(nc, ALICE.user_id)
+        await messages.delete_many({"user_id": {"$in": [CAROL.user_id, ALICE.user_id]}})
+        # Alice called Carol from her own number (a colleague); then a withheld caller.
+        from_alice = await leave(platform, nc, CAROL.user_id, 3.0, caller_number=ALICE.number)
+        withheld = await leave(platform, nc, CAROL.user_id, 3.0, caller_number="anonymous")
+
+        async def both_stored() -> bool:
+            return await messages.count_documents({"user_id": CAROL.user_id}) == 2
+
+        assert await eventually(both_stored)
+        # From "2" to Alice's hang-up: "please hold", her phone rings 0.5 s, 2 s of talk.
+        call_back_ms = round((sound_seconds(platform, "pls-hold-while-try") + 2.5) * 1000)
+        log_before = platform.asterisk.messages_log_path.stat().st_size
+        scenario = keypad_scenario(
+            platform,
+            "ivr_call_back_reply.xml",
+            [
+                ("wait", 1500),
+                ("keys", "*"),
+                ("wait", 2000),
+                ("keys", PIN + "#"),
+                ("wait", 3000),  # "you have 2 messages"; Alice's starts
+                ("keys", "3"),  # advanced options: 1 reply, 2 call back, 3 envelope
+                ("wait", 1000),
+                ("keys", "2"),  # call Alice back; bridged until she hangs up
+                ("wait", call_back_ms + 2500),
+                ("keys", "3"),
+                ("wait", 1000),
+                ("keys", "1"),  # reply to Alice
+                ("wait", 800),  # the beep
+                ("speak", 7300),
+                ("keys", "#"),
+                ("wait", 3000),  # "message saved"
+                ("keys", "6"),  # the withheld caller's message
+                ("wait", 1000),
+                ("keys", "3"),
+                ("wait", 1000),
+                ("keys", "2"),  # call back: no number to call
+                ("wait", 3500),  # "cannot complete as dialed", back to the menu
+                ("keys", "9"),  # save it
+            ],
+        )
+        result = await platform.sipp.call(
+            CAROL.number, caller=new_caller(), scenario=scenario, timeout_s=150
+        )
+        assert result.exit_code == 0, result.output_tail
+
+        # The call back rang Alice's desk phone, she answered, and she ended it.
+        calls = await alices_desk.wait_calls(1)
+        [leg] = [c for c in calls if c.invite_at is not None]
+        assert leg.answered and leg.sent_bye
+
+        async def replied() -> dict[str, Any] | None:
+            return await messages.find_one({"user_id": ALICE.user_id, "emailed_at": {"$ne": None}})
+
+        reply = await eventually(replied)
+        assert reply is not None, "the reply never reached Alice's mailbox"
+        assert (reply["sender_user_id"], reply["caller_name"]) == (CAROL.user_id, CAROL.name)
+        assert reply["duration_s"] == pytest.approx(PCAP_SECONDS, abs=1.2)
+        assert [m for m in mails_to(platform, "alice@acme.test") if reply["_id"] in m["Message-ID"]]
+
+        assert (await messages.find_one({"_id": from_alice}) or {}).get("folder") == "new"
+        assert (await messages.find_one({"_id": withheld}) or {}).get("folder") == "saved"
+        with platform.asterisk.messages_log_path.open() as log:
+            log.seek(log_before)
+            played = log.read()
+        assert "Playing 'pls-hold-while-try." in played
+        # Alice's options began with "to reply" (both times the key cut them short there);
+        # the withheld caller's began with "to call back": no reply offered.
+        assert played.count("Playing 'vm-toreply.") == 2
+        assert played.count("Playing 'vm-tocallback.") == 1
+        assert "Playing 'cannot-complete-as-dialed." in played
+    finally:
+        await mongo[DB].mailboxes.delete_many(
+            {"_id": {"$in": [f"{TENANT}:{CAROL.user_id}", f"{TENANT}:{ALICE.user_id}"]}}
+        )

@@ -112,6 +112,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             CallerHungUp,
             timeout_s=settings.voicemail_timeout_s,
             find_user=find_user,
+            trunk_dial=settings.trunk_dial,
         )
         recording_policies = RecordingPolicies(app[service.NATS_KEY])
         await recording_policies.watch()

@@ -12,6 +12,7 @@ from ringwise.voicemail.v1 import deposit_pb2, mailbox_pb2
 from ringwise_kit import api, bus, service, subjects
 from ringwise_kit.ari import AriClient
 
+from ringwise_voicemail.directory import Directory
 from ringwise_voicemail.http import build_router
 from ringwise_voicemail.mailbox.deposit import DepositLimits
 from ringwise_voicemail.mailbox.store import MailboxStore
@@ -21,6 +22,7 @@ from ringwise_voicemail.messages.deposits import (
     VOICEMAIL_STREAM,
     Voicemail,
     deposits_done,
+    email_sends,
     utc_now,
 )
 from ringwise_voicemail.messages.email import Mailer
@@ -63,6 +65,8 @@ def voicemail_ctx(settings: VoicemailSettings) -> service.CleanupCtx:
             ),
             mail_from=settings.mail_from,
             email_link_ttl_s=settings.email_link_ttl_s,
+            directory=Directory(nc, settings.directory_timeout_s),
+            sends=email_sends(client, settings.voicemail_db),
             audio_url_ttl_s=settings.audio_url_ttl_s,
         )
         app[VOICEMAIL_KEY] = voicemail
@@ -141,7 +145,7 @@ def create_app(settings: VoicemailSettings | None = None) -> web.Application:
                 a[VOICEMAIL_KEY].mailboxes,
                 a[VOICEMAIL_KEY].messages,
                 a[VOICEMAIL_KEY].audio,
-                a[VOICEMAIL_KEY].push_counts,
+                a[VOICEMAIL_KEY].refresh_counts,
             ),
             settings.retention_interval_s,
             utc_now,

@@ -26,5 +26,7 @@ class VoicemailSettings(KitSettings, MongoSettings, AriSettings):
     # Deposits.
     deposit_max_seconds: int = 180
     deposit_min_seconds: float = 2.0
+    # The directory's answers (MWI targets, team members, reply senders).
+    directory_timeout_s: float = 2.0
     # Retention job: how often it runs.
     retention_interval_s: float = 3600.0

@@ -70,6 +70,7 @@ async def api(
     *,
     principal: api_pb2.Principal | None = None,
     if_match: str = "",
+    idempotency_key: str = "",
 ) -> tuple[int, Any]:
     """Call a voicemail operation as the gateway would (by default as an internal service)."""
     principal = principal or service_principal("voicemail-tests")
@@ -81,6 +82,7 @@ async def api(
         query=query or [],
         body=json.dumps(body).encode() if body is not None else b"",
         request_id=new_request_id(),
+        idempotency_key=idempotency_key,
     )
     reply = await call_service(nc, "voicemail", call, timeout_s=10)
     return reply.status, (json.loads(reply.body) if reply.body else None)

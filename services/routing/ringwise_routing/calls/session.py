@@ -259,6 +259,11 @@ class CallSession:
         """For the call's steps (voicemail_step): same contract as _wait_for."""
         return await self._wait_for(match, timeout_s)
 
+    def track_channel(self, channel_id: str) -> None:
+        """A channel a call step creates (voicemail's call back): its events come here."""
+        self.channels.add(channel_id)
+        self._register_channel(channel_id, self)
+
     # -- the call ----------------------------------------------------------------------------
 
     async def run(self) -> None:

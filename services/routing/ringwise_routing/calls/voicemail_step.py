@@ -20,15 +20,22 @@ from typing import Protocol, TypeVar
 from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from prometheus_client import Counter
+from ringwise.directory.v1 import resolve_pb2
 from ringwise.voicemail.v1 import deposit_pb2, mailbox_pb2
 from ringwise_kit import bus, subjects
 from ringwise_kit.ari import (
     AriClient,
+    AriError,
     AriEvent,
+    ChannelDestroyed,
     ChannelDtmfReceived,
+    ChannelHangupRequest,
+    Dial,
     PlaybackFinished,
     RecordingFailed,
     RecordingFinished,
+    StasisEnd,
+    StasisStart,
     calls,
 )
 from ringwise_kit.events import to_timestamp
@@ -55,6 +62,9 @@ REVIEW_PROMPT = ("sound:vm-review", "sound:vm-review-urgent")
 REVIEW_ACCEPT, REVIEW_LISTEN, REVIEW_RERECORD, REVIEW_URGENT = "1", "2", "3", "4"
 REVIEW_KEYS = (REVIEW_ACCEPT, REVIEW_LISTEN, REVIEW_RERECORD, REVIEW_URGENT)
 REVIEW_WAIT_S = 5.0
+
+# Dial events that end the ringing of an outgoing leg (the call back).
+FINAL_DIALSTATUS = frozenset({"ANSWER", "BUSY", "NOANSWER", "CANCEL", "CONGESTION", "CHANUNAVAIL"})
 
 AVAILABILITY = {
     "NOANSWER": deposit_pb2.AVAILABILITY_AVAILABLE,
@@ -99,6 +109,8 @@ class Call(Protocol):
         self, match: Callable[[AriEvent], bool], timeout_s: float
     ) -> AriEvent | None: ...
 
+    def track_channel(self, channel_id: str) -> None: ...
+
 
 class VoicemailStep:
     def __init__(
@@ -109,11 +121,14 @@ class VoicemailStep:
         *,
         timeout_s: float = 1.0,
         find_user: FindUser | None = None,
+        trunk_dial: Callable[[str], str] | None = None,
     ) -> None:
         self._nc = nc
         self._ari = ari
         # For "forward to": the user a dialled number reaches (tenant, user), if any.
         self._find_user = find_user
+        # For "call back the sender": the dial string of a PSTN number ("" = no trunk).
+        self._trunk_dial = trunk_dial or (lambda number: "")
         # session.CallerHungUp: what call.wait_for raises when the caller hangs up.
         self._caller_gone = caller_gone
         self._timeout_s = timeout_s
@@ -222,7 +237,7 @@ class VoicemailStep:
         )
         messages = list(listed.messages)
         await keys.play(_count_prompt(len(messages)), stop_on=MENU_KEYS)
-        await PhoneMenu(self, call, keys, session, tenant_id).run(messages)
+        await PhoneMenu(self, call, keys, session, tenant_id, user_id).run(messages)
         await keys.play(["sound:vm-goodbye"])
 
     async def record_raw(self, call: Call, name: str, max_seconds: int) -> None:
@@ -403,6 +418,170 @@ class VoicemailStep:
         # The recording stays in Asterisk's spool under its deposit name for an operator.
         log.error("voicemail_complete_failed", deposit_id=begin.deposit_id)
 
+    # -- the mailbox's reply and call back (PhoneMenu.advanced) ------------------------------
+
+    async def resolve_user(
+        self, req: resolve_pb2.ResolveUserRequest
+    ) -> resolve_pb2.ResolveNumberReply | None:
+        """The directory's active user, or None (unknown, or the directory did not answer:
+        the menu then offers less, it never fails)."""
+        try:
+            reply = await bus.request(
+                self._nc,
+                subjects.DIRECTORY_RESOLVE_USER,
+                req,
+                resolve_pb2.ResolveNumberReply,
+                self._timeout_s + 1.0,
+            )
+        except Exception as exc:
+            log.warning("directory_unavailable", error=repr(exc))
+            return None
+        return reply if reply.status == resolve_pb2.ResolveNumberReply.STATUS_FOUND else None
+
+    async def internal_sender(
+        self, tenant_id: str, message: mailbox_pb2.PhoneMessage
+    ) -> resolve_pb2.ResolveNumberReply | None:
+        """The user of this tenant who left the message: the one voicemail recorded as its
+        sender, else the user the caller's number (a DID or an extension) reaches."""
+        if message.sender_user_id:
+            return await self.resolve_user(
+                resolve_pb2.ResolveUserRequest(tenant_id=tenant_id, user_id=message.sender_user_id)
+            )
+        number = message.caller_number
+        if not number:
+            return None
+        found = await self._find_user(number) if self._find_user is not None else None
+        if found is not None:
+            if found[0] != tenant_id:
+                return None
+            return await self.resolve_user(
+                resolve_pb2.ResolveUserRequest(tenant_id=tenant_id, user_id=found[1])
+            )
+        if number.isdigit():
+            return await self.resolve_user(
+                resolve_pb2.ResolveUserRequest(tenant_id=tenant_id, extension=number)
+            )
+        return None
+
+    def call_back_target(
+        self, sender: resolve_pb2.ResolveNumberReply | None, caller_number: str
+    ) -> str:
+        """The dial string that reaches the sender ("" when nothing can)."""
+        if sender is not None:
+            for device in sender.devices:
+                if device.kind == "sip" and device.dial_string:
+                    return device.dial_string
+                if device.kind == "external" and device.number:
+                    dial = self._trunk_dial(device.number)
+                    if dial:
+                        return dial
+            return ""
+        digits = caller_number.lstrip("+")
+        if not digits.isdigit():
+            return ""
+        return self._trunk_dial(caller_number if caller_number.startswith("+") else f"+{digits}")
+
+    async def call_out(
+        self,
+        call: Call,
+        dial_string: str,
+        presenting: resolve_pb2.ResolveNumberReply | None,
+    ) -> bool:
+        """Dial from the caller's (answered) channel and bridge the two until the far end
+        hangs up; False if it was not answered. The caller hanging up raises, as always;
+        nothing of the outgoing leg or the bridge is left behind either way."""
+        leg_id = f"{call.call_id}-cb-{uuid.uuid4().hex[:8]}"
+        bridge_id = f"{leg_id}-bridge"
+        call.track_channel(leg_id)
+        variables = {}
+        if presenting is not None:
+            # The far end sees the mailbox owner calling.
+            number = presenting.smartnumber or presenting.extension
+            if number:
+                variables["CALLERID(num)"] = number
+            variables["CALLERID(name)"] = presenting.user_name
+        bridged = False
+        try:
+            try:
+                await self._ari.call(
+                    calls.create_channel(
+                        self._ari.app,
+                        dial_string,
+                        channel_id=leg_id,
+                        app_args=("dialed", call.call_id),
+                        originator=call.caller_id,
+                        variables=variables,
+                    )
+                )
+            except AriError as exc:
+                log.warning("call_back_failed", error=str(exc))
+                return False
+            entered = await call.wait_for(
+                lambda e: isinstance(e, StasisStart) and e.channel.id == leg_id, 5.0
+            )
+            if entered is None:
+                return False
+            try:
+                await self._ari.dial(leg_id, caller=call.caller_id, timeout_s=CALL_BACK_RING_S)
+            except AriError as exc:  # the leg failed at once (unreachable, no such endpoint)
+                log.warning("call_back_failed", error=str(exc))
+                return False
+
+            def leg_gone(event: AriEvent) -> bool:
+                return isinstance(event, CALL_BACK_HANGUPS) and event.channel.id == leg_id
+
+            def dial_result(event: AriEvent) -> bool:
+                if isinstance(event, Dial) and event.peer.id == leg_id:
+                    return event.dialstatus in FINAL_DIALSTATUS
+                return leg_gone(event)
+
+            result = await call.wait_for(dial_result, CALL_BACK_RING_S + 5)
+            if not (isinstance(result, Dial) and result.dialstatus == "ANSWER"):
+                log.info("call_back_unanswered", status=getattr(result, "dialstatus", None))
+                return False
+            joined = await self._ari.run_all(
+                calls.create_bridge(bridge_id),
+                calls.add_to_bridge(bridge_id, [call.caller_id, leg_id]),
+            )
+            bridged = True
+            if any(isinstance(result, AriError) for result in joined):
+                log.warning("call_back_not_bridged", errors=[repr(r) for r in joined])
+                return False
+            VOICEMAIL_CALLS.labels("call_back").inc()
+            log.info("call_back_connected")
+            while await call.wait_for(leg_gone, 3600) is None:
+                pass
+            return True
+        finally:
+            with contextlib.suppress(Exception):
+                await self._ari.run_all(
+                    calls.hangup(leg_id),
+                    *([calls.destroy_bridge(bridge_id)] if bridged else []),
+                )
+
+    async def record_through_hangup(
+        self, call: Call, name: str, max_seconds: int
+    ) -> Exception | None:
+        """record_raw, except that a hang-up ends the recording instead of losing it: waits
+        for Asterisk to close the file, then returns the hang-up (the caller raises it after
+        using the recording)."""
+        try:
+            await self.record_raw(call, name, max_seconds)
+        except self._caller_gone as exc:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + RECORDING_CLOSE_TIMEOUT_S
+            while loop.time() < deadline:
+                with contextlib.suppress(self._caller_gone):
+                    closed = await call.wait_for(
+                        lambda e: isinstance(e, RecordingFinished | RecordingFailed)
+                        and e.recording.name == name,
+                        deadline - loop.time(),
+                    )
+                    if closed is not None:
+                        break
+            return exc
+        return None
+
 
 # -- the mailbox by phone -------------------------------------------------------------------
 
@@ -417,14 +596,17 @@ KEY_EXIT = "#"
 KEY_OPTIONS = "0"
 KEY_URGENT = "1"
 KEY_ARCHIVE = "2"
-KEY_ENVELOPE = "3"
+# Comedian Mail's advanced options: 1 reply (internal senders), 2 call back, 3 envelope.
+KEY_ADVANCED = "3"
+ADVANCED_REPLY, ADVANCED_CALL_BACK, ADVANCED_ENVELOPE = "1", "2", "3"
+ADVANCED_KEYS = (ADVANCED_REPLY, ADVANCED_CALL_BACK, ADVANCED_ENVELOPE)
 # While a message plays, * goes back and # forward 4 s; it plays on.
 SKIP_MS = 4000
 PLAYBACK_CONTROLS = {"*": "reverse", "#": "forward"}
 MENU_KEYS = (
     KEY_URGENT,
     KEY_ARCHIVE,
-    KEY_ENVELOPE,
+    KEY_ADVANCED,
     KEY_REPEAT,
     KEY_NEXT,
     KEY_PREVIOUS,
@@ -452,6 +634,9 @@ ACTION = mailbox_pb2.MailboxActionRequest
 KEY_TIMEOUT_S = 8.0
 BETWEEN_KEYS_S = 4.0
 ANNOTATION_MAX_S = 60
+REPLY_MAX_S = 180
+CALL_BACK_RING_S = 30
+CALL_BACK_HANGUPS = (ChannelHangupRequest, StasisEnd, ChannelDestroyed)
 
 
 class Keys:
@@ -548,16 +733,23 @@ async def _mailbox_request(nc: NatsClient, subject: str, req: Message, reply: ty
 
 class PhoneMenu:
     """One logged-in walk through the messages (play, repeat, previous, next, save, delete,
-    forward with an annotation)."""
+    forward with an annotation; reply, call back and envelope under 3)."""
 
     def __init__(
-        self, step: VoicemailStep, call: Call, keys: Keys, session: str, tenant_id: str
+        self,
+        step: VoicemailStep,
+        call: Call,
+        keys: Keys,
+        session: str,
+        tenant_id: str,
+        owner_id: str = "",
     ) -> None:
         self.step = step
         self.call = call
         self.keys = keys
         self.session = session
         self.tenant_id = tenant_id
+        self.owner_id = owner_id  # the mailbox's user
 
     async def act(
         self,
@@ -592,8 +784,8 @@ class PhoneMenu:
                 continue
             elif key == KEY_PREVIOUS:
                 index = max(0, index - 1)
-            elif key == KEY_ENVELOPE:
-                await self.keys.play(list(message.envelope), stop_on=MENU_KEYS)
+            elif key == KEY_ADVANCED:
+                await self.advanced(message)
                 replay = False
             elif key == KEY_URGENT:
                 await self.act(message, ACTION.ACTION_MARK_URGENT)
@@ -682,4 +874,59 @@ class PhoneMenu:
         if done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE:
             await self.keys.play(["sound:vm-msgforwarded"])
         else:
+            await self.keys.play(["sound:vm-sorry"])
+
+    # -- advanced options: reply, call back, envelope ------------------------------------------
+
+    async def advanced(self, message: mailbox_pb2.PhoneMessage) -> None:
+        """3 from the message menu (Comedian Mail's advanced options): 1 reply (offered only
+        when the sender is a user of the tenant), 2 call the sender back, 3 the envelope.
+        Anything else returns to the message menu."""
+        sender = await self.step.internal_sender(self.tenant_id, message)
+        prompt = (["sound:vm-toreply"] if sender else []) + [
+            "sound:vm-tocallback",
+            "sound:vm-tohearenv",
+        ]
+        await self.keys.play(prompt, stop_on=ADVANCED_KEYS)
+        key = await self.keys.key()
+        if key == ADVANCED_REPLY and sender is not None:
+            await self.reply(message)
+        elif key == ADVANCED_CALL_BACK:
+            await self.call_back(message, sender)
+        elif key == ADVANCED_ENVELOPE:
+            await self.keys.play(list(message.envelope), stop_on=MENU_KEYS)
+
+    async def reply(self, message: mailbox_pb2.PhoneMessage) -> None:
+        """Record an answer (beep, "#" or a hang-up ends it) that voicemail deposits in the
+        sender's mailbox."""
+        name = f"vm-{subjects.tenant_token(self.tenant_id)}-reply-{uuid.uuid4().hex}"
+        await self.keys.play(BEEP)
+        gone = await self.step.record_through_hangup(self.call, name, REPLY_MAX_S)
+        try:
+            done = await self.act(message, ACTION.ACTION_REPLY, recording=name)
+            ok = done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE
+        except Exception as exc:  # voicemail or the directory did not answer: say so
+            log.warning("mailbox_reply_failed", error=repr(exc))
+            ok = False
+        if gone is not None:
+            raise gone
+        await self.keys.play(["sound:vm-msgsaved" if ok else "sound:vm-sorry"])
+
+    async def call_back(
+        self,
+        message: mailbox_pb2.PhoneMessage,
+        sender: resolve_pb2.ResolveNumberReply | None,
+    ) -> None:
+        """Call the sender from this channel and bridge the two; back to the menu when they
+        hang up. A user: their first reachable device; anyone else: their number through
+        the PSTN trunk. Nothing to dial: "cannot complete as dialed"."""
+        dial_string = self.step.call_back_target(sender, message.caller_number)
+        if not dial_string:
+            await self.keys.play(["sound:cannot-complete-as-dialed"])
+            return
+        await self.keys.play(["sound:pls-hold-while-try"])
+        owner = await self.step.resolve_user(
+            resolve_pb2.ResolveUserRequest(tenant_id=self.tenant_id, user_id=self.owner_id)
+        )
+        if not await self.step.call_out(self.call, dial_string, owner):
             await self.keys.play(["sound:vm-sorry"])

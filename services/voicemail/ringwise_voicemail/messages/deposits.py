@@ -6,14 +6,16 @@ by deposit id); the pipeline then stores the audio (S3) and the message (Mongo),
 raises the alert, pushes the message counts to Asterisk (MWI) and deletes Asterisk's copy.
 Each step is idempotent and recorded, so a crash anywhere repeats no visible effect: the
 message is stored once, counted once (counts are recomputed, not incremented) and emailed
-once (the one window left, between the SMTP server's acceptance and our record of it, sends
-the same Message-ID again).
+once, through a send ledger (email_sends): the one window left, between the moment the end of
+DATA goes to the SMTP server and our record of its 250, sends the same Message-ID again; the
+ledger names every message that was in that window (docs/voicemail.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,18 +35,23 @@ from ringwise_kit.ari import AriNotFound
 from ringwise_kit.events import from_timestamp, to_timestamp
 from ringwise_kit.logs import bind_call, get_logger
 
+from ringwise_voicemail.directory import DirectoryLookups, mwi_targets
 from ringwise_voicemail.mailbox.deposit import DepositLimits, trim_silence
 from ringwise_voicemail.mailbox.greetings import Availability, GreetingChoice, choose_greeting
 from ringwise_voicemail.mailbox.retention import Folder
 from ringwise_voicemail.mailbox.store import Mailbox, MailboxStore, mwi_mailbox
 from ringwise_voicemail.messages import mwi
 from ringwise_voicemail.messages.audio import AudioStore, message_key, wav_duration_s
-from ringwise_voicemail.messages.email import Mailer, compose
+from ringwise_voicemail.messages.email import EmailNotSent, Mailer, compose, message_id_header
 from ringwise_voicemail.messages.store import MessageStore
 
 log = get_logger(__name__)
 
 DEPOSITS = Counter("ringwise_voicemail_deposits_total", "Finished deposits by outcome", ["outcome"])
+EMAILS_UNCERTAIN = Counter(
+    "ringwise_voicemail_emails_resent_uncertain_total",
+    "Emails sent again because an earlier attempt died between the end of DATA and its 250",
+)
 RECORDING_FORMAT = "wav"
 # Prompts from the Asterisk core sounds.
 SYSTEM_GREETING = ("sound:vm-nobodyavail",)  # "Nobody is available to take your call..."
@@ -107,6 +114,9 @@ class Voicemail:
     limits: DepositLimits
     mail_from: str
     email_link_ttl_s: int
+    directory: DirectoryLookups
+    # The email send ledger: per message, when the end of DATA went out and when it was sent.
+    sends: AsyncCollection[Doc]
     audio_url_ttl_s: int = 900
     clock: Clock = utc_now
 
@@ -267,6 +277,7 @@ class Voicemail:
             "caller_number": dep.caller_number,
             "caller_name": dep.caller_name,
             "urgent": dep.urgent,
+            "sender_user_id": dep.sender_user_id,
             "audio_key": key,
             "audio_format": RECORDING_FORMAT,
             "size_bytes": len(data),
@@ -283,6 +294,19 @@ class Voicemail:
         return stored
 
     async def _email(self, mailbox: Mailbox, doc: Doc) -> None:
+        message_id = doc["_id"]
+        ledger = await self.sends.find_one({"_id": message_id})
+        if ledger is not None and ledger.get("sent_at") is not None:
+            # Sent before a crash that came before the message's own mark.
+            await self.messages.mark(message_id, emailed_at=ledger["sent_at"])
+            return
+        if ledger is not None and ledger.get("committing_at") is not None:
+            # The end of DATA went out, and nothing after it was recorded: the server may have
+            # the email. SMTP cannot tell; a lost voicemail is worse than a second copy with
+            # the same Message-ID, so it goes again, counted.
+            EMAILS_UNCERTAIN.inc()
+            log.warning("email_outcome_unknown_resending", message_id=message_id)
+            await self.sends.update_one({"_id": message_id}, {"$inc": {"uncertain_resends": 1}})
         audio = await self.audio.get(doc["audio_key"]) if mailbox.email_attach else None
         url = (
             None
@@ -292,7 +316,7 @@ class Voicemail:
         email = compose(
             mailbox,
             sender=self.mail_from,
-            message_id=doc["_id"],
+            message_id=message_id,
             caller_number=doc["caller_number"],
             caller_name=doc["caller_name"],
             received_at=doc["received_at"],
@@ -301,9 +325,31 @@ class Voicemail:
             audio=audio,
             audio_url=url,
         )
-        await self.mailer.send(email)
-        await self.messages.mark(doc["_id"], emailed_at=self.clock())
-        log.info("message_emailed", message_id=doc["_id"])
+
+        async def committing() -> None:
+            await self.sends.update_one(
+                {"_id": message_id},
+                {
+                    "$set": {
+                        "committing_at": self.clock(),
+                        "header": message_id_header(message_id),
+                        "to": mailbox.email,
+                    },
+                    "$inc": {"attempts": 1},
+                },
+                upsert=True,
+            )
+
+        try:
+            await self.mailer.send(email, before_commit=committing)
+        except EmailNotSent:
+            # Certainly not taken: the next attempt is a first send, not a resend.
+            await self.sends.update_one({"_id": message_id}, {"$set": {"committing_at": None}})
+            raise
+        sent_at = self.clock()
+        await self.sends.update_one({"_id": message_id}, {"$set": {"sent_at": sent_at}})
+        await self.messages.mark(message_id, emailed_at=sent_at)
+        log.info("message_emailed", message_id=message_id)
 
     async def _alert(self, mailbox: Mailbox, doc: Doc) -> None:
         event = alerts_pb2.MessageReceived(
@@ -333,20 +379,33 @@ class Voicemail:
         await self.messages.mark(doc["_id"], alerted_at=self.clock())
 
     async def push_counts(self, tenant_id: str, user_id: str) -> None:
-        """Message waiting to the user's phones: the counts themselves (not increments), so
-        repeats are harmless."""
+        """Message waiting to the user's phones as the directory knows them (each SIP device,
+        plus any extra targets set on the mailbox): the counts themselves (not increments),
+        so repeats are harmless. Raises if the directory or Asterisk does not answer."""
         mailbox = await self.mailboxes.get(tenant_id, user_id)
-        if mailbox is None or not mailbox.mwi_targets:
+        if mailbox is None:
+            return
+        owner = await self.directory.user(tenant_id, user_id)
+        targets = tuple(dict.fromkeys((*mwi_targets(owner), *mailbox.mwi_targets)))
+        if not targets:
             return
         counts = await self.messages.counts(tenant_id, user_id)
         await mwi.send_counts(
             self.asterisk,
-            mailbox.mwi_targets,
+            targets,
             f"sip:{mwi_mailbox(tenant_id, user_id)}",
             new=counts.new,
             old=counts.saved,
             urgent=counts.new_urgent,
         )
+
+    async def refresh_counts(self, tenant_id: str, user_id: str) -> None:
+        """push_counts after a change by the user (API, phone, retention): a directory or
+        Asterisk hiccup must not fail their action; the next change sends the counts again."""
+        try:
+            await self.push_counts(tenant_id, user_id)
+        except Exception as exc:
+            log.warning("mwi_refresh_failed", user_id=user_id, error=repr(exc))
 
     async def _finish(self, deposit_id: str, outcome: str) -> None:
         with contextlib.suppress(DuplicateKeyError):
@@ -382,6 +441,11 @@ def deposits_done(client: AsyncMongoClient[Doc], database: str) -> AsyncCollecti
     return client[database].deposits_done
 
 
+def email_sends(client: AsyncMongoClient[Doc], database: str) -> AsyncCollection[Doc]:
+    """The email send ledger, one document per message (see Voicemail._email)."""
+    return client[database].email_sends
+
+
 DEPOSIT_CONSUMER = bus.ConsumerSpec(
     stream=subjects.VOICEMAIL_STREAM,
     durable="voicemail-deposits",
@@ -390,6 +454,13 @@ DEPOSIT_CONSUMER = bus.ConsumerSpec(
     max_ack_pending=200,
 )
 VOICEMAIL_STREAM = bus.StreamSpec(subjects.VOICEMAIL_STREAM, [subjects.VOICEMAIL_EVENTS])
+
+
+def delivery_id(tenant_id: str, request_key: str, user_id: str) -> str:
+    """The message id of one recipient's copy of one send request: a retried request (same
+    key) names the same messages, so each recipient gets exactly one."""
+    digest = hashlib.sha256(f"{tenant_id}\0{request_key}\0{user_id}".encode()).hexdigest()
+    return digest[:32]
 
 
 async def send_voice_message(
@@ -402,13 +473,21 @@ async def send_voice_message(
     sender_number: str,
     sender_name: str,
     urgent: bool,
+    sender_user_id: str = "",
+    request_key: str = "",
 ) -> dict[str, str]:
     """A voice message to users (a team broadcast is one per member): the audio goes to S3
     first, then each delivery takes the deposit pipeline (stored, emailed, alerted, MWI).
-    Returns message id per user."""
+    With a request_key the message ids derive from it, so sending again (a retry after a
+    timeout or a crash halfway) delivers nothing twice. Returns message id per user."""
     sent: dict[str, str] = {}
-    for user_id in to_user_ids:
-        message_id = uuid.uuid4().hex
+    for user_id in dict.fromkeys(to_user_ids):
+        message_id = (
+            delivery_id(tenant_id, request_key, user_id) if request_key else uuid.uuid4().hex
+        )
+        sent[user_id] = message_id
+        if request_key and await vm.done.find_one({"_id": message_id}, projection={"_id": 1}):
+            continue  # delivered by the first attempt (and maybe deleted since)
         await vm.audio.put(message_key(tenant_id, user_id, message_id, RECORDING_FORMAT), audio)
         deposit = deposit_pb2.DepositCompleteRequest(
             deposit_id=message_id,
@@ -420,6 +499,7 @@ async def send_voice_message(
             caller_name=sender_name,
             started_at=to_timestamp(vm.clock()),
             recording_format=RECORDING_FORMAT,
+            sender_user_id=sender_user_id,
         )
         await bus.publish_event(
             vm.js,
@@ -427,5 +507,4 @@ async def send_voice_message(
             deposit_pb2.Deposited(deposit=deposit, accepted_at=to_timestamp(vm.clock())),
             msg_id=message_id,
         )
-        sent[user_id] = message_id
     return sent

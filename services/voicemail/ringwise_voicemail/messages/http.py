@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from datetime import datetime
 from typing import Any
@@ -52,6 +53,16 @@ def _limit(call: ApiCall) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= 200:
         raise field_error("limit", "a whole number from 1 to 200", status=400)
     return int(raw)
+
+
+def _request_key(call: ApiCall, audio: bytes) -> str:
+    """What makes a send request the same one again: the sender's Idempotency-Key, and the
+    audio (a key reused for another message is another request). "" = no key: every send
+    is new."""
+    if not call.idempotency_key:
+        return ""
+    digest = hashlib.sha256(audio).hexdigest()
+    return f"{call.principal.subject_id}:{call.idempotency_key}:{digest}"
 
 
 def routes(vm: Voicemail) -> ApiRouter:
@@ -112,7 +123,7 @@ def routes(vm: Voicemail) -> ApiRouter:
             if not isinstance(body["urgent"], bool):
                 raise field_error("/urgent", "must be true or false")
             await vm.messages.set_urgent(call.tenant_id, doc["user_id"], doc["_id"], body["urgent"])
-        await vm.push_counts(call.tenant_id, doc["user_id"])
+        await vm.refresh_counts(call.tenant_id, doc["user_id"])
         updated = await vm.messages.by_id(doc["_id"])
         return ApiResult(body=message_json(updated or doc))
 
@@ -122,7 +133,7 @@ def routes(vm: Voicemail) -> ApiRouter:
         # Audio first: never metadata pointing at nothing we could not find again.
         await vm.audio.delete(doc["audio_key"])
         await vm.messages.delete(call.tenant_id, doc["user_id"], doc["_id"])
-        await vm.push_counts(call.tenant_id, doc["user_id"])
+        await vm.refresh_counts(call.tenant_id, doc["user_id"])
         return ApiResult(status=204)
 
     @router.operation("sendVoiceMessage")
@@ -130,29 +141,56 @@ def routes(vm: Voicemail) -> ApiRouter:
         body = call.json()
         if not isinstance(body, dict):
             raise ApiError(400, "Bad Request", "the body must be a JSON object")
-        to = body.get("to_user_ids")
-        if (
+        to, team_id = body.get("to_user_ids"), body.get("to_team_id")
+        if (to is None) == (team_id is None):
+            raise ApiError(
+                422,
+                "Unprocessable Content",
+                "name the recipients: to_user_ids or to_team_id (one of them)",
+                errors=[{"field": "/to_user_ids", "message": "give this or to_team_id"}],
+            )
+        if to is not None and (
             not isinstance(to, list)
             or not to
             or len(to) > MAX_BROADCAST
             or not all(isinstance(u, str) and u for u in to)
         ):
             raise field_error("/to_user_ids", f"1 to {MAX_BROADCAST} user ids")
+        if team_id is not None and (not isinstance(team_id, str) or not team_id):
+            raise field_error("/to_team_id", "a team id")
         urgent = body.get("urgent", False)
         if not isinstance(urgent, bool):
             raise field_error("/urgent", "must be true or false")
         data, duration = decode_audio(body)
         if duration > MAX_MESSAGE_SECONDS:
             raise field_error("/audio_base64", f"longer than {MAX_MESSAGE_SECONDS} s")
-        recipients = list(dict.fromkeys(to))
-        missing = [u for u in recipients if await vm.mailboxes.get(call.tenant_id, u) is None]
-        if missing:
-            raise ApiError(
-                422,
-                "Unprocessable Content",
-                "some users have no mailbox",
-                errors=[{"field": "/to_user_ids", "message": f"no mailbox: {u}"} for u in missing],
-            )
+        skipped: list[str] = []
+        if team_id is not None:
+            try:
+                team = await vm.directory.team(call.tenant_id, team_id)
+            except Exception as exc:
+                raise ApiError(503, "Service Unavailable", "the directory did not answer") from exc
+            if team is None:
+                raise not_found("team")
+            if not team.member_user_ids:
+                raise field_error("/to_team_id", "the team has no active members")
+            members = list(dict.fromkeys(team.member_user_ids))
+            recipients = [u for u in members if await vm.mailboxes.get(call.tenant_id, u)]
+            skipped = [u for u in members if u not in recipients]
+            if not recipients:
+                raise field_error("/to_team_id", "no member of the team has a mailbox")
+        else:
+            recipients = list(dict.fromkeys(to or []))
+            missing = [u for u in recipients if await vm.mailboxes.get(call.tenant_id, u) is None]
+            if missing:
+                raise ApiError(
+                    422,
+                    "Unprocessable Content",
+                    "some users have no mailbox",
+                    errors=[
+                        {"field": "/to_user_ids", "message": f"no mailbox: {u}"} for u in missing
+                    ],
+                )
         sender = call.principal.subject_id
         sent = await send_voice_message(
             vm,
@@ -163,10 +201,16 @@ def routes(vm: Voicemail) -> ApiRouter:
             sender_number=str(body.get("from_number", "")),
             sender_name=str(body.get("from_name", sender)),
             urgent=urgent,
+            # A user of this tenant sending: replies to the message go back to them.
+            sender_user_id=sender if call.principal.tenant_id == call.tenant_id else "",
+            request_key=_request_key(call, data),
         )
-        return ApiResult(
-            status=202,
-            body={"messages": [{"user_id": u, "message_id": m} for u, m in sent.items()]},
-        )
+        reply: dict[str, Any] = {
+            "messages": [{"user_id": u, "message_id": m} for u, m in sent.items()]
+        }
+        if team_id is not None:
+            reply["team_id"] = team_id
+            reply["skipped_user_ids"] = skipped  # members without a mailbox
+        return ApiResult(status=202, body=reply)
 
     return router

@@ -3,7 +3,7 @@
 Debian's Asterisk has no ARI mailboxes (res_mwi_external is not built), so the counts travel
 through ARI another way: an originated Local channel runs the dialplan context ringwise-mwi
 (asterisk/etc/extensions.conf), whose PJSIPNotify sends the message-summary NOTIFY to each
-target (a PJSIP endpoint name: all its registered contacts; or a SIP URI). The counts
+target (a PJSIP endpoint name: each of its registered contacts; or a SIP URI). The counts
 themselves are sent, never increments, so a repeat after a crash is harmless.
 """
 
@@ -43,7 +43,9 @@ def valid_target(target: str) -> bool:
 
 def notify_variables(target: str, account: str, new: int, old: int, urgent: int) -> dict[str, str]:
     return {
-        "MWI_TO": target,
+        # PJSIPNotify takes URIs only: the dialplan sends an endpoint's NOTIFY to each of its
+        # registered contacts.
+        "MWI_TO": target if target.startswith(("sip:", "sips:")) else f"PJSIP/{target}",
         "MWI_WAITING": "yes" if new else "no",
         "MWI_ACCOUNT": account,
         "MWI_NEW": str(new),

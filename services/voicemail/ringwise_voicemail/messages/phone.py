@@ -1,6 +1,6 @@
 """The mailbox by phone (routing runs the IVR over ARI): PIN login with lockout and audit,
 the messages to play, and what the user does with each (save, delete, archive, urgent,
-forward with a recorded annotation)."""
+forward with a recorded annotation, a recorded reply to an internal sender)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ringwise_kit.ari import AriNotFound
 from ringwise_kit.events import to_timestamp
 from ringwise_kit.logs import get_logger
 
+from ringwise_voicemail.directory import sender_number
 from ringwise_voicemail.mailbox import pin
 from ringwise_voicemail.mailbox.greetings import Greeting, GreetingKind
 from ringwise_voicemail.mailbox.retention import Folder
@@ -183,6 +184,7 @@ class PhoneMailbox:
                         duration_s=round(doc["duration_s"]),
                         urgent=doc["urgent"],
                         envelope=envelope_media(doc, tz),
+                        sender_user_id=doc.get("sender_user_id") or "",
                     )
                 )
         return mailbox_pb2.MailboxListReply(messages=found)
@@ -213,9 +215,11 @@ class PhoneMailbox:
             if forwarded is None:
                 return ActionStatus(status=ActionStatus.STATUS_NO_TARGET)
             reply.new_message_id = forwarded
+        elif req.action == Action.ACTION_REPLY:
+            return await self._reply(tenant_id, user_id, doc, req.recording)
         else:
             raise ValueError(f"unknown action {req.action}")
-        await vm.push_counts(tenant_id, user_id)
+        await vm.refresh_counts(tenant_id, user_id)
         log.info(
             "phone_mailbox_action",
             action=Action.Action.Name(req.action),
@@ -301,3 +305,60 @@ class PhoneMailbox:
         if req.annotation_recording:
             await vm.asterisk.delete_stored_recording(req.annotation_recording)
         return sent[target]
+
+    async def sender_of(self, tenant_id: str, doc: Doc) -> str | None:
+        """The user of this tenant who sent the message: recorded when a user sent it, else
+        the user its caller number (a DID, or an extension) belongs to."""
+        if doc.get("sender_user_id"):
+            return str(doc["sender_user_id"])
+        number = str(doc.get("caller_number") or "")
+        if not number:
+            return None
+        directory = self.vm.directory
+        candidates = [number] if number.startswith("+") else [f"+{number}", number]
+        for candidate in candidates:
+            found = await directory.number(candidate)
+            if found is not None:
+                return found.user_id if found.tenant_id == tenant_id else None
+        if number.isdigit():
+            found = await directory.extension(tenant_id, number)
+            if found is not None:
+                return found.user_id
+        return None
+
+    async def _reply(
+        self, tenant_id: str, user_id: str, doc: Doc, recording: str
+    ) -> mailbox_pb2.MailboxActionReply:
+        """The owner's recorded answer, deposited in the sender's mailbox as a message from
+        the owner (so the sender can reply in turn)."""
+        vm = self.vm
+        if not recording.startswith(f"vm-{subjects.tenant_token(tenant_id)}-"):
+            raise ValueError("the reply is not this tenant's recording")
+        target = await self.sender_of(tenant_id, doc)
+        if not target or await vm.mailboxes.get(tenant_id, target) is None:
+            await vm.asterisk.delete_stored_recording(recording)
+            return ActionStatus(status=ActionStatus.STATUS_NO_TARGET)
+        try:
+            audio = await vm.asterisk.stored_recording_file(recording)
+        except AriNotFound:
+            return ActionStatus(status=ActionStatus.STATUS_REJECTED, detail="no recording")
+        duration = wav_duration_s(audio)
+        if not duration:
+            return ActionStatus(status=ActionStatus.STATUS_REJECTED, detail="empty recording")
+        owner = await vm.directory.user(tenant_id, user_id)
+        sent = await send_voice_message(
+            vm,
+            tenant_id,
+            [target],
+            audio,
+            duration,
+            sender_number=sender_number(owner) if owner else "",
+            sender_name=owner.user_name if owner else user_id,
+            urgent=False,
+            sender_user_id=user_id,
+            # The recording's name is unique per reply: a retried request delivers it once.
+            request_key=f"reply:{recording}",
+        )
+        await vm.asterisk.delete_stored_recording(recording)
+        log.info("phone_mailbox_reply", message_id=doc["_id"], to_user_id=target)
+        return ActionStatus(status=ActionStatus.STATUS_DONE, new_message_id=sent[target])

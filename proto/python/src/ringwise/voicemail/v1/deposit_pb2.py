@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ringwise/voicemail/v1/deposit.proto\x12\x15ringwise.voicemail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n\x13\x44\x65positBeginRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x15\n\rcaller_number\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x61ller_name\x18\x05 \x01(\t\x12\x39\n\x0c\x61vailability\x18\x06 \x01(\x0e\x32#.ringwise.voicemail.v1.Availability\"\xdc\x02\n\x11\x44\x65positBeginReply\x12?\n\x06status\x18\x01 \x01(\x0e\x32/.ringwise.voicemail.v1.DepositBeginReply.Status\x12\x12\n\ndeposit_id\x18\x02 \x01(\t\x12\x16\n\x0egreeting_media\x18\x03 \x03(\t\x12\x16\n\x0erecording_name\x18\x04 \x01(\t\x12\x18\n\x10recording_format\x18\x05 \x01(\t\x12\x13\n\x0bmax_seconds\x18\x06 \x01(\r\x12\x1b\n\x13max_silence_seconds\x18\x07 \x01(\r\x12\x10\n\x08greeting\x18\x08 \x01(\t\"d\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_RECORD\x10\x01\x12\x18\n\x14STATUS_GREETING_ONLY\x10\x02\x12\x15\n\x11STATUS_NO_MAILBOX\x10\x03\"\x94\x02\n\x16\x44\x65positCompleteRequest\x12\x12\n\ndeposit_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x16\n\x0erecording_name\x18\x05 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\r\x12\x0e\n\x06urgent\x18\x07 \x01(\x08\x12\x15\n\rcaller_number\x18\x08 \x01(\t\x12\x13\n\x0b\x63\x61ller_name\x18\t \x01(\t\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10recording_format\x18\x0b \x01(\t\"\xda\x01\n\x14\x44\x65positCompleteReply\x12\x42\n\x06status\x18\x01 \x01(\x0e\x32\x32.ringwise.voicemail.v1.DepositCompleteReply.Status\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"j\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTATUS_ACCEPTED\x10\x01\x12\x1c\n\x18STATUS_DROPPED_TOO_SHORT\x10\x02\x12\x15\n\x11STATUS_NO_MAILBOX\x10\x03\"|\n\tDeposited\x12>\n\x07\x64\x65posit\x18\x01 \x01(\x0b\x32-.ringwise.voicemail.v1.DepositCompleteRequest\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xa0\x01\n\x0c\x41vailability\x12\x1c\n\x18\x41VAILABILITY_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41VAILABILITY_AVAILABLE\x10\x01\x12\x15\n\x11\x41VAILABILITY_BUSY\x10\x02\x12\x1c\n\x18\x41VAILABILITY_UNAVAILABLE\x10\x03\x12!\n\x1d\x41VAILABILITY_EXTENDED_ABSENCE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ringwise/voicemail/v1/deposit.proto\x12\x15ringwise.voicemail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x01\n\x13\x44\x65positBeginRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x03 \x01(\t\x12\x15\n\rcaller_number\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x61ller_name\x18\x05 \x01(\t\x12\x39\n\x0c\x61vailability\x18\x06 \x01(\x0e\x32#.ringwise.voicemail.v1.Availability\"\xdc\x02\n\x11\x44\x65positBeginReply\x12?\n\x06status\x18\x01 \x01(\x0e\x32/.ringwise.voicemail.v1.DepositBeginReply.Status\x12\x12\n\ndeposit_id\x18\x02 \x01(\t\x12\x16\n\x0egreeting_media\x18\x03 \x03(\t\x12\x16\n\x0erecording_name\x18\x04 \x01(\t\x12\x18\n\x10recording_format\x18\x05 \x01(\t\x12\x13\n\x0bmax_seconds\x18\x06 \x01(\r\x12\x1b\n\x13max_silence_seconds\x18\x07 \x01(\r\x12\x10\n\x08greeting\x18\x08 \x01(\t\"d\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_RECORD\x10\x01\x12\x18\n\x14STATUS_GREETING_ONLY\x10\x02\x12\x15\n\x11STATUS_NO_MAILBOX\x10\x03\"\xac\x02\n\x16\x44\x65positCompleteRequest\x12\x12\n\ndeposit_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x16\n\x0erecording_name\x18\x05 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x06 \x01(\r\x12\x0e\n\x06urgent\x18\x07 \x01(\x08\x12\x15\n\rcaller_number\x18\x08 \x01(\t\x12\x13\n\x0b\x63\x61ller_name\x18\t \x01(\t\x12.\n\nstarted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10recording_format\x18\x0b \x01(\t\x12\x16\n\x0esender_user_id\x18\x0c \x01(\t\"\xda\x01\n\x14\x44\x65positCompleteReply\x12\x42\n\x06status\x18\x01 \x01(\x0e\x32\x32.ringwise.voicemail.v1.DepositCompleteReply.Status\x12\x12\n\nmessage_id\x18\x02 \x01(\t\"j\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTATUS_ACCEPTED\x10\x01\x12\x1c\n\x18STATUS_DROPPED_TOO_SHORT\x10\x02\x12\x15\n\x11STATUS_NO_MAILBOX\x10\x03\"|\n\tDeposited\x12>\n\x07\x64\x65posit\x18\x01 \x01(\x0b\x32-.ringwise.voicemail.v1.DepositCompleteRequest\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xa0\x01\n\x0c\x41vailability\x12\x1c\n\x18\x41VAILABILITY_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41VAILABILITY_AVAILABLE\x10\x01\x12\x15\n\x11\x41VAILABILITY_BUSY\x10\x02\x12\x1c\n\x18\x41VAILABILITY_UNAVAILABLE\x10\x03\x12!\n\x1d\x41VAILABILITY_EXTENDED_ABSENCE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ringwise.voicemail.v1.deposit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AVAILABILITY']._serialized_start=1253
-  _globals['_AVAILABILITY']._serialized_end=1413
+  _globals['_AVAILABILITY']._serialized_start=1277
+  _globals['_AVAILABILITY']._serialized_end=1437
   _globals['_DEPOSITBEGINREQUEST']._serialized_start=96
   _globals['_DEPOSITBEGINREQUEST']._serialized_end=273
   _globals['_DEPOSITBEGINREPLY']._serialized_start=276
@@ -41,11 +41,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEPOSITBEGINREPLY_STATUS']._serialized_start=524
   _globals['_DEPOSITBEGINREPLY_STATUS']._serialized_end=624
   _globals['_DEPOSITCOMPLETEREQUEST']._serialized_start=627
-  _globals['_DEPOSITCOMPLETEREQUEST']._serialized_end=903
-  _globals['_DEPOSITCOMPLETEREPLY']._serialized_start=906
-  _globals['_DEPOSITCOMPLETEREPLY']._serialized_end=1124
-  _globals['_DEPOSITCOMPLETEREPLY_STATUS']._serialized_start=1018
-  _globals['_DEPOSITCOMPLETEREPLY_STATUS']._serialized_end=1124
-  _globals['_DEPOSITED']._serialized_start=1126
-  _globals['_DEPOSITED']._serialized_end=1250
+  _globals['_DEPOSITCOMPLETEREQUEST']._serialized_end=927
+  _globals['_DEPOSITCOMPLETEREPLY']._serialized_start=930
+  _globals['_DEPOSITCOMPLETEREPLY']._serialized_end=1148
+  _globals['_DEPOSITCOMPLETEREPLY_STATUS']._serialized_start=1042
+  _globals['_DEPOSITCOMPLETEREPLY_STATUS']._serialized_end=1148
+  _globals['_DEPOSITED']._serialized_start=1150
+  _globals['_DEPOSITED']._serialized_end=1274
 # @@protoc_insertion_point(module_scope)

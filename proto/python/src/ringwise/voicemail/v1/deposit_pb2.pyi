@@ -174,6 +174,7 @@ class DepositCompleteRequest(_message.Message):
     CALLER_NAME_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     RECORDING_FORMAT_FIELD_NUMBER: _builtins.int
+    SENDER_USER_ID_FIELD_NUMBER: _builtins.int
     deposit_id: _builtins.str
     tenant_id: _builtins.str
     user_id: _builtins.str
@@ -186,6 +187,10 @@ class DepositCompleteRequest(_message.Message):
     caller_number: _builtins.str
     caller_name: _builtins.str
     recording_format: _builtins.str
+    sender_user_id: _builtins.str
+    """The user who sent it, when a user did (a reply, a voice message sent through the API):
+    the mailbox IVR's "reply" goes back to them.
+    """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -202,10 +207,11 @@ class DepositCompleteRequest(_message.Message):
         caller_name: _builtins.str = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         recording_format: _builtins.str = ...,
+        sender_user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "caller_name", b"caller_name", "caller_number", b"caller_number", "deposit_id", b"deposit_id", "duration_ms", b"duration_ms", "recording_format", b"recording_format", "recording_name", b"recording_name", "started_at", b"started_at", "tenant_id", b"tenant_id", "urgent", b"urgent", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "caller_name", b"caller_name", "caller_number", b"caller_number", "deposit_id", b"deposit_id", "duration_ms", b"duration_ms", "recording_format", b"recording_format", "recording_name", b"recording_name", "sender_user_id", b"sender_user_id", "started_at", b"started_at", "tenant_id", b"tenant_id", "urgent", b"urgent", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ringwise/voicemail/v1/mailbox.proto\x12\x15ringwise.voicemail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"n\n\x13MailboxLoginRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0b\n\x03pin\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x15\n\rcaller_number\x18\x05 \x01(\t\"\xaf\x02\n\x11MailboxLoginReply\x12?\n\x06status\x18\x01 \x01(\x0e\x32/.ringwise.voicemail.v1.MailboxLoginReply.Status\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x15\n\rretry_after_s\x18\x03 \x01(\r\x12\x14\n\x0cnew_messages\x18\x04 \x01(\r\x12\x16\n\x0esaved_messages\x18\x05 \x01(\r\"\x82\x01\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tSTATUS_OK\x10\x01\x12\x14\n\x10STATUS_WRONG_PIN\x10\x02\x12\x11\n\rSTATUS_LOCKED\x10\x03\x12\x11\n\rSTATUS_NO_PIN\x10\x04\x12\x15\n\x11STATUS_NO_MAILBOX\x10\x05\"U\n\x12MailboxListRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12.\n\x07\x66olders\x18\x02 \x03(\x0e\x32\x1d.ringwise.voicemail.v1.Folder\"\xde\x01\n\x0cPhoneMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12-\n\x06\x66older\x18\x02 \x01(\x0e\x32\x1d.ringwise.voicemail.v1.Folder\x12\r\n\x05media\x18\x03 \x01(\t\x12\x15\n\rcaller_number\x18\x04 \x01(\t\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nduration_s\x18\x06 \x01(\r\x12\x0e\n\x06urgent\x18\x07 \x01(\x08\x12\x10\n\x08\x65nvelope\x18\x08 \x03(\t\"I\n\x10MailboxListReply\x12\x35\n\x08messages\x18\x01 \x03(\x0b\x32#.ringwise.voicemail.v1.PhoneMessage\"\xa8\x03\n\x14MailboxActionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x42\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x32.ringwise.voicemail.v1.MailboxActionRequest.Action\x12\x1a\n\x12\x66orward_to_user_id\x18\x04 \x01(\t\x12\x1c\n\x14\x61nnotation_recording\x18\x05 \x01(\t\x12\x15\n\rgreeting_kind\x18\x06 \x01(\t\x12\x11\n\trecording\x18\x07 \x01(\t\x12\x0f\n\x07new_pin\x18\x08 \x01(\t\"\xb1\x01\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43TION_SAVE\x10\x01\x12\x11\n\rACTION_DELETE\x10\x02\x12\x12\n\x0e\x41\x43TION_ARCHIVE\x10\x03\x12\x16\n\x12\x41\x43TION_MARK_URGENT\x10\x04\x12\x12\n\x0e\x41\x43TION_FORWARD\x10\x05\x12\x17\n\x13\x41\x43TION_SET_GREETING\x10\x06\x12\x12\n\x0e\x41\x43TION_SET_PIN\x10\x07\"\x8a\x02\n\x12MailboxActionReply\x12@\n\x06status\x18\x01 \x01(\x0e\x32\x30.ringwise.voicemail.v1.MailboxActionReply.Status\x12\x16\n\x0enew_message_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x89\x01\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTATUS_DONE\x10\x01\x12\x14\n\x10STATUS_NOT_FOUND\x10\x02\x12\x15\n\x11STATUS_NO_SESSION\x10\x03\x12\x14\n\x10STATUS_NO_TARGET\x10\x04\x12\x13\n\x0fSTATUS_REJECTED\x10\x05*W\n\x06\x46older\x12\x16\n\x12\x46OLDER_UNSPECIFIED\x10\x00\x12\x0e\n\nFOLDER_NEW\x10\x01\x12\x10\n\x0c\x46OLDER_SAVED\x10\x02\x12\x13\n\x0f\x46OLDER_ARCHIVED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ringwise/voicemail/v1/mailbox.proto\x12\x15ringwise.voicemail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"n\n\x13MailboxLoginRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0b\n\x03pin\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x04 \x01(\t\x12\x15\n\rcaller_number\x18\x05 \x01(\t\"\xaf\x02\n\x11MailboxLoginReply\x12?\n\x06status\x18\x01 \x01(\x0e\x32/.ringwise.voicemail.v1.MailboxLoginReply.Status\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x15\n\rretry_after_s\x18\x03 \x01(\r\x12\x14\n\x0cnew_messages\x18\x04 \x01(\r\x12\x16\n\x0esaved_messages\x18\x05 \x01(\r\"\x82\x01\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tSTATUS_OK\x10\x01\x12\x14\n\x10STATUS_WRONG_PIN\x10\x02\x12\x11\n\rSTATUS_LOCKED\x10\x03\x12\x11\n\rSTATUS_NO_PIN\x10\x04\x12\x15\n\x11STATUS_NO_MAILBOX\x10\x05\"U\n\x12MailboxListRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12.\n\x07\x66olders\x18\x02 \x03(\x0e\x32\x1d.ringwise.voicemail.v1.Folder\"\xf6\x01\n\x0cPhoneMessage\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12-\n\x06\x66older\x18\x02 \x01(\x0e\x32\x1d.ringwise.voicemail.v1.Folder\x12\r\n\x05media\x18\x03 \x01(\t\x12\x15\n\rcaller_number\x18\x04 \x01(\t\x12/\n\x0breceived_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nduration_s\x18\x06 \x01(\r\x12\x0e\n\x06urgent\x18\x07 \x01(\x08\x12\x10\n\x08\x65nvelope\x18\x08 \x03(\t\x12\x16\n\x0esender_user_id\x18\t \x01(\t\"I\n\x10MailboxListReply\x12\x35\n\x08messages\x18\x01 \x03(\x0b\x32#.ringwise.voicemail.v1.PhoneMessage\"\xba\x03\n\x14MailboxActionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x42\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x32.ringwise.voicemail.v1.MailboxActionRequest.Action\x12\x1a\n\x12\x66orward_to_user_id\x18\x04 \x01(\t\x12\x1c\n\x14\x61nnotation_recording\x18\x05 \x01(\t\x12\x15\n\rgreeting_kind\x18\x06 \x01(\t\x12\x11\n\trecording\x18\x07 \x01(\t\x12\x0f\n\x07new_pin\x18\x08 \x01(\t\"\xc3\x01\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43TION_SAVE\x10\x01\x12\x11\n\rACTION_DELETE\x10\x02\x12\x12\n\x0e\x41\x43TION_ARCHIVE\x10\x03\x12\x16\n\x12\x41\x43TION_MARK_URGENT\x10\x04\x12\x12\n\x0e\x41\x43TION_FORWARD\x10\x05\x12\x17\n\x13\x41\x43TION_SET_GREETING\x10\x06\x12\x12\n\x0e\x41\x43TION_SET_PIN\x10\x07\x12\x10\n\x0c\x41\x43TION_REPLY\x10\x08\"\x8a\x02\n\x12MailboxActionReply\x12@\n\x06status\x18\x01 \x01(\x0e\x32\x30.ringwise.voicemail.v1.MailboxActionReply.Status\x12\x16\n\x0enew_message_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x89\x01\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTATUS_DONE\x10\x01\x12\x14\n\x10STATUS_NOT_FOUND\x10\x02\x12\x15\n\x11STATUS_NO_SESSION\x10\x03\x12\x14\n\x10STATUS_NO_TARGET\x10\x04\x12\x13\n\x0fSTATUS_REJECTED\x10\x05*W\n\x06\x46older\x12\x16\n\x12\x46OLDER_UNSPECIFIED\x10\x00\x12\x0e\n\nFOLDER_NEW\x10\x01\x12\x10\n\x0c\x46OLDER_SAVED\x10\x02\x12\x13\n\x0f\x46OLDER_ARCHIVED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ringwise.voicemail.v1.mailbox_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FOLDER']._serialized_start=1596
-  _globals['_FOLDER']._serialized_end=1683
+  _globals['_FOLDER']._serialized_start=1638
+  _globals['_FOLDER']._serialized_end=1725
   _globals['_MAILBOXLOGINREQUEST']._serialized_start=95
   _globals['_MAILBOXLOGINREQUEST']._serialized_end=205
   _globals['_MAILBOXLOGINREPLY']._serialized_start=208
@@ -43,15 +43,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MAILBOXLISTREQUEST']._serialized_start=513
   _globals['_MAILBOXLISTREQUEST']._serialized_end=598
   _globals['_PHONEMESSAGE']._serialized_start=601
-  _globals['_PHONEMESSAGE']._serialized_end=823
-  _globals['_MAILBOXLISTREPLY']._serialized_start=825
-  _globals['_MAILBOXLISTREPLY']._serialized_end=898
-  _globals['_MAILBOXACTIONREQUEST']._serialized_start=901
-  _globals['_MAILBOXACTIONREQUEST']._serialized_end=1325
-  _globals['_MAILBOXACTIONREQUEST_ACTION']._serialized_start=1148
-  _globals['_MAILBOXACTIONREQUEST_ACTION']._serialized_end=1325
-  _globals['_MAILBOXACTIONREPLY']._serialized_start=1328
-  _globals['_MAILBOXACTIONREPLY']._serialized_end=1594
-  _globals['_MAILBOXACTIONREPLY_STATUS']._serialized_start=1457
-  _globals['_MAILBOXACTIONREPLY_STATUS']._serialized_end=1594
+  _globals['_PHONEMESSAGE']._serialized_end=847
+  _globals['_MAILBOXLISTREPLY']._serialized_start=849
+  _globals['_MAILBOXLISTREPLY']._serialized_end=922
+  _globals['_MAILBOXACTIONREQUEST']._serialized_start=925
+  _globals['_MAILBOXACTIONREQUEST']._serialized_end=1367
+  _globals['_MAILBOXACTIONREQUEST_ACTION']._serialized_start=1172
+  _globals['_MAILBOXACTIONREQUEST_ACTION']._serialized_end=1367
+  _globals['_MAILBOXACTIONREPLY']._serialized_start=1370
+  _globals['_MAILBOXACTIONREPLY']._serialized_end=1636
+  _globals['_MAILBOXACTIONREPLY_STATUS']._serialized_start=1499
+  _globals['_MAILBOXACTIONREPLY_STATUS']._serialized_end=1636
 # @@protoc_insertion_point(module_scope)

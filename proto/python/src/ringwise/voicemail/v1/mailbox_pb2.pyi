@@ -170,6 +170,7 @@ class PhoneMessage(_message.Message):
     DURATION_S_FIELD_NUMBER: _builtins.int
     URGENT_FIELD_NUMBER: _builtins.int
     ENVELOPE_FIELD_NUMBER: _builtins.int
+    SENDER_USER_ID_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     folder: Global___Folder.ValueType
     media: _builtins.str
@@ -177,6 +178,8 @@ class PhoneMessage(_message.Message):
     caller_number: _builtins.str
     duration_s: _builtins.int
     urgent: _builtins.bool
+    sender_user_id: _builtins.str
+    """the sending user, when a user sent it (else see caller_number)"""
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -194,10 +197,11 @@ class PhoneMessage(_message.Message):
         duration_s: _builtins.int = ...,
         urgent: _builtins.bool = ...,
         envelope: _abc.Iterable[_builtins.str] | None = ...,
+        sender_user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_number", b"caller_number", "duration_s", b"duration_s", "envelope", b"envelope", "folder", b"folder", "media", b"media", "message_id", b"message_id", "received_at", b"received_at", "urgent", b"urgent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_number", b"caller_number", "duration_s", b"duration_s", "envelope", b"envelope", "folder", b"folder", "media", b"media", "message_id", b"message_id", "received_at", b"received_at", "sender_user_id", b"sender_user_id", "urgent", b"urgent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -244,6 +248,10 @@ class MailboxActionRequest(_message.Message):
         """greeting_kind from recording (no message_id)"""
         ACTION_SET_PIN: MailboxActionRequest._Action.ValueType  # 7
         """new_pin (no message_id)"""
+        ACTION_REPLY: MailboxActionRequest._Action.ValueType  # 8
+        """A recorded reply (recording) to the message's sender, who must be a user of the tenant
+        (sender_user_id, or the user caller_number belongs to): deposited in their mailbox.
+        """
 
     class Action(_Action, metaclass=_ActionEnumTypeWrapper): ...
     ACTION_UNSPECIFIED: MailboxActionRequest.Action.ValueType  # 0
@@ -257,6 +265,10 @@ class MailboxActionRequest(_message.Message):
     """greeting_kind from recording (no message_id)"""
     ACTION_SET_PIN: MailboxActionRequest.Action.ValueType  # 7
     """new_pin (no message_id)"""
+    ACTION_REPLY: MailboxActionRequest.Action.ValueType  # 8
+    """A recorded reply (recording) to the message's sender, who must be a user of the tenant
+    (sender_user_id, or the user caller_number belongs to): deposited in their mailbox.
+    """
 
     SESSION_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
@@ -314,7 +326,7 @@ class MailboxActionReply(_message.Message):
         STATUS_NO_SESSION: MailboxActionReply._Status.ValueType  # 3
         """the session expired or never existed: log in again"""
         STATUS_NO_TARGET: MailboxActionReply._Status.ValueType  # 4
-        """forward: the target has no mailbox"""
+        """forward: the target has no mailbox; reply: no internal sender"""
         STATUS_REJECTED: MailboxActionReply._Status.ValueType  # 5
         """a PIN breaking the rules, a recording that is unusable"""
 
@@ -326,7 +338,7 @@ class MailboxActionReply(_message.Message):
     STATUS_NO_SESSION: MailboxActionReply.Status.ValueType  # 3
     """the session expired or never existed: log in again"""
     STATUS_NO_TARGET: MailboxActionReply.Status.ValueType  # 4
-    """forward: the target has no mailbox"""
+    """forward: the target has no mailbox; reply: no internal sender"""
     STATUS_REJECTED: MailboxActionReply.Status.ValueType  # 5
     """a PIN breaking the rules, a recording that is unusable"""
 
@@ -335,7 +347,7 @@ class MailboxActionReply(_message.Message):
     DETAIL_FIELD_NUMBER: _builtins.int
     status: Global___MailboxActionReply.Status.ValueType
     new_message_id: _builtins.str
-    """forward: the target's message"""
+    """forward, reply: the target's message"""
     detail: _builtins.str
     """why, for STATUS_REJECTED"""
     def __init__(
