@@ -15,6 +15,7 @@ from ringwise_kit.logs import get_logger
 from ringwise_kit.ops import READINESS_KEY
 
 from ringwise_routing.calls import policy
+from ringwise_routing.calls.call_state import CallStateStore
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
@@ -117,7 +118,14 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
         recording_policies = RecordingPolicies(app[service.NATS_KEY])
         await recording_policies.watch()
         router = CallRouter(
-            ari, directory, publisher, voicemail, recording_policies, profiles=app[PROFILES_KEY]
+            ari,
+            directory,
+            publisher,
+            voicemail,
+            recording_policies,
+            profiles=app[PROFILES_KEY],
+            trunk_dial=settings.trunk_dial,
+            call_state=CallStateStore(app[service.REDIS_KEY]),
         )
         app[ROUTER_KEY] = router
         provisioner = Provisioner(
