@@ -50,10 +50,26 @@ def set_temporary_location(
     number = normalize_number(calling_number)
     if not number.startswith("+") or len(number) < 8:
         return [FieldError("number", f"{calling_number!r} is not a full international number")]
+    return _with_temp_terminal(profile, number, ring_timeout_s)
+
+
+def set_temporary_device(
+    profile: RoutingProfile, dial_string: str, *, ring_timeout_s: int = 30
+) -> RoutingProfile | list[FieldError]:
+    """The same for a phone of the platform that has no number of its own (a desk or
+    hot-desk SIP phone, by feature code): Temp rings that device's dial string."""
+    if not dial_string:
+        return [FieldError("dial_string", "the calling device cannot be dialled")]
+    return _with_temp_terminal(profile, dial_string, ring_timeout_s)
+
+
+def _with_temp_terminal(
+    profile: RoutingProfile, dial_string: str, ring_timeout_s: int
+) -> RoutingProfile | list[FieldError]:
     others = tuple(t for t in profile.terminals if t.terminal_id != TEMP_TERMINAL_ID)
     if len(others) >= MAX_TERMINALS:
         return [FieldError("terminals", f"already {MAX_TERMINALS} terminals: remove one first")]
-    temp = Terminal(TEMP_TERMINAL_ID, LocationKind.TEMP, number, ring_timeout_s)
+    temp = Terminal(TEMP_TERMINAL_ID, LocationKind.TEMP, dial_string, ring_timeout_s)
     states = {
         name: replace(
             state,
