@@ -1,6 +1,6 @@
 """Directory service: tenants, users, credentials, numbers, devices, teams, contacts,
 schedules and their history. Serves the gateway's REST calls (ringwise.v1.api.directory),
-resolve_number, authenticate and list_sip_devices over NATS."""
+resolve_number, resolve_user, resolve_team, authenticate and list_sip_devices over NATS."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ async def start_directory(
         log.info("operator_admin_created")
 
     async def resolve(req: resolve_pb2.ResolveNumberRequest) -> resolve_pb2.ResolveNumberReply:
-        return await stores.numbers.resolve(req.number)
+        return await stores.resolver.number(req.number)
 
     async def list_sip(req: devices_pb2.ListSipDevicesRequest) -> devices_pb2.ListSipDevicesReply:
         devices, next_after = await stores.devices.list_sip(req.after, req.limit)
@@ -100,6 +100,18 @@ async def start_directory(
     server = ConcurrentServer(nc, settings.max_concurrent_requests)
     await server.serve_proto(
         subjects.DIRECTORY_RESOLVE_NUMBER, "directory", resolve_pb2.ResolveNumberRequest, resolve
+    )
+    await server.serve_proto(
+        subjects.DIRECTORY_RESOLVE_USER,
+        "directory",
+        resolve_pb2.ResolveUserRequest,
+        stores.resolver.user,
+    )
+    await server.serve_proto(
+        subjects.DIRECTORY_RESOLVE_TEAM,
+        "directory",
+        resolve_pb2.ResolveTeamRequest,
+        stores.resolver.team,
     )
     await server.serve_proto(
         subjects.DIRECTORY_AUTHENTICATE,

@@ -12,6 +12,7 @@ from ringwise_directory.common.extensions import ExtensionClaims
 from ringwise_directory.contacts.store import ContactStore
 from ringwise_directory.devices.store import DeviceStore
 from ringwise_directory.numbers.store import NumberStore
+from ringwise_directory.resolving import Resolver
 from ringwise_directory.schedules.store import ScheduleStore
 from ringwise_directory.teams.store import TeamStore
 from ringwise_directory.tenants.store import TenantStore
@@ -30,6 +31,7 @@ class Stores:
     teams: TeamStore
     contacts: ContactStore
     schedules: ScheduleStore
+    resolver: Resolver
 
     @classmethod
     def build(cls, directory: Directory, hasher: PasswordHasher | None = None) -> Stores:
@@ -47,6 +49,7 @@ class Stores:
             teams=TeamStore(directory, extensions),
             contacts=ContactStore(directory),
             schedules=ScheduleStore(directory),
+            resolver=Resolver(directory.db),
         )
 
     async def ensure_indexes(self) -> None:

@@ -78,7 +78,7 @@ async def test_numbers_resolve_to_their_user_and_devices(store: Stores, tmp_path
     changed = await load_fixture(store, write(tmp_path, FIXTURE))
     assert sorted(number for _, number, _ in changed) == ["+15550100", "+15550111"]
 
-    reply = await store.numbers.resolve("+15550100")
+    reply = await store.resolver.number("+15550100")
     assert reply.status == Reply.STATUS_FOUND
     assert (reply.tenant_id, reply.user_id, reply.user_name) == ("acme", "alice", "Alice")
     assert reply.ring_timeout_s == 15
@@ -87,9 +87,9 @@ async def test_numbers_resolve_to_their_user_and_devices(store: Stores, tmp_path
     ]
     assert reply.version > 0
 
-    assert (await store.numbers.resolve("+19999999")).status == Reply.STATUS_NOT_FOUND
+    assert (await store.resolver.number("+19999999")).status == Reply.STATUS_NOT_FOUND
     # A number whose user is no longer active reaches nobody.
-    assert (await store.numbers.resolve("+15550111")).status == Reply.STATUS_NOT_FOUND
+    assert (await store.resolver.number("+15550111")).status == Reply.STATUS_NOT_FOUND
 
 
 @pytest.mark.integration
@@ -103,4 +103,4 @@ async def test_reloading_reports_only_numbers_whose_routing_changed(
     moved["numbers"][1]["user_id"] = "alice"
     changed = await load_fixture(store, write(tmp_path, moved))
     assert [number for _, number, _ in changed] == ["+15550111"]
-    assert (await store.numbers.resolve("+15550111")).user_id == "alice"
+    assert (await store.resolver.number("+15550111")).user_id == "alice"

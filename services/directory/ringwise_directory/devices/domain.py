@@ -37,8 +37,8 @@ def md5_cred(username: str, realm: str, password: str) -> str:
 
 
 def dial_target(device: dict[str, Any]) -> tuple[str, str]:
-    """(kind, dial string) for resolve_number. External numbers have no outbound trunk yet,
-    so they carry no dial string and routing skips them."""
+    """(kind, dial string) for the resolve replies. External numbers carry no dial string:
+    routing dials their number (Device.number) through its PSTN trunk."""
     kind = device.get("kind")
     if kind in SIP_KINDS:
         return "sip", f"PJSIP/{device['sip_username']}"

@@ -1,4 +1,4 @@
-"""Numbers in MongoDB, and resolve_number: which tenant, user and devices a number reaches.
+"""Numbers in MongoDB (resolve_number itself: resolving.py).
 
 Every change that can alter a resolve answer bumps the number's version (one directory-wide
 counter, so versions only grow) and publishes NumberChanged, so routing drops its cached copy.
@@ -6,20 +6,15 @@ counter, so versions only grow) and publishes NumberChanged, so routing drops it
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
-from ringwise.directory.v1 import resolve_pb2
 from ringwise_kit.api import ApiError
 
 from ringwise_directory.common.context import Directory
 from ringwise_directory.common.records import Doc, PageRequest, diff, find_page
-from ringwise_directory.devices.domain import dial_target
-from ringwise_directory.numbers.domain import ROUTABLE, due_for_release, reservation_expiry
-
-Reply = resolve_pb2.ResolveNumberReply
+from ringwise_directory.numbers.domain import due_for_release, reservation_expiry
 
 
 class NumberStore:
@@ -132,6 +127,17 @@ class NumberStore:
             return False
         # The tenant's users can no longer present or be reached on it.
         tenant_id, number = doc["tenant_id"], doc["number"]
+        holding = {
+            "tenant_id": tenant_id,
+            "$or": [
+                {"smartnumber": number},
+                {"outbound_numbers": number},
+                {"allowed_clis": number},
+            ],
+        }
+        holders = [
+            u["user_id"] for u in await self._db.users.find(holding, {"user_id": 1}).to_list()
+        ]
         await self._db.users.update_many(
             {"tenant_id": tenant_id, "smartnumber": number},
             {"$set": {"smartnumber": None}, "$inc": {"version": 1}},
@@ -155,6 +161,9 @@ class NumberStore:
         await self._dir.notifier.number_changed(
             doc["tenant_id"], doc["number"], await self.next_version()
         )
+        if holders:
+            # Their other numbers' answers carried the released number.
+            await self.touch({"tenant_id": tenant_id, "user_id": {"$in": holders}})
         return True
 
     async def expire(self, now: Any = None) -> list[str]:
@@ -227,45 +236,3 @@ class NumberStore:
         if before is None:
             return True
         return any(before.get(k) != v for k, v in wanted.items())
-
-    async def resolve(self, number: str) -> Reply:
-        assignment = await self._numbers.find_one({"number": number})
-        if (
-            assignment is None
-            or assignment.get("status", "active") not in ROUTABLE
-            or not assignment.get("user_id")
-        ):
-            return Reply(status=Reply.STATUS_NOT_FOUND)
-        tenant_id, user_id = assignment["tenant_id"], assignment["user_id"]
-        # Three independent reads, at once: routing waits on this answer for a live call.
-        tenant, user, devices = await asyncio.gather(
-            self._db.tenants.find_one({"tenant_id": tenant_id}, {"status": 1}),
-            self._db.users.find_one({"tenant_id": tenant_id, "user_id": user_id}),
-            self._db.devices.find({"tenant_id": tenant_id, "user_id": user_id})
-            .sort([("position", ASCENDING), ("device_id", ASCENDING)])
-            .to_list(),
-        )
-        if tenant is None or tenant.get("status", "active") != "active":
-            return Reply(status=Reply.STATUS_NOT_FOUND)
-        if user is None or user.get("status", "active") != "active":
-            return Reply(status=Reply.STATUS_NOT_FOUND)
-        reply_devices = []
-        for device in devices:
-            kind, dial_string = dial_target(device)
-            reply_devices.append(
-                resolve_pb2.Device(
-                    device_id=device["device_id"],
-                    kind=kind,
-                    dial_string=dial_string,
-                    label=device.get("label") or "",
-                )
-            )
-        return Reply(
-            status=Reply.STATUS_FOUND,
-            tenant_id=tenant_id,
-            user_id=user["user_id"],
-            user_name=user.get("name", ""),
-            devices=reply_devices,
-            ring_timeout_s=int(user.get("ring_timeout_s", 0)),
-            version=int(assignment.get("version", 0)),
-        )

@@ -24,7 +24,15 @@ from ringwise_directory.users.domain import email_key
 
 HIDDEN = ("email_key",)
 # Fields whose change alters what resolve_number answers for the user's numbers.
-RESOLVE_FIELDS = ("name", "status", "ring_timeout_s")
+RESOLVE_FIELDS = (
+    "name",
+    "status",
+    "ring_timeout_s",
+    "smartnumber",
+    "extension",
+    "outbound_numbers",
+    "allowed_clis",
+)
 
 
 def _duplicate_error(exc: DuplicateKeyError) -> Exception:
