@@ -53,6 +53,9 @@ DIRECTORY_AUTHENTICATE = f"{PREFIX}.directory.authenticate"
 # a crash may never have been announced, so routing drops its number cache and re-applies
 # every SIP device.
 DIRECTORY_STARTED = f"{PREFIX}.directory.started"
+# Core NATS (best effort): a user's routing profile or the tenant's routing policy was stored
+# (body: ringwise.routing.v1.ProfileChanged); every routing instance drops its cached copy.
+ROUTING_PROFILE_CHANGES = f"{PREFIX}.routing.*.profile_changed"
 DIRECTORY_LIST_SIP_DEVICES = f"{PREFIX}.directory.list_sip_devices"
 DIRECTORY_SIP_DEVICE_CHANGES = f"{PREFIX}.directory.*.sip_device_changed"
 # Credit authorisation for chargeable calls (proto ringwise.billing.v1; queue group "billing").
@@ -123,3 +126,7 @@ def voicemail_event(tenant_id: str, event: str) -> str:
 
 def voicemail_events_of_kind(event: str) -> str:
     return f"{PREFIX}.voicemail.*.{event}"
+
+
+def profile_changed(tenant_id: str) -> str:
+    return f"{PREFIX}.routing.{tenant_token(tenant_id)}.profile_changed"
