@@ -11,12 +11,23 @@ from ringwise_kit.ari import AriClient
 from ringwise_kit.ops import READINESS_KEY
 
 from ringwise_routing.calls import policy
+from ringwise_routing.calls.credit_client import CreditClient
 from ringwise_routing.calls.directory_client import NumberDirectory
+from ringwise_routing.calls.outbound_call import OutboundServices
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.router import CallRouter
 from ringwise_routing.calls.session import CallerHungUp
+from ringwise_routing.calls.user_lookup import UserLookup
 from ringwise_routing.calls.voicemail_step import VoicemailStep
+from ringwise_routing.plans.model import RoutingProfile
+from ringwise_routing.profiles.document import verify_secret
+from ringwise_routing.profiles.source import (
+    ProfileChange,
+    UserReply,
+    UserRouting,
+    default_routing,
+)
 from ringwise_routing.provisioning.pjsip import PjsipOptions
 from ringwise_routing.provisioning.provisioner import Provisioner
 from ringwise_routing.settings import RoutingSettings
@@ -63,7 +74,18 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
         )
         recording_policies = RecordingPolicies(app[service.NATS_KEY])
         await recording_policies.watch()
-        router = CallRouter(ari, directory, publisher, voicemail, recording_policies)
+        outbound = OutboundServices(
+            ari=ari,
+            users=UserLookup(app[service.NATS_KEY], timeout_s=settings.directory_timeout_s),
+            profiles=_DefaultProfiles(settings),
+            credit=CreditClient(app[service.NATS_KEY], timeout_s=settings.billing_timeout_s),
+            publisher=publisher,
+            trunk_dial=settings.trunk_dial,
+            verify_secret=verify_secret,
+            ring_timeout_s=settings.outbound_ring_timeout_s,
+            max_call_s=settings.outbound_max_call_s,
+        )
+        router = CallRouter(ari, directory, publisher, voicemail, recording_policies, outbound)
         app[ROUTER_KEY] = router
         provisioner = Provisioner(
             app[service.NATS_KEY],
@@ -91,6 +113,22 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
         await directory.stop()
 
     return ctx
+
+
+class _DefaultProfiles:
+    """Until the profile store is wired in: every user has the default routing and a
+    change by feature code cannot be stored."""
+
+    def __init__(self, settings: RoutingSettings) -> None:
+        self._settings = settings
+
+    async def routing_for(self, user: UserReply) -> UserRouting:
+        return default_routing(user, self._settings.trunk_dial)
+
+    async def change(
+        self, user: UserReply, change: ProfileChange, *, origin: str
+    ) -> RoutingProfile:
+        raise RuntimeError("routing profiles cannot be stored yet")
 
 
 def create_app(settings: RoutingSettings | None = None) -> web.Application:

@@ -1,6 +1,7 @@
 """Hands every ARI event of our Stasis app to the call it belongs to.
 
-New inbound channels (StasisStart with args ["inbound"]) start a CallSession; every other
+New inbound channels (StasisStart with args ["inbound"]) start a CallSession, calls placed
+by phones (args ["outbound"]) an OutboundCall (outbound_call.py); every other
 event is routed by channel id (or a playback's target channel). After an ARI reconnect,
 reconcile() compares what Asterisk has with what we track.
 """
@@ -23,6 +24,7 @@ from ringwise_kit.logs import get_logger
 
 from ringwise_routing.calls import policy
 from ringwise_routing.calls.directory_client import NumberDirectory
+from ringwise_routing.calls.outbound_call import OutboundCall, OutboundServices
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.session import CallSession
@@ -69,13 +71,15 @@ class CallRouter:
         publisher: EventPublisher,
         voicemail: VoicemailStep | None = None,
         recording_policies: RecordingPolicies | None = None,
+        outbound: OutboundServices | None = None,
     ) -> None:
         self._ari = ari
+        self._outbound = outbound
         self._voicemail = voicemail
         self._recording_policies = recording_policies
         self._directory = directory
         self._publisher = publisher
-        self._by_channel: dict[str, CallSession] = {}
+        self._by_channel: dict[str, CallSession | OutboundCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         for event_type in ROUTED_EVENT_TYPES:
             ari.on(event_type, self.on_event)
@@ -88,6 +92,9 @@ class CallRouter:
     def on_event(self, event: AriEvent) -> None:
         if isinstance(event, StasisStart) and event.args[:1] == ["inbound"]:
             self._start_call(event)
+            return
+        if isinstance(event, StasisStart) and event.args[:1] == ["outbound"]:
+            self._start_outbound(event)
             return
         channel_id = _event_channel(event)
         session = self._by_channel.get(channel_id) if channel_id is not None else None
@@ -105,8 +112,14 @@ class CallRouter:
         if session is not None:
             session.feed(event)
 
-    def _register(self, channel_id: str, session: CallSession) -> None:
+    def _register(self, channel_id: str, session: CallSession | OutboundCall) -> None:
         self._by_channel[channel_id] = session
+
+    def _start_outbound(self, start: StasisStart) -> None:
+        if self._outbound is None:  # not wired (tests of the inbound side only)
+            log.error("outbound_calls_not_wired", channel_id=start.channel.id)
+            return
+        self._track(OutboundCall(start, self._outbound, self._register))
 
     def _start_call(self, start: StasisStart) -> None:
         session = CallSession(
@@ -118,6 +131,9 @@ class CallRouter:
             self._voicemail,
             self._recording_policies,
         )
+        self._track(session)
+
+    def _track(self, session: CallSession | OutboundCall) -> None:
         self._register(session.caller_id, session)
         task = asyncio.create_task(session.run(), name=f"call-{session.call_id}")
         self._tasks.add(task)

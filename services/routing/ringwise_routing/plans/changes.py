@@ -11,6 +11,7 @@ from datetime import datetime
 from .engine import normalize_number
 from .model import (
     MAX_TERMINALS,
+    AvailabilityState,
     DeviceStatus,
     LocationKind,
     ManualState,
@@ -54,13 +55,46 @@ def set_temporary_location(
 
 
 def set_temporary_device(
-    profile: RoutingProfile, dial_string: str, *, ring_timeout_s: int = 30
+    profile: RoutingProfile, dial_string: str
 ) -> RoutingProfile | list[FieldError]:
-    """The same for a phone of the platform that has no number of its own (a desk or
-    hot-desk SIP phone, by feature code): Temp rings that device's dial string."""
-    if not dial_string:
-        return [FieldError("dial_string", "the calling device cannot be dialled")]
-    return _with_temp_terminal(profile, dial_string, ring_timeout_s)
+    """The same from a phone of the platform (a desk or hot-desk SIP phone, by feature code):
+    that phone is one of the user's terminals; it becomes the Temp location, rung first in
+    every state that rings anyone. A Temp number set before is dropped (one Temp location)."""
+    here = next(
+        (
+            t
+            for t in profile.terminals
+            if t.dial_string == dial_string and t.status is DeviceStatus.ACTIVE
+        ),
+        None,
+    )
+    if here is None:
+        return [FieldError("terminals", "the calling phone is not one of the user's locations")]
+    base = clear_temporary_location(profile)
+    terminals = tuple(
+        replace(t, kind=LocationKind.TEMP) if t.terminal_id == here.terminal_id else t
+        for t in base.terminals
+    )
+    return replace(
+        base,
+        terminals=terminals,
+        states=_ring_first(base, here.terminal_id),
+        logged_out=False,
+    )
+
+
+def _ring_first(profile: RoutingProfile, terminal_id: str) -> dict[str, AvailabilityState]:
+    return {
+        name: replace(
+            state,
+            terminal_ids=(terminal_id, *(t for t in state.terminal_ids if t != terminal_id))[
+                :MAX_TERMINALS
+            ],
+        )
+        if state.terminal_ids
+        else state
+        for name, state in profile.states.items()
+    }
 
 
 def _with_temp_terminal(
@@ -70,19 +104,8 @@ def _with_temp_terminal(
     if len(others) >= MAX_TERMINALS:
         return [FieldError("terminals", f"already {MAX_TERMINALS} terminals: remove one first")]
     temp = Terminal(TEMP_TERMINAL_ID, LocationKind.TEMP, dial_string, ring_timeout_s)
-    states = {
-        name: replace(
-            state,
-            terminal_ids=(
-                TEMP_TERMINAL_ID,
-                *(t for t in state.terminal_ids if t != TEMP_TERMINAL_ID),
-            )[:MAX_TERMINALS],
-        )
-        if state.terminal_ids
-        else state
-        for name, state in profile.states.items()
-    }
-    return replace(profile, terminals=(*others, temp), states=states, logged_out=False)
+    profile = replace(profile, terminals=(*others, temp))
+    return replace(profile, states=_ring_first(profile, TEMP_TERMINAL_ID), logged_out=False)
 
 
 def clear_temporary_location(profile: RoutingProfile) -> RoutingProfile:
