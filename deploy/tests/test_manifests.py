@@ -314,7 +314,13 @@ def test_settings_reach_the_services_that_read_them(rendered: dict[str, list[Man
     assert "RINGWISE_MONGO_URL" in env_of["directory"] & env_of["billing"]
     assert "RINGWISE_DIRECTORY_DB" in env_of["directory"]
     assert "RINGWISE_BILLING_DB" in env_of["billing"]
-    assert {"RINGWISE_REDIS_URL", "RINGWISE_ARI_URL", "RINGWISE_ARI_PASSWORD"} <= env_of["routing"]
+    assert {
+        "RINGWISE_REDIS_URL",
+        "RINGWISE_ARI_URL",
+        "RINGWISE_ARI_PASSWORD",
+        "RINGWISE_MONGO_URL",
+        "RINGWISE_ROUTING_DB",
+    } <= env_of["routing"]
     assert {"RINGWISE_REDIS_URL", "RINGWISE_TOKEN_SIGNING_KEY"} <= env_of["gateway"]
     assert {"RINGWISE_OPERATOR_EMAIL", "RINGWISE_OPERATOR_PASSWORD"} <= env_of["directory"]
     assert {

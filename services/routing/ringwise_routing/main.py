@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from pymongo.errors import PyMongoError
 from ringwise.directory.v1 import resolve_pb2
-from ringwise_kit import bus, service
+from ringwise_kit import api, bus, service
 from ringwise_kit.ari import AriClient
+from ringwise_kit.logs import get_logger
 from ringwise_kit.ops import READINESS_KEY
 
 from ringwise_routing.calls import policy
@@ -20,20 +24,60 @@ from ringwise_routing.calls.router import CallRouter
 from ringwise_routing.calls.session import CallerHungUp
 from ringwise_routing.calls.user_lookup import UserLookup
 from ringwise_routing.calls.voicemail_step import VoicemailStep
-from ringwise_routing.plans.model import RoutingProfile
 from ringwise_routing.profiles.document import verify_secret
-from ringwise_routing.profiles.source import (
-    ProfileChange,
-    UserReply,
-    UserRouting,
-    default_routing,
-)
+from ringwise_routing.profiles.http import routes as profile_routes
+from ringwise_routing.profiles.service import StoredProfiles
+from ringwise_routing.profiles.store import ProfileStore
 from ringwise_routing.provisioning.pjsip import PjsipOptions
 from ringwise_routing.provisioning.provisioner import Provisioner
 from ringwise_routing.settings import RoutingSettings
 
 ROUTER_KEY = web.AppKey("router", CallRouter)
 PROVISIONER_KEY = web.AppKey("provisioner", Provisioner)
+PROFILES_KEY = web.AppKey("profiles", StoredProfiles)
+log = get_logger(__name__)
+
+
+def profiles_ctx(settings: RoutingSettings) -> service.CleanupCtx:
+    """The users' routing profiles (Mongo), cached per instance and invalidated over NATS."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        store = ProfileStore(app[service.MONGO_KEY], settings.routing_db)
+        profiles = StoredProfiles(
+            app[service.NATS_KEY],
+            store,
+            settings.trunk_dial,
+            ttl_s=settings.profile_cache_ttl_s,
+            directory_timeout_s=settings.directory_timeout_s,
+        )
+        # Calls must not wait for Mongo at start-up: the indexes are made in the background,
+        # retried until Mongo answers (reads work without them).
+        indexes = asyncio.create_task(_ensure_indexes(store))
+        await profiles.start()
+        app[PROFILES_KEY] = profiles
+        yield
+        indexes.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await indexes
+        await profiles.close()
+
+    return ctx
+
+
+async def _ensure_indexes(store: ProfileStore) -> None:
+    delay = 0.5
+    while True:
+        try:
+            await store.ensure_indexes()
+            return
+        except PyMongoError as exc:
+            log.warning("profile_indexes_not_ready", error=repr(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def api_ctx(app: web.Application) -> AsyncIterator[None]:
+    return api.api_ctx("routing", profile_routes(app[PROFILES_KEY]))(app)
 
 
 def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
@@ -77,7 +121,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
         outbound = OutboundServices(
             ari=ari,
             users=UserLookup(app[service.NATS_KEY], timeout_s=settings.directory_timeout_s),
-            profiles=_DefaultProfiles(settings),
+            profiles=app[PROFILES_KEY],
             credit=CreditClient(app[service.NATS_KEY], timeout_s=settings.billing_timeout_s),
             publisher=publisher,
             trunk_dial=settings.trunk_dial,
@@ -85,7 +129,15 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             ring_timeout_s=settings.outbound_ring_timeout_s,
             max_call_s=settings.outbound_max_call_s,
         )
-        router = CallRouter(ari, directory, publisher, voicemail, recording_policies, outbound)
+        router = CallRouter(
+            ari,
+            directory,
+            publisher,
+            voicemail,
+            recording_policies,
+            profiles=app[PROFILES_KEY],
+            outbound=outbound,
+        )
         app[ROUTER_KEY] = router
         provisioner = Provisioner(
             app[service.NATS_KEY],
@@ -115,27 +167,14 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
     return ctx
 
 
-class _DefaultProfiles:
-    """Until the profile store is wired in: every user has the default routing and a
-    change by feature code cannot be stored."""
-
-    def __init__(self, settings: RoutingSettings) -> None:
-        self._settings = settings
-
-    async def routing_for(self, user: UserReply) -> UserRouting:
-        return default_routing(user, self._settings.trunk_dial)
-
-    async def change(
-        self, user: UserReply, change: ProfileChange, *, origin: str
-    ) -> RoutingProfile:
-        raise RuntimeError("routing profiles cannot be stored yet")
-
-
 def create_app(settings: RoutingSettings | None = None) -> web.Application:
     settings = settings or RoutingSettings()
     app = service.create_app(settings)
     app.cleanup_ctx.append(service.nats_ctx(settings, bus.CALLS, bus.RECORDINGS, bus.DEAD_LETTERS))
     app.cleanup_ctx.append(service.redis_ctx(settings.redis_url))
+    app.cleanup_ctx.append(service.mongo_ctx(settings.mongo_url))
+    app.cleanup_ctx.append(profiles_ctx(settings))
+    app.cleanup_ctx.append(api_ctx)
     app.cleanup_ctx.append(calls_ctx(settings))
     return app
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ringwise_kit.config import AriSettings, KitSettings, RedisSettings
+from ringwise_kit.config import AriSettings, KitSettings, MongoSettings, RedisSettings
 
 
-class RoutingSettings(KitSettings, RedisSettings, AriSettings):
+class RoutingSettings(KitSettings, RedisSettings, MongoSettings, AriSettings):
     service_name: str = "routing"
     http_port: int = 9101
     directory_timeout_s: float = 1.0
@@ -29,6 +29,10 @@ class RoutingSettings(KitSettings, RedisSettings, AriSettings):
     billing_timeout_s: float = 1.0
     outbound_ring_timeout_s: int = 60
     outbound_max_call_s: int = 4 * 3600
+    # Users' routing profiles and the tenants' routing policies (profiles/store.py).
+    routing_db: str = "ringwise_routing"
+    # How long an instance trusts its in-memory copy of a profile if a change notice is lost.
+    profile_cache_ttl_s: float = 30.0
     # deposit_begin deadline: past it the caller gets the old "not answering" treatment.
     voicemail_timeout_s: float = 1.0
 

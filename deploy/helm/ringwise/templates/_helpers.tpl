@@ -96,7 +96,7 @@ billing: [nats, mongo]
 voicemail: [nats, mongo, s3, smtp]
 recording: [nats, mongo, s3]
 messaging: [nats]
-routing: [nats, redis]
+routing: [nats, redis, mongo]
 {{- end -}}
 
 {{/* Env of a service; call with (list $ "name" port). */}}
@@ -124,6 +124,10 @@ routing: [nats, redis]
 {{- if eq $name "billing" }}
 - name: RINGWISE_BILLING_DB
   value: {{ $root.Values.mongo.billingDatabase | quote }}
+{{- end }}
+{{- if eq $name "routing" }}
+- name: RINGWISE_ROUTING_DB
+  value: {{ $root.Values.mongo.routingDatabase | quote }}
 {{- end }}
 {{- if eq $name "gateway" }}
 {{ include "ringwise.secretEnv" (list $root "RINGWISE_TOKEN_SIGNING_KEY" "tokenSigningKey" false) }}

@@ -29,6 +29,7 @@ from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.session import CallSession
 from ringwise_routing.calls.voicemail_step import VoicemailStep
+from ringwise_routing.profiles.source import ProfileSource
 
 log = get_logger(__name__)
 
@@ -71,9 +72,14 @@ class CallRouter:
         publisher: EventPublisher,
         voicemail: VoicemailStep | None = None,
         recording_policies: RecordingPolicies | None = None,
+        *,
+        profiles: ProfileSource | None = None,
         outbound: OutboundServices | None = None,
     ) -> None:
         self._ari = ari
+        # Users' routing profiles (profiles/service.py); None: everyone gets the default.
+        self._profiles = profiles
+        # Calls placed by phones (outbound_call.py); None: refused (not wired).
         self._outbound = outbound
         self._voicemail = voicemail
         self._recording_policies = recording_policies

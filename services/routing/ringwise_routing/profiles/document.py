@@ -1003,11 +1003,13 @@ def user_routing(
 def check_profile(
     user: UserReply, doc: Doc, policy_doc: Doc | None, trunk_dial: TrunkDial
 ) -> list[FieldError]:
-    """Every problem with a profile document for `user` on its own (validate_profile() and
-    device ids the user does not have); divert loops need the tenant's other profiles."""
+    """Every problem of a profile document for `user` on its own (validate_profile()).
+    Device ids the user does not have are checked by unknown_devices() (the API refuses
+    them; a change by phone keeps a deleted device as DELETED); divert loops need the
+    tenant's other profiles (find_divert_loops())."""
     tenant, _ = policy_from_document(user.tenant_id, policy_doc or default_policy_document())
     profile, _ = profile_from_document(user.tenant_id, user, doc, trunk_dial)
-    return unknown_devices(doc, user) + validate_profile(validation_view(profile), tenant)
+    return validate_profile(validation_view(profile), tenant)
 
 
 def divert_view(tenant_id: str, user_id: str, doc: Doc) -> RoutingProfile:
