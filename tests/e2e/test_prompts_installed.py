@@ -6,11 +6,18 @@ import aiohttp
 import pytest
 from ringwise_dev.platform import LocalPlatform
 from ringwise_routing.calls import policy
+from ringwise_routing.plans import model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 
-@pytest.mark.parametrize("prompt", [m for p in policy.ALL_PROMPTS for m in p])
+PROMPTS = sorted(
+    {m for p in (*policy.ALL_PROMPTS, *policy.PLAN_PROMPTS) for m in p}
+    | {model.PROMPT_CALL_REJECTED, model.PROMPT_NOT_AVAILABLE, policy.playable("greeting:x")}
+)
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
 async def test_prompt_is_an_installed_sound(platform: LocalPlatform, prompt: str) -> None:
     kind, name = prompt.split(":", 1)
     assert kind == "sound"

@@ -15,6 +15,7 @@ from ringwise_kit.logs import get_logger
 from ringwise_kit.ops import READINESS_KEY
 
 from ringwise_routing.calls import policy
+from ringwise_routing.calls.call_state import CallStateStore
 from ringwise_routing.calls.credit_client import CreditClient
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.outbound_call import OutboundServices
@@ -137,6 +138,8 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             recording_policies,
             profiles=app[PROFILES_KEY],
             outbound=outbound,
+            trunk_dial=settings.trunk_dial,
+            call_state=CallStateStore(app[service.REDIS_KEY]),
         )
         app[ROUTER_KEY] = router
         provisioner = Provisioner(

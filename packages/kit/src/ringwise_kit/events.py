@@ -14,7 +14,12 @@ from ringwise_kit import subjects
 from ringwise_kit.bus import PermanentError, message_type
 
 CallEvent: TypeAlias = (
-    call_pb2.CallStarted | call_pb2.CallRouted | call_pb2.CallAnswered | call_pb2.CallEnded
+    call_pb2.CallStarted
+    | call_pb2.CallRouted
+    | call_pb2.CallAnswered
+    | call_pb2.CallEnded
+    | call_pb2.CallDiverted
+    | call_pb2.CallMissed
 )
 
 # What routing's outbox publishes: the call's events, and the recordings it made.
@@ -27,6 +32,8 @@ EVENT_TYPES: dict[str, type[CallEvent]] = {
         call_pb2.CallRouted,
         call_pb2.CallAnswered,
         call_pb2.CallEnded,
+        call_pb2.CallDiverted,
+        call_pb2.CallMissed,
     )
 }
 
@@ -36,6 +43,8 @@ EVENT_SUFFIX: dict[type[Message], str] = {
     call_pb2.CallRouted: subjects.CALL_ROUTED,
     call_pb2.CallAnswered: subjects.CALL_ANSWERED,
     call_pb2.CallEnded: subjects.CALL_ENDED,
+    call_pb2.CallDiverted: subjects.CALL_DIVERTED,
+    call_pb2.CallMissed: subjects.CALL_MISSED,
 }
 
 

@@ -10,9 +10,11 @@ number_changed too.
 from __future__ import annotations
 
 import time
+from typing import TypeVar
 
 import nats.errors
 import redis.asyncio as aioredis
+from google.protobuf.message import Message
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -28,6 +30,7 @@ log = get_logger(__name__)
 LOOKUPS = Counter("ringwise_routing_number_lookups_total", "Number lookups", ["source"])
 
 Reply = resolve_pb2.ResolveNumberReply
+M = TypeVar("M", bound=Message)
 
 
 def cache_key(number: str) -> str:
@@ -150,3 +153,31 @@ class NumberDirectory:
         except Exception as exc:
             log.warning("number_cache_unavailable", error=repr(exc))
         return reply
+
+    async def resolve_user(self, tenant_id: str, user_id: str) -> Lookup:
+        """A user by id (diverts to a user or delegate, team members); not cached: diverts are
+        rare and must see a user's devices as they are now."""
+        return await self._ask(
+            subjects.DIRECTORY_RESOLVE_USER,
+            resolve_pb2.ResolveUserRequest(tenant_id=tenant_id, user_id=user_id),
+            Reply,
+        )
+
+    async def resolve_team(
+        self, tenant_id: str, team_id: str
+    ) -> resolve_pb2.ResolveTeamReply | LookupFailed:
+        return await self._ask(
+            subjects.DIRECTORY_RESOLVE_TEAM,
+            resolve_pb2.ResolveTeamRequest(tenant_id=tenant_id, team_id=team_id),
+            resolve_pb2.ResolveTeamReply,
+        )
+
+    async def _ask(self, subject: str, request: Message, reply: type[M]) -> M | LookupFailed:
+        try:
+            return await bus.request(self._nc, subject, request, reply, timeout_s=self._timeout_s)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            LOOKUPS.labels("failed").inc()
+            return LookupFailed(type(exc).__name__)
+        except bus.RemoteError as exc:
+            LOOKUPS.labels("failed").inc()
+            return LookupFailed(f"directory error {exc}")

@@ -111,7 +111,7 @@ PIN_MAX_DIGITS = 12
 
 # An extension call continues in the internal-call executor (CallRouter.start_internal_call):
 # the StasisStart of the phone's channel, who calls, who is called.
-InternalHandOver = Callable[[StasisStart, UserReply, UserReply], None]
+InternalHandOver = Callable[[StasisStart, UserReply, UserReply], object]
 VerifySecret = Callable[[str, str], bool]
 
 
@@ -497,6 +497,13 @@ class OutboundCall:
             log.warning("internal_calls_not_available", extension=step.destination)
             self.record.disposition = call_pb2.DISPOSITION_FAILED
             await self._refuse(PROMPT_TRY_LATER, policy.CAUSE_PLATFORM_FAILURE, "no_internal")
+        # The phone may have hung up while the directory answered: then there is nothing to
+        # hand over (the new owner would never hear of that hang-up).
+        while not self._events.empty():
+            event = self._events.get_nowait()
+            if isinstance(event, HANGUP_EVENTS) and _channel_of(event) == self.caller_id:
+                cause = getattr(event, "cause", 0) or policy.CAUSE_NORMAL_CLEARING
+                raise CallerHungUp(event.timestamp, cause)
         OUTBOUND_CALLS.labels("extension").inc()
         self._handed_over = True
         self._s.hand_over_internal(self._start, user, callee)

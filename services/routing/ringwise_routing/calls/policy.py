@@ -8,12 +8,16 @@ nobody answered. Every decision records its reasons, in order, for CallRouted an
 
 from __future__ import annotations
 
+import hmac
 import re
 from dataclasses import dataclass, field
 from enum import Enum
 
 from ringwise.directory.v1 import resolve_pb2
 from ringwise.events.v1 import call_pb2
+
+from ringwise_routing.plans.engine import CallPlan, Play, Reject, Ring
+from ringwise_routing.plans.explain import plan_summary
 
 # Q.850 causes we use (SIP mapping per RFC 3398 as Asterisk applies it).
 CAUSE_UNALLOCATED = 1  # -> 404 Not Found
@@ -210,3 +214,118 @@ def to_proto(decision: Decision) -> call_pb2.RoutingDecision:
         hangup_cause=decision.hangup_cause,
         prompt=",".join(decision.prompt),
     )
+
+
+# -- executing a CallPlan (session.py): the pure pieces ------------------------------------
+
+# Screening (seeds 000/001): what the caller and the answering leg hear (core sounds).
+PROMPT_SAY_NAME = ("sound:priv-recordintro", "sound:beep")  # "...say your name after the tone"
+PROMPT_ENTER_PASSWORD = ("sound:agent-pass",)  # "Please enter your password followed by #"
+PROMPT_WRONG_PASSWORD = ("sound:auth-incorrect",)  # "Password incorrect"
+PROMPT_PLEASE_HOLD = ("sound:pls-hold-while-try",)  # "Please hold while I try that extension"
+# The answering leg: "Incoming call from" <name> "press" "star".
+PROMPT_WHISPER_FROM = ("sound:followme/call-from",)
+PROMPT_WHISPER_ACCEPT = ("sound:vm-press", "sound:digits/star")
+# Internal ringback for a caller whose channel is already answered (screening, voicemail 0).
+RINGBACK_TONE = "tone:ring"
+SCREEN_ACCEPT_DIGIT = "*"
+SCREEN_NAME_SECONDS = 3
+SCREEN_PASSWORD_TRIES = 3
+SCREEN_WHISPER_WAIT_S = 10.0
+VOICEMAIL_BREAKOUT_DIGIT = "0"
+PLAN_PROMPTS = (
+    PROMPT_SAY_NAME,
+    PROMPT_ENTER_PASSWORD,
+    PROMPT_WRONG_PASSWORD,
+    PROMPT_PLEASE_HOLD,
+    PROMPT_WHISPER_FROM,
+    PROMPT_WHISPER_ACCEPT,
+)
+
+
+def combined_dialstatus(statuses: list[str]) -> str:
+    """One status for a ring step whose legs all ended unanswered: a leg that rang out means
+    the user did not answer; all legs busy means busy; else the devices were unreachable."""
+    upper = [s.upper() for s in statuses]
+    if not upper:
+        return "CHANUNAVAIL"
+    if "NOANSWER" in upper:
+        return "NOANSWER"
+    if all(s == "BUSY" for s in upper):
+        return "BUSY"
+    if "BUSY" in upper:
+        return "BUSY"
+    if "CONGESTION" in upper:
+        return "CONGESTION"
+    return "CHANUNAVAIL"
+
+
+def disposition_for_cause(cause: int) -> Disposition.ValueType:
+    """The CDR disposition of a plan that ends in Reject(cause)."""
+    if cause == CAUSE_USER_BUSY:
+        return Disposition.DISPOSITION_BUSY
+    if cause == CAUSE_NO_ANSWER:
+        return Disposition.DISPOSITION_NO_ANSWER
+    if cause == CAUSE_UNALLOCATED:
+        return Disposition.DISPOSITION_NOT_IN_SERVICE
+    # A refused caller (21) or anything else: the user could not be reached by this caller.
+    return Disposition.DISPOSITION_UNREACHABLE
+
+
+def password_matches(secret: str | None, entered: str) -> bool:
+    """The caller's digits against the profile's call password, in constant time."""
+    if not secret or not entered:
+        return False
+    return hmac.compare_digest(secret.encode(), entered.encode())
+
+
+def plan_decision(
+    number: str,
+    lookup: resolve_pb2.ResolveNumberReply,
+    plan: CallPlan,
+    *,
+    leading: tuple[tuple[str, str], ...] = (),
+) -> call_pb2.RoutingDecision:
+    """CallRouted's decision for a plan: RING when anybody is rung or the call is taken
+    (voicemail, divert), REJECT when it ends in a reject without ringing; every ring leg as a
+    target; the number's owner first, then the plan's reasons (codes in the same order)."""
+    reasons: list[tuple[str, str]] = [
+        (
+            "number.found",
+            f"number {number} belongs to user {lookup.user_id} of tenant {lookup.tenant_id}",
+        ),
+        *leading,
+        *((r.code, r.detail) for r in plan.reasons),
+    ]
+    legs = [leg for step in plan.steps if isinstance(step, Ring) for leg in step.legs]
+    final = plan.final
+    rejected = isinstance(final, Reject) and not legs
+    return call_pb2.RoutingDecision(
+        action=call_pb2.RoutingDecision.ACTION_REJECT
+        if rejected
+        else call_pb2.RoutingDecision.ACTION_RING,
+        targets=[
+            call_pb2.RouteTarget(
+                device_id=leg.terminal_id, dial_string=leg.dial_string, ring_timeout_s=leg.timeout_s
+            )
+            for leg in legs
+        ],
+        reasons=[detail for _, detail in reasons],
+        reason_codes=[code for code, _ in reasons],
+        hangup_cause=final.cause if isinstance(final, Reject) else 0,
+        prompt=",".join(
+            media for step in plan.steps if isinstance(step, Play) for media in step.media
+        )
+        if rejected
+        else "",
+        state=plan.state,
+        steps=plan_summary(plan),
+    )
+
+
+def playable(media: str) -> str:
+    """ARI media for a Play step's item: `greeting:<name>` (a user's recorded greeting) has no
+    ARI form here, so the caller hears the generic "nobody is available" instead."""
+    if media.startswith("greeting:"):
+        return "sound:vm-nobodyavail"
+    return media

@@ -1,16 +1,22 @@
 """Hands every ARI event of our Stasis app to the call it belongs to.
 
 New inbound channels (StasisStart with args ["inbound"]) start a CallSession, calls placed
-by phones (args ["outbound"]) an OutboundCall (outbound_call.py); every other
-event is routed by channel id (or a playback's target channel). After an ARI reconnect,
-reconcile() compares what Asterisk has with what we track.
+by phones (args ["outbound"]) an OutboundCall (outbound_call.py); a phone calling another
+user's extension is handed from there to start_internal_call(); every other event is
+routed by channel id (or a playback's target channel). After an ARI (re)connect, reconcile()
+compares what Asterisk has with what we track, and adopts or ends the calls an earlier
+instance left in Redis (calls/adopted.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Protocol
 
 from prometheus_client import Gauge
+from ringwise.directory.v1 import resolve_pb2
 from ringwise_kit.ari import (
     AriClient,
     AriEvent,
@@ -23,12 +29,15 @@ from ringwise_kit.ari import (
 from ringwise_kit.logs import get_logger
 
 from ringwise_routing.calls import policy
+from ringwise_routing.calls.adopted import AdoptedCall, adoptable, end_orphaned
+from ringwise_routing.calls.call_state import CallStateStore
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.outbound_call import OutboundCall, OutboundServices
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
-from ringwise_routing.calls.session import CallSession
+from ringwise_routing.calls.session import CallServices, CallSession, InternalCall
 from ringwise_routing.calls.voicemail_step import VoicemailStep
+from ringwise_routing.profiles.defaults import DefaultProfiles
 from ringwise_routing.profiles.source import ProfileSource
 
 log = get_logger(__name__)
@@ -64,6 +73,20 @@ def _event_channel(event: AriEvent) -> str | None:
     return channel.id if channel is not None else None
 
 
+class Tracked(Protocol):
+    """A call this instance follows: a session it runs, or a conversation it adopted."""
+
+    call_id: str
+    caller_id: str
+    channels: set[str]
+
+    def feed(self, event: AriEvent) -> None: ...
+
+    def gone_during_outage(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
 class CallRouter:
     def __init__(
         self,
@@ -75,17 +98,28 @@ class CallRouter:
         *,
         profiles: ProfileSource | None = None,
         outbound: OutboundServices | None = None,
+        trunk_dial: Callable[[str], str] = lambda _number: "",
+        call_state: CallStateStore | None = None,
     ) -> None:
         self._ari = ari
-        # Users' routing profiles (profiles/service.py); None: everyone gets the default.
-        self._profiles = profiles
-        # Calls placed by phones (outbound_call.py); None: refused (not wired).
-        self._outbound = outbound
-        self._voicemail = voicemail
-        self._recording_policies = recording_policies
-        self._directory = directory
         self._publisher = publisher
-        self._by_channel: dict[str, CallSession | OutboundCall] = {}
+        self._call_state = call_state
+        # Calls placed by phones (outbound_call.py); None: refused (not wired). An extension
+        # dialled there continues here (start_internal_call).
+        self._outbound = (
+            replace(outbound, hand_over_internal=self.start_internal_call) if outbound else None
+        )
+        self._services = CallServices(
+            ari=ari,
+            directory=directory,
+            publisher=publisher,
+            profiles=profiles if profiles is not None else DefaultProfiles(trunk_dial),
+            trunk_dial=trunk_dial,
+            voicemail=voicemail,
+            recording_policies=recording_policies,
+            call_state=call_state,
+        )
+        self._by_channel: dict[str, Tracked] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         for event_type in ROUTED_EVENT_TYPES:
             ari.on(event_type, self.on_event)
@@ -118,7 +152,7 @@ class CallRouter:
         if session is not None:
             session.feed(event)
 
-    def _register(self, channel_id: str, session: CallSession | OutboundCall) -> None:
+    def _register(self, channel_id: str, session: Tracked) -> None:
         self._by_channel[channel_id] = session
 
     def _start_outbound(self, start: StasisStart) -> None:
@@ -128,19 +162,37 @@ class CallRouter:
         self._track(OutboundCall(start, self._outbound, self._register))
 
     def _start_call(self, start: StasisStart) -> None:
+        self._track(CallSession(start, self._services, self._register))
+
+    def start_internal_call(
+        self,
+        start: StasisStart,
+        caller: resolve_pb2.ResolveNumberReply,
+        callee: resolve_pb2.ResolveNumberReply,
+    ) -> str:
+        """Run the callee's routing plan for a call placed by a user's own phone.
+
+        For the outbound/extension executor: `start` is the StasisStart of the calling phone's
+        channel (already in our Stasis app; do not answer or ring it, the plan does), `caller`
+        the directory's reply for the calling user (resolve_user by sip_username), `callee` the
+        reply for the dialled user (resolve_user by extension), both STATUS_FOUND in the same
+        tenant. From then on this router owns the channel: every ARI event of it goes to the
+        new session, which plans with Caller(internal_user_id=caller.user_id) (screening may
+        be skipped for internal callers), rings, bridges, hangs up, and publishes CallStarted
+        / CallRouted / CallEnded with direction INTERNAL (from: the caller's extension, to:
+        the callee's). Returns the call id. Call it from the event loop, before awaiting
+        anything else for that channel, so no event of it is missed.
+        """
         session = CallSession(
-            start,
-            self._ari,
-            self._directory,
-            self._publisher,
-            self._register,
-            self._voicemail,
-            self._recording_policies,
+            start, self._services, self._register, InternalCall(caller=caller, callee=callee)
         )
         self._track(session)
+        return session.call_id
 
-    def _track(self, session: CallSession | OutboundCall) -> None:
+    def _track(self, session: Tracked) -> None:
         self._register(session.caller_id, session)
+        for channel_id in session.channels:
+            self._register(channel_id, session)
         task = asyncio.create_task(session.run(), name=f"call-{session.call_id}")
         self._tasks.add(task)
         ACTIVE_CALLS.set(len(self._tasks))
@@ -158,10 +210,10 @@ class CallRouter:
         """Asterisk sent no events while the link was down: compare and repair.
 
         - A call we track whose caller channel is gone ended during the outage: finish it.
-        - A channel in our app that no session owns (this process restarted) cannot be
-          resumed yet: hang it up if it is not bridged, so nothing rings forever; a bridged
-          conversation is left to end by itself. (Resuming such calls from state kept in
-          Redis is the routing-policy issue's.)
+        - A call an earlier instance left in Redis: adopted if still bridged (its CDR is
+          published when it ends), else ended now (calls/adopted.py).
+        - Any other channel in our app that nobody owns: hung up if it is not bridged, so
+          nothing rings forever; a bridged one is left to end by itself.
         """
         channels = await self._ari.list_channels()
         present = {channel.id for channel in channels}
@@ -171,6 +223,7 @@ class CallRouter:
                 session.gone_during_outage()
         bridges = await self._ari.list_bridges()
         bridged = {cid for bridge in bridges if len(bridge.channels) > 1 for cid in bridge.channels}
+        await self._take_over_stored_calls(present, bridged)
         orphans = [
             channel
             for channel in channels
@@ -185,6 +238,27 @@ class CallRouter:
             log.warning("orphan_channel_hung_up", channel_id=channel.id, state=channel.state)
             await self._ari.hangup(channel.id, reason_code=policy.CAUSE_PLATFORM_FAILURE)
         log.info("ari_reconciled", channels=len(channels), orphans=len(orphans))
+
+    async def _take_over_stored_calls(self, present: set[str], bridged: set[str]) -> None:
+        store = self._call_state
+        if store is None:
+            return
+        try:
+            stored_calls = await store.all()
+        except Exception as exc:
+            log.error("call_state_unreadable", error=repr(exc))
+            return
+        ours = {s.call_id for s in self._by_channel.values()}
+        for stored in stored_calls:
+            if stored.record.call_id in ours:
+                continue
+            if adoptable(stored, present, bridged.__contains__):
+                self._track(AdoptedCall(stored, self._ari, self._publisher, store))
+                continue
+            try:
+                await end_orphaned(stored, present, self._ari, self._publisher, store)
+            except Exception:
+                log.exception("orphaned_call_not_ended", call_id=stored.record.call_id)
 
     async def drain(self, timeout_s: float) -> None:
         """At shutdown, give calls in progress a moment to finish their current step."""

@@ -1,8 +1,23 @@
-"""The ARI executor of one inbound call: carries out the routing decision and records the CDR.
+"""The ARI executor of one call to a user: runs the routing engine's CallPlan and records the
+CDR.
 
 One CallSession per call, running as its own task and fed that call's ARI events in order.
+The number is resolved (an unknown number or a directory outage gets today's treatment), the
+user's routing comes from the ProfileSource, plans.engine.plan_call() turns it into steps,
+and the steps run in order, each ending in "connected" or "fall through":
+
+- Screen: the caller is answered, enters the call password (3 tries, else the plan skips to
+  its final step) and/or says their name (recorded a few seconds on their channel).
+- Ring: legs one by one (each its own timeout) or together ("Duet": the first ANSWER wins,
+  every other leg is hung up at once so phones get CANCEL). Ringback throughout. With
+  whisper, the answering leg hears "call from <name>, press star" first; anything else
+  hangs that leg up and the plan goes on.
+- Play, Reject (a prompt, then the cause), Voicemail (0 reaches the delegate), Divert (a
+  user or delegate: their own plan; a team: its members' devices; external: the trunk).
+
 The caller may hang up at any moment: every wait raises CallerHungUp when that happens, so
-each step only handles its own outcomes.
+each step only handles its own outcomes. Whatever fails mid-plan, the caller hears a prompt
+before the call is released, never silence.
 """
 
 from __future__ import annotations
@@ -11,11 +26,14 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
+from ringwise.directory.v1 import resolve_pb2
 from ringwise.events.v1 import call_pb2
+from ringwise_kit import subjects
 from ringwise_kit.ari import (
     AriClient,
     AriError,
@@ -26,6 +44,8 @@ from ringwise_kit.ari import (
     ChannelHangupRequest,
     Dial,
     PlaybackFinished,
+    RecordingFailed,
+    RecordingFinished,
     StasisEnd,
     StasisStart,
     calls,
@@ -38,8 +58,31 @@ from ringwise_routing.calls import policy, recording
 from ringwise_routing.calls.cdr import CallRecord, call_ended
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
+from ringwise_routing.calls.voicemail_step import Deposit, Keys
+from ringwise_routing.plans.engine import (
+    CallPlan,
+    Divert,
+    DivertKind,
+    Leg,
+    Play,
+    Reject,
+    Ring,
+    Screen,
+    Voicemail,
+    plan_call,
+)
+from ringwise_routing.plans.explain import plan_summary, reason_codes, step_summary
+from ringwise_routing.plans.model import Caller, PlanContext, RingMode
+from ringwise_routing.profiles.source import (
+    ProfileSource,
+    UserRouting,
+    default_routing,
+    device_dial_string,
+    leg_timeout,
+)
 
 if TYPE_CHECKING:
+    from ringwise_routing.calls.call_state import CallStateStore
     from ringwise_routing.calls.voicemail_step import VoicemailStep
 
 log = get_logger(__name__)
@@ -58,6 +101,9 @@ HANGUP_EVENTS = (ChannelHangupRequest, StasisEnd, ChannelDestroyed)
 PROMPT_TIMEOUT_S = 30.0
 HANGUP_CONFIRM_TIMEOUT_S = 2.0
 CHANNEL_CREATE_TIMEOUT_S = 2.0
+WHISPER_TIMEOUT_S = 20.0  # the whole "call from <name>, press star" plus the wait for a key
+
+UserReply = resolve_pb2.ResolveNumberReply
 
 
 class CallerHungUp(Exception):
@@ -72,34 +118,77 @@ def _channel_of(event: AriEvent) -> str | None:
     return channel.id if channel is not None else None
 
 
+@dataclass(frozen=True)
+class CallServices:
+    """What every call session uses (built once by the router)."""
+
+    ari: AriClient
+    directory: NumberDirectory
+    publisher: EventPublisher
+    profiles: ProfileSource
+    trunk_dial: Callable[[str], str]
+    voicemail: VoicemailStep | None = None
+    recording_policies: recording.RecordingPolicies | None = None
+    call_state: CallStateStore | None = None
+
+
+@dataclass(frozen=True)
+class InternalCall:
+    """A user's phone calling another user of the tenant (extension dialling)."""
+
+    caller: UserReply
+    callee: UserReply
+
+
+@dataclass
+class LegCall:
+    """One callee channel of the call (a ring leg)."""
+
+    channel_id: str
+    leg: Leg
+    rang: bool = False
+    status: str = ""  # final dial status ("" while ringing)
+    gone: bool = False  # hung up / destroyed: nothing to clean up
+
+
 class CallSession:
     def __init__(
         self,
         start: StasisStart,
-        ari: AriClient,
-        directory: NumberDirectory,
-        publisher: EventPublisher,
+        services: CallServices,
         register_channel: Callable[[str, CallSession], None],
-        voicemail: VoicemailStep | None = None,
-        recording_policies: recording.RecordingPolicies | None = None,
+        internal: InternalCall | None = None,
     ) -> None:
         self.call_id = uuid.uuid4().hex
         self.caller_id = start.channel.id
         self._start = start
-        self._ari = ari
-        self._directory = directory
-        self._publisher = publisher
+        self._services = services
+        self._ari = services.ari
+        self._directory = services.directory
+        self._publisher = services.publisher
         self._register_channel = register_channel
-        self._voicemail = voicemail
+        self._voicemail = services.voicemail
+        self._internal = internal
         self._events: asyncio.Queue[AriEvent] = asyncio.Queue()
-        self._callee_id: str | None = None
-        self._callee_gone = False
+        self._legs: dict[str, LegCall] = {}
+        self._leg_count = 0
         self._bridge_id: str | None = None
         self._playbacks = 0
         self._started_event: call_pb2.CallStarted | None = None
-        self._recording_policies = recording_policies
+        self._recording_policies = services.recording_policies
         self._recording_policy: asyncio.Task[recording.Policy] | None = None
         self._recording: recording.CallRecording | None = None
+        # What the plan's run has learnt so far.
+        self._caller: Caller = Caller(start.channel.caller.number or None)
+        self._caller_answered = False
+        self._ringback_playback: str | None = None
+        self._screen_name: str | None = None  # the caller's recorded name (screening)
+        self._last_status = "CHANUNAVAIL"  # of the last ring step; nobody rung = unreachable
+        self._routed_at: float | None = None
+        self._planned = False  # a user's plan ran: a CallMissed is due if nobody answered
+        self._rejected = False
+        self._diverts = 0
+        self.message_left = False  # voicemail_step sets it
         self.channels: set[str] = {self.caller_id}
         channel = start.channel
         self.record = CallRecord(
@@ -108,6 +197,17 @@ class CallSession:
             to_number=policy.normalize_number(channel.dialplan.exten),
             started_at=channel.creationtime or start.timestamp,
         )
+        if internal is not None:
+            self.record.direction = call_pb2.DIRECTION_INTERNAL
+            self.record.from_number = (
+                internal.caller.extension or internal.caller.smartnumber or channel.caller.number
+            )
+            self.record.to_number = internal.callee.extension or internal.callee.smartnumber
+            self._caller = Caller(
+                internal.caller.smartnumber or internal.caller.extension or None,
+                internal.caller.user_name,
+                internal_user_id=internal.caller.user_id,
+            )
 
     def feed(self, event: AriEvent) -> None:
         self._events.put_nowait(event)
@@ -142,8 +242,10 @@ class CallSession:
                     event = await self._events.get()
             except TimeoutError:
                 return None
-            if isinstance(event, HANGUP_EVENTS) and _channel_of(event) == self._callee_id:
-                self._callee_gone = True
+            if isinstance(event, HANGUP_EVENTS):
+                leg = self._legs.get(_channel_of(event) or "")
+                if leg is not None:
+                    leg.gone = True
             if match(event):
                 return event
             if isinstance(event, HANGUP_EVENTS) and _channel_of(event) == self.caller_id:
@@ -165,7 +267,7 @@ class CallSession:
             # Published together with CallRouted (one write); its time is the call's start.
             self._started_event = call_pb2.CallStarted(
                 header=event_header("", self.call_id, CALL_STARTED, record.started_at),
-                direction=call_pb2.DIRECTION_INBOUND,
+                direction=record.direction,
                 from_number=record.from_number,
                 to_number=record.to_number,
                 channel_id=self.caller_id,
@@ -176,7 +278,8 @@ class CallSession:
             except CallerHungUp as gone:
                 await self._caller_left(gone)
             except asyncio.CancelledError:
-                # Shutdown with the call still up: it stays in Asterisk; no CDR is invented.
+                # Shutdown with the call still up: it stays in Asterisk; no CDR is invented
+                # here (the next instance adopts it from the call state in Redis).
                 log.warning("call_left_running_at_shutdown")
                 raise
             except AriNotFound as exc:
@@ -198,118 +301,482 @@ class CallSession:
         await self._fail()
 
     async def _fail(self) -> None:
-        """The platform broke mid-call: end it with a retryable cause, never in silence."""
+        """The platform broke mid-call: a spoken "all circuits busy", then a retryable cause;
+        never silence."""
         record = self.record
         record.disposition = record.disposition or call_pb2.DISPOSITION_FAILED
         record.hangup_cause = policy.CAUSE_PLATFORM_FAILURE
         record.hangup_by = "platform"
         with contextlib.suppress(Exception):
+            await self._cleanup()
+            if self._bridge_id is None:
+                await self._announce(policy.PROMPT_PLATFORM_FAILURE)
+        with contextlib.suppress(Exception):
             await self._hangup_caller(policy.CAUSE_PLATFORM_FAILURE)
+
+    # -- routing -------------------------------------------------------------------------------
 
     async def _route(self) -> None:
         record = self.record
-        lookup = await self._directory.resolve(record.to_number)
-        decision = policy.decide(record.to_number, lookup)
-        record.tenant_id = decision.tenant_id
-        record.user_id = decision.user_id
+        if self._internal is not None:
+            user: UserReply = self._internal.callee
+        else:
+            lookup = await self._directory.resolve(record.to_number)
+            if isinstance(lookup, policy.LookupFailed) or lookup.status != UserReply.STATUS_FOUND:
+                await self._refuse(policy.decide(record.to_number, lookup))
+                return
+            user = lookup
+            self._caller = Caller(record.from_number or None, self._start.channel.caller.name)
+        record.tenant_id = user.tenant_id
+        record.user_id = user.user_id
         with bind_call(self.call_id, tenant_id=record.tenant_id or None):
+            routing, leading = await self._routing_for(user)
+            context = PlanContext(routing.tenant)
+            plan = plan_call(routing.profile, self._caller, _now(), context)
+            decision = policy.plan_decision(record.to_number, user, plan, leading=leading)
             log.info(
                 "call_routed",
                 from_number=record.from_number,
                 to_number=record.to_number,
-                action=decision.action.value,
-                reasons=list(decision.reasons),
+                state=plan.state,
+                steps=plan_summary(plan),
+                reasons=reason_codes(plan),
             )
             self._publish_started()
             self._publisher.publish(
                 call_pb2.CallRouted(
-                    header=event_header(
-                        record.tenant_id, self.call_id, CALL_ROUTED, datetime.now(UTC)
-                    ),
+                    header=event_header(record.tenant_id, self.call_id, CALL_ROUTED, _now()),
                     user_id=record.user_id,
-                    decision=policy.to_proto(decision),
+                    decision=decision,
                 )
             )
-            if decision.action is policy.Action.REJECT:
-                record.disposition = decision.disposition
-                await self._announce_and_hang_up(decision.prompt, decision.hangup_cause)
-                return
+            self._planned = True
             if self._recording_policies is not None:
                 # Resolved at call start, in parallel with ringing; needed once answered.
                 self._recording_policy = asyncio.create_task(
                     self._recording_policies.policy_for(record.tenant_id, record.user_id)
                 )
-            await self._ring(decision.targets[0])
+            await self._save_state()
+            await self._run_plan(plan, context)
 
-    async def _ring(self, target: policy.Target) -> None:
+    async def _refuse(self, decision: policy.Decision) -> None:
+        """Not a user's number, or the directory cannot say: today's treatment."""
         record = self.record
-        callee_id = f"{self.call_id}-1"
-        self._callee_id = callee_id
-        self.channels.add(callee_id)
-        self._register_channel(callee_id, self)
-        # Ringback to the caller and the callee's channel leave in one write.
-        rang, created = await self._ari.run_all(
-            calls.ring(self.caller_id),
-            calls.create_channel(
-                self._ari.app,
-                target.dial_string,
-                channel_id=callee_id,
-                app_args=("dialed", self.call_id),
-                originator=self.caller_id,
-            ),
+        log.info(
+            "call_routed",
+            from_number=record.from_number,
+            to_number=record.to_number,
+            action=decision.action.value,
+            reasons=list(decision.reasons),
         )
-        if isinstance(rang, AriNotFound):
-            raise rang  # the caller is gone already
+        self._publish_started()
+        self._publisher.publish(
+            call_pb2.CallRouted(
+                header=event_header(record.tenant_id, self.call_id, CALL_ROUTED, _now()),
+                user_id=record.user_id,
+                decision=policy.to_proto(decision),
+            )
+        )
+        record.disposition = decision.disposition
+        await self._announce_and_hang_up(decision.prompt, decision.hangup_cause)
+
+    async def _routing_for(
+        self, user: UserReply
+    ) -> tuple[UserRouting, tuple[tuple[str, str], ...]]:
+        """The user's routing; if the profile store cannot be read, the default routing (their
+        devices ring) rather than a failed call."""
         try:
-            if isinstance(created, AriError):
-                raise created
-            # The new channel must be in our Stasis app before it can be dialled.
+            return await self._services.profiles.routing_for(user), ()
+        except Exception as exc:
+            log.error("profile_unavailable", user_id=user.user_id, error=repr(exc))
+            reason = ("profile.unavailable", "the routing profile could not be read: defaults")
+            return default_routing(user, self._services.trunk_dial), (reason,)
+
+    async def _run_plan(self, plan: CallPlan, context: PlanContext) -> None:
+        """Run the steps in order until one connects the call or the final step ends it."""
+        steps = plan.steps
+        index = 0
+        while index < len(steps):
+            step = steps[index]
+            index += 1
+            log.debug("plan_step", user_id=plan.user_id, step=step_summary(step))
+            if isinstance(step, Screen):
+                if not await self._screen(step):
+                    index = len(steps) - 1  # screening failed: nobody is rung
+            elif isinstance(step, Ring):
+                if await self._ring(step):
+                    return
+            elif isinstance(step, Play):
+                await self._announce(tuple(policy.playable(m) for m in step.media))
+            elif isinstance(step, Reject):
+                await self._reject(step.cause, prompted=index > 1 and isinstance(steps[-2], Play))
+                return
+            elif isinstance(step, Voicemail):
+                await self._voicemail_step(step, plan, context)
+                return
+            else:
+                await self._divert(step, plan, context)
+                return
+
+    # -- screening -----------------------------------------------------------------------------
+
+    async def _screen(self, step: Screen) -> bool:
+        """Call password and/or the caller's name. False: the password was wrong 3 times."""
+        await self._answer_caller()
+        keys = Keys(self._ari, self)
+        if step.password is not None:
+            for _attempt in range(policy.SCREEN_PASSWORD_TRIES):
+                entered = await keys.number(policy.PROMPT_ENTER_PASSWORD, max_digits=12)
+                if policy.password_matches(step.password, entered):
+                    break
+                await keys.play(policy.PROMPT_WRONG_PASSWORD)
+            else:
+                log.info("screen_password_refused")
+                return False
+        if step.ask_name:
+            await keys.play(policy.PROMPT_SAY_NAME)
+            name = f"rw-screen-{self.call_id}"
+            try:
+                await self._ari.call(
+                    calls.record_channel(
+                        self.caller_id,
+                        name,
+                        if_exists="overwrite",
+                        max_duration_s=policy.SCREEN_NAME_SECONDS,
+                        terminate_on="#",
+                    )
+                )
+                done = await self._wait_for(
+                    lambda e: isinstance(e, RecordingFinished | RecordingFailed)
+                    and e.recording.name == name,
+                    policy.SCREEN_NAME_SECONDS + 5,
+                )
+            except AriError as exc:
+                log.warning("screen_name_not_recorded", error=str(exc))
+                done = None
+            if isinstance(done, RecordingFinished):
+                self._screen_name = name
+        await keys.play(policy.PROMPT_PLEASE_HOLD)
+        return True
+
+    async def _whisper(self, leg: LegCall) -> bool:
+        """The answering leg hears who calls; True when it pressed * to accept."""
+        name = (f"recording:{self._screen_name}",) if self._screen_name else ()
+        media = policy.PROMPT_WHISPER_FROM + name + policy.PROMPT_WHISPER_ACCEPT
+        self._playbacks += 1
+        playback_id = f"{self.call_id}-w{self._playbacks}"
+        await self._ari.play(leg.channel_id, list(media), playback_id)
+
+        def answered(event: AriEvent) -> bool:
+            if _channel_of(event) != leg.channel_id:
+                return False
+            return isinstance(event, (ChannelDtmfReceived, *HANGUP_EVENTS))
+
+        event = await self._wait_for(answered, WHISPER_TIMEOUT_S)
+        await self._ari.stop_playback(playback_id)
+        accepted = (
+            isinstance(event, ChannelDtmfReceived) and event.digit == policy.SCREEN_ACCEPT_DIGIT
+        )
+        log.info("screen_whisper", accepted=accepted, device_id=leg.leg.terminal_id)
+        return accepted
+
+    # -- ringing -------------------------------------------------------------------------------
+
+    async def _ring(self, step: Ring) -> bool:
+        """Ring the step's legs; True when one answered (and the call has ended since)."""
+        if step.mode is RingMode.SIMULTANEOUS:
+            groups = [step.legs]
+        else:
+            groups = [(leg,) for leg in step.legs]
+        for group in groups:
+            if await self._ring_together(group, whisper=step.whisper):
+                return True
+        return False
+
+    async def _ring_together(self, legs: tuple[Leg, ...], *, whisper: bool) -> bool:
+        """Create and dial every leg at once; the first ANSWER wins and the others are hung up
+        at once (their phones get CANCEL). A busy or unreachable leg leaves the others ringing."""
+        group: dict[str, LegCall] = {}
+        creates = []
+        for leg in legs:
+            self._leg_count += 1
+            leg_call = LegCall(f"{self.call_id}-{self._leg_count}", leg)
+            group[leg_call.channel_id] = leg_call
+            self._legs[leg_call.channel_id] = leg_call
+            self.channels.add(leg_call.channel_id)
+            self._register_channel(leg_call.channel_id, self)
+            creates.append(
+                calls.create_channel(
+                    self._ari.app,
+                    leg.dial_string,
+                    channel_id=leg_call.channel_id,
+                    app_args=("dialed", self.call_id),
+                    originator=self.caller_id,
+                )
+            )
+        # Ringback to the caller and the legs' channels leave in one write.
+        ring = [] if self._caller_answered else [calls.ring(self.caller_id)]
+        results = await self._ari.run_all(*ring, *creates)
+        if ring:
+            if isinstance(results[0], AriNotFound):
+                raise results[0]  # the caller is gone already
+            results = results[1:]
+        else:
+            await self._ringback_tone()
+        ringing: dict[str, LegCall] = {}
+        for leg_call, result in zip(group.values(), results, strict=True):
+            if isinstance(result, AriError):
+                log.warning(
+                    "leg_not_created", device_id=leg_call.leg.terminal_id, error=str(result)
+                )
+                leg_call.status, leg_call.gone = "CHANUNAVAIL", True
+            else:
+                ringing[leg_call.channel_id] = leg_call
+        await self._save_state()
+        # A new channel must be in our Stasis app before it can be dialled.
+        entering = set(ringing)
+        while entering:
             entered = await self._wait_for(
-                lambda e: isinstance(e, StasisStart) and e.channel.id == callee_id,
+                lambda e: _channel_of(e) in entering
+                and isinstance(e, StasisStart | ChannelDestroyed),
                 CHANNEL_CREATE_TIMEOUT_S,
             )
             if entered is None:
-                raise AriError(504, "callee channel never entered Stasis", "POST", "/dial")
-            await self._ari.dial(callee_id, caller=self.caller_id, timeout_s=target.ring_timeout_s)
-        except AriError as exc:
-            log.warning("dial_failed", device_id=target.device_id, error=str(exc))
-            await self._unanswered("CHANUNAVAIL")
-            return
-        ROUTE_SECONDS.observe((datetime.now(UTC) - self._start.timestamp).total_seconds())
-        log.debug("ringing", device_id=target.device_id, timeout_s=target.ring_timeout_s)
+                break
+            channel_id = _channel_of(entered) or ""
+            entering.discard(channel_id)
+            if isinstance(entered, ChannelDestroyed):
+                ringing.pop(channel_id).status = "CHANUNAVAIL"
+        for channel_id in entering:  # never entered Stasis: give up on it
+            log.warning("leg_never_entered_stasis", channel_id=channel_id)
+            ringing.pop(channel_id).status = "CHANUNAVAIL"
+            await self._ari.hangup(channel_id)
+        dials = await self._ari.run_all(
+            *(
+                calls.dial(channel_id, caller=self.caller_id, timeout_s=leg_call.leg.timeout_s)
+                for channel_id, leg_call in ringing.items()
+            )
+        )
+        for (channel_id, leg_call), dialled in zip(list(ringing.items()), dials, strict=True):
+            if isinstance(dialled, AriError):
+                log.warning("dial_failed", device_id=leg_call.leg.terminal_id, error=str(dialled))
+                del ringing[channel_id]
+                leg_call.status = "CHANUNAVAIL"
+                await self._ari.hangup(channel_id)
+        if ringing and self._routed_at is None:
+            self._routed_at = (_now() - self._start.timestamp).total_seconds()
+            ROUTE_SECONDS.observe(self._routed_at)
+        log.debug("ringing", devices=[c.leg.terminal_id for c in ringing.values()])
 
-        rang = False
+        winner, answered_at = await self._first_answer(ringing)
+        losers = [c for c in ringing.values() if c is not winner and not c.status]
+        for loser in losers:
+            loser.status = "CANCEL"
+        if losers:
+            # Hung up at once: no ghost rings on the other phones.
+            await self._ari.run_all(*(calls.hangup(c.channel_id) for c in losers))
+        if winner is None:
+            self._last_status = policy.combined_dialstatus([c.status for c in group.values()])
+            log.info("not_answered", dialstatus=self._last_status)
+            return False
+        if whisper and not await self._whisper(winner):
+            winner.status = "NOANSWER"
+            self._last_status = "NOANSWER"
+            await self._ari.hangup(winner.channel_id)
+            return False
+        record = self.record
+        record.answered_at = _now() if whisper else answered_at
+        record.device_id = winner.leg.terminal_id
+        await self._connect(winner.channel_id)
+        return True
+
+    async def _first_answer(
+        self, ringing: dict[str, LegCall]
+    ) -> tuple[LegCall | None, datetime | None]:
+        """Wait until a leg answers or every leg ended; (winner, when) or (None, None)."""
+        active = set(ringing)
 
         def dial_result(event: AriEvent) -> bool:
-            nonlocal rang
-            if isinstance(event, Dial) and event.peer.id == callee_id:
-                rang = rang or event.dialstatus in ("RINGING", "PROGRESS")
-                return event.dialstatus in FINAL_DIAL_STATUSES
-            return isinstance(event, ChannelDestroyed) and event.channel.id == callee_id
+            if isinstance(event, Dial):
+                return event.peer.id in active
+            return isinstance(event, ChannelDestroyed) and event.channel.id in active
 
-        # Asterisk enforces the ring timeout; ours is only a guard against a lost event.
-        result = await self._wait_for(dial_result, target.ring_timeout_s + 5)
-        if result is None:
-            await self._unanswered("NOANSWER")
+        # Asterisk enforces each leg's timeout; ours is only a guard against a lost event.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max((c.leg.timeout_s for c in ringing.values()), default=0) + 5
+        while active:
+            event = await self._wait_for(dial_result, deadline - loop.time())
+            if event is None:
+                for channel_id in active:
+                    ringing[channel_id].status = "NOANSWER"
+                    await self._ari.hangup(channel_id, reason_code=policy.CAUSE_NO_ANSWER)
+                return None, None
+            if isinstance(event, Dial):
+                leg_call = ringing[event.peer.id]
+                if event.dialstatus in ("RINGING", "PROGRESS"):
+                    leg_call.rang = True
+                if event.dialstatus == "ANSWER":
+                    return leg_call, event.timestamp
+                if event.dialstatus not in FINAL_DIAL_STATUSES:
+                    continue
+                leg_call.status = event.dialstatus
+            elif isinstance(event, ChannelDestroyed):
+                # Without a final Dial event (e.g. the ring timeout), the leg's destruction
+                # cause says what happened: 19 no answer, 17 busy, 20 absent...
+                leg_call = ringing[event.channel.id]
+                leg_call.status = leg_call.status or policy.dialstatus_for(
+                    event.cause, leg_call.rang
+                )
+            else:
+                continue
+            active.discard(leg_call.channel_id)
+        return None, None
+
+    async def _ringback_tone(self) -> None:
+        """An answered caller (screening, voicemail's 0) hears ringing as in-band tone."""
+        if self._ringback_playback is not None:
             return
-        # Without a final Dial event (e.g. the ring timeout), the leg's destruction cause
-        # says what happened: 19 no answer, 17 busy, 20 absent...
-        status = (
-            result.dialstatus
-            if isinstance(result, Dial)
-            else policy.dialstatus_for(getattr(result, "cause", 0), rang)
+        self._playbacks += 1
+        self._ringback_playback = f"{self.call_id}-rb{self._playbacks}"
+        await self._ari.play(self.caller_id, policy.RINGBACK_TONE, self._ringback_playback)
+
+    async def _stop_ringback(self) -> None:
+        if self._ringback_playback is not None:
+            playback, self._ringback_playback = self._ringback_playback, None
+            await self._ari.stop_playback(playback)
+
+    async def _answer_caller(self) -> None:
+        if not self._caller_answered:
+            await self._ari.answer(self.caller_id)
+            self._caller_answered = True
+
+    # -- final steps ---------------------------------------------------------------------------
+
+    async def _reject(self, cause: int, *, prompted: bool) -> None:
+        """Release with the plan's cause; a prompt first unless the plan just played one."""
+        record = self.record
+        self._rejected = True
+        if self._legs:
+            record.disposition = policy.treatment_for(self._last_status).disposition
+        else:
+            record.disposition = policy.disposition_for_cause(cause)
+        prompt: tuple[str, ...] = ()
+        if not prompted and cause != policy.CAUSE_USER_BUSY:
+            prompt = (
+                policy.PROMPT_NOT_ANSWERING
+                if cause == policy.CAUSE_NO_ANSWER
+                else policy.PROMPT_UNREACHABLE
+            )
+        log.info("call_rejected", cause=cause)
+        await self._announce_and_hang_up(prompt, cause)
+
+    async def _voicemail_step(self, step: Voicemail, plan: CallPlan, context: PlanContext) -> None:
+        treatment = policy.treatment_for(self._last_status)
+        self.record.disposition = treatment.disposition
+        await self._stop_ringback()
+        outcome = Deposit.NO_MAILBOX
+        if self._voicemail is not None:
+            outcome = await self._voicemail.deposit(
+                self,
+                self._last_status,
+                mailbox=step.mailbox,
+                greeting=step.greeting,
+                breakout=step.delegate_breakout is not None,
+            )
+        if outcome is Deposit.NO_MAILBOX:
+            await self._announce_and_hang_up(treatment.prompt, treatment.hangup_cause)
+            return
+        self._caller_answered = True
+        if outcome is Deposit.BREAKOUT and step.delegate_breakout is not None:
+            log.info("voicemail_breakout", delegate=step.delegate_breakout)
+            breakout = Divert(DivertKind.DELEGATE, step.delegate_breakout, alert="delegated-call")
+            await self._divert(breakout, plan, context)
+            return
+        await self._announce_and_hang_up((), policy.CAUSE_NORMAL_CLEARING)
+
+    async def _divert(self, step: Divert, plan: CallPlan, context: PlanContext) -> None:
+        record = self.record
+        self._diverts += 1
+        self._publisher.publish(
+            call_pb2.CallDiverted(
+                # One event per divert of the call (a chain can divert more than once).
+                header=event_header(
+                    record.tenant_id,
+                    self.call_id,
+                    f"{subjects.CALL_DIVERTED}-{self._diverts}",
+                    _now(),
+                ),
+                from_user_id=plan.user_id,
+                kind=step.kind.value,
+                target=step.target,
+                alert=step.alert or "",
+                caller_number=record.from_number,
+            )
         )
-        if status != "ANSWER":
-            await self._unanswered(status)
+        log.info("call_diverted", kind=step.kind.value, target=step.target)
+        if step.kind in (DivertKind.USER, DivertKind.DELEGATE):
+            user = await self._directory.resolve_user(record.tenant_id, step.target)
+            if isinstance(user, policy.LookupFailed) or user.status != UserReply.STATUS_FOUND:
+                log.warning("divert_target_not_found", target=step.target)
+                await self._divert_failed(plan, context)
+                return
+            routing, _ = await self._routing_for(user)
+            chain = PlanContext(routing.tenant, (*context.divert_chain, plan.user_id))
+            diverted = plan_call(routing.profile, self._caller, _now(), chain)
+            log.info(
+                "divert_planned",
+                user_id=diverted.user_id,
+                steps=plan_summary(diverted),
+                reasons=reason_codes(diverted),
+            )
+            await self._run_plan(diverted, chain)
             return
-        record.answered_at = result.timestamp
-        record.device_id = target.device_id
-        await self._connect(callee_id)
+        if step.kind is DivertKind.TEAM:
+            team = await self._directory.resolve_team(record.tenant_id, step.target)
+            legs: list[Leg] = []
+            mode = RingMode.SIMULTANEOUS
+            if isinstance(team, resolve_pb2.ResolveTeamReply) and (
+                team.status == UserReply.STATUS_FOUND
+            ):
+                if team.ring_strategy == "sequential":
+                    mode = RingMode.SEQUENTIAL
+                legs = await self._team_legs(team)
+            if legs and await self._ring(Ring(mode, tuple(legs))):
+                return
+        else:
+            dial = self._services.trunk_dial(step.target)
+            leg = Leg(step.target, "external", dial, leg_timeout(0))
+            if dial and await self._ring(Ring(RingMode.SEQUENTIAL, (leg,))):
+                return
+        treatment = policy.treatment_for(self._last_status)
+        record.disposition = treatment.disposition
+        await self._announce_and_hang_up(
+            treatment.prompt or policy.PROMPT_NOT_ANSWERING, treatment.hangup_cause
+        )
+
+    async def _team_legs(self, team: resolve_pb2.ResolveTeamReply) -> list[Leg]:
+        legs: list[Leg] = []
+        for member_id in team.member_user_ids:
+            member = await self._directory.resolve_user(self.record.tenant_id, member_id)
+            if isinstance(member, policy.LookupFailed) or member.status != UserReply.STATUS_FOUND:
+                continue
+            timeout = leg_timeout(member.ring_timeout_s)
+            for device in member.devices:
+                dial = device_dial_string(device, self._services.trunk_dial)
+                if dial:
+                    legs.append(Leg(device.device_id, "team", dial, timeout))
+        return legs
+
+    async def _divert_failed(self, plan: CallPlan, context: PlanContext) -> None:
+        """The divert cannot happen (target unknown, directory down): the diverting user's
+        voicemail, else the unreachable prompt."""
+        await self._voicemail_step(Voicemail(plan.user_id, "unavailable"), plan, context)
 
     async def _connect(self, callee_id: str) -> None:
         record = self.record
         bridge_id = self.call_id
         self._bridge_id = bridge_id
+        await self._stop_ringback()
         results = await self._ari.run_all(
             calls.answer(self.caller_id),
             calls.create_bridge(bridge_id),
@@ -329,6 +796,7 @@ class CallSession:
             )
         )
         log.info("call_answered", device_id=record.device_id)
+        await self._save_state(answered_leg=callee_id)
         await self._start_recording(bridge_id, callee_id)
 
         def callee_gone(event: AriEvent) -> bool:
@@ -351,6 +819,7 @@ class CallSession:
             calls.destroy_bridge(bridge_id),
         )
         self._bridge_id = None
+        self._legs[callee_id].gone = True
 
     async def _start_recording(self, bridge_id: str, callee_id: str) -> None:
         if self._recording_policy is None:
@@ -406,26 +875,24 @@ class CallSession:
         except Exception:
             log.exception("recording_not_handed_over", call_id=self.call_id)
 
-    async def _unanswered(self, dialstatus: str) -> None:
-        treatment = policy.treatment_for(dialstatus)
-        self.record.disposition = treatment.disposition
-        log.info("not_answered", dialstatus=dialstatus)
-        if self._voicemail is not None and await self._voicemail.deposit(self, dialstatus):
-            await self._announce_and_hang_up((), policy.CAUSE_NORMAL_CLEARING)
+    async def _announce(self, prompt: tuple[str, ...]) -> None:
+        """Play to the caller and wait until it ends. Unanswered, Asterisk plays it as early
+        media (183): the caller's network does not charge for it."""
+        if not prompt:
             return
-        await self._announce_and_hang_up(treatment.prompt, treatment.hangup_cause)
+        await self._stop_ringback()
+        self._playbacks += 1
+        playback_id = f"{self.call_id}-p{self._playbacks}"
+        await self._ari.play(self.caller_id, prompt, playback_id)
+        await self._wait_for(
+            lambda e: isinstance(e, PlaybackFinished) and e.playback.id == playback_id,
+            PROMPT_TIMEOUT_S,
+        )
 
     async def _announce_and_hang_up(self, prompt: tuple[str, ...], cause: int) -> None:
-        if prompt:
-            # Unanswered, Asterisk plays this as early media (183), then the hang-up cause
-            # reaches the caller as the final response (1 -> 404, 19 -> 480, 17 -> 486...).
-            self._playbacks += 1
-            playback_id = f"{self.call_id}-p{self._playbacks}"
-            await self._ari.play(self.caller_id, prompt, playback_id)
-            await self._wait_for(
-                lambda e: isinstance(e, PlaybackFinished) and e.playback.id == playback_id,
-                PROMPT_TIMEOUT_S,
-            )
+        # The hang-up cause reaches an unanswered caller as the final response
+        # (1 -> 404, 19 -> 480, 17 -> 486...).
+        await self._announce(prompt)
         self.record.hangup_cause = cause
         self.record.hangup_by = "platform"
         await self._hangup_caller(cause)
@@ -451,15 +918,26 @@ class CallSession:
         log.debug("caller_hung_up", disposition=call_pb2.Disposition.Name(record.disposition))
 
     async def _cleanup(self) -> None:
-        """Nothing of this call may be left ringing or bridged."""
-        leftovers = []
-        if self._callee_id and not self._callee_gone:
-            leftovers.append(calls.hangup(self._callee_id))
+        """Nothing of this call may be left ringing or bridged (safe to call twice)."""
+        leftovers = [
+            calls.hangup(leg.channel_id)
+            for leg in self._legs.values()
+            if not leg.gone and leg.status != "CHANUNAVAIL"
+        ]
+        for leg in self._legs.values():
+            leg.gone = True
         if self._bridge_id:
             leftovers.append(calls.destroy_bridge(self._bridge_id))
+            self._bridge_id = None
+        if self._screen_name:
+            leftovers.append(calls.delete_stored_recording(self._screen_name))
+            self._screen_name = None
         if leftovers:
             with contextlib.suppress(Exception):
                 await self._ari.run_all(*leftovers)  # gone already (404) is fine
+        if self._services.call_state is not None:
+            with contextlib.suppress(Exception):
+                await self._services.call_state.forget(self.call_id)
 
     def _publish_started(self) -> None:
         if self._started_event is not None:
@@ -472,6 +950,17 @@ class CallSession:
         record.ended_at = record.ended_at or _now()
         if record.disposition == call_pb2.DISPOSITION_UNSPECIFIED:
             record.disposition = call_pb2.DISPOSITION_FAILED
+        if self._planned and record.answered_at is None and not self.message_left:
+            self._publisher.publish(
+                call_pb2.CallMissed(
+                    header=event_header(
+                        record.tenant_id, self.call_id, subjects.CALL_MISSED, record.ended_at
+                    ),
+                    user_id=record.user_id,
+                    caller_number=record.from_number,
+                    reason=missed_reason(record, rejected=self._rejected),
+                )
+            )
         cdr = call_ended(record)
         self._publisher.publish(cdr)
         CALLS.labels(call_pb2.Disposition.Name(record.disposition)).inc()
@@ -483,6 +972,29 @@ class CallSession:
                 hangup_by=record.hangup_by,
                 hangup_cause=record.hangup_cause,
             )
+
+    async def _save_state(self, answered_leg: str | None = None) -> None:
+        """The call's minimal state in Redis, so that a new routing instance can adopt it."""
+        store = self._services.call_state
+        if store is None:
+            return
+        legs = (
+            [answered_leg]
+            if answered_leg
+            else [leg.channel_id for leg in self._legs.values() if not leg.gone]
+        )
+        try:
+            await store.save(self.record, self.caller_id, legs, self._bridge_id)
+        except Exception as exc:
+            log.warning("call_state_not_saved", error=repr(exc))
+
+
+def missed_reason(record: CallRecord, *, rejected: bool) -> str:
+    if rejected:
+        return "rejected"
+    if record.hangup_by == "caller":
+        return "caller_hung_up"
+    return "no_answer"
 
 
 def _now() -> datetime:

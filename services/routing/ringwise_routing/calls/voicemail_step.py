@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
@@ -58,6 +60,27 @@ AVAILABILITY = {
     "NOANSWER": deposit_pb2.AVAILABILITY_AVAILABLE,
     "BUSY": deposit_pb2.AVAILABILITY_BUSY,
 }
+# The plan's greeting name (the availability state's) says more than the dial status.
+GREETING_AVAILABILITY = {
+    "busy": deposit_pb2.AVAILABILITY_BUSY,
+    "holiday": deposit_pb2.AVAILABILITY_EXTENDED_ABSENCE,
+    "travelling": deposit_pb2.AVAILABILITY_UNAVAILABLE,
+    "unavailable": deposit_pb2.AVAILABILITY_UNAVAILABLE,
+}
+# Pressed during the greeting or the recording: the caller wants the delegate instead.
+BREAKOUT_DIGIT = "0"
+
+
+class Deposit(Enum):
+    NO_MAILBOX = "no_mailbox"  # nothing was played: the caller gets the usual treatment
+    TAKEN = "taken"  # greeting played (and a message taken if the mailbox records)
+    BREAKOUT = "breakout"  # the caller pressed 0 for the delegate; no message was kept
+
+
+def availability_for(greeting: str, dialstatus: str) -> deposit_pb2.Availability.ValueType:
+    return GREETING_AVAILABILITY.get(
+        greeting.lower(), AVAILABILITY.get(dialstatus.upper(), deposit_pb2.AVAILABILITY_UNAVAILABLE)
+    )
 
 
 M = TypeVar("M", bound=Message)
@@ -70,6 +93,7 @@ class Call(Protocol):
     call_id: str
     caller_id: str
     record: CallRecord
+    message_left: bool  # set once a recorded message was handed to voicemail
 
     async def wait_for(
         self, match: Callable[[AriEvent], bool], timeout_s: float
@@ -94,25 +118,34 @@ class VoicemailStep:
         self._caller_gone = caller_gone
         self._timeout_s = timeout_s
 
-    async def deposit(self, call: Call, dialstatus: str) -> bool:
-        """Take a message if the user has a mailbox; False leaves the caller to the old
-        treatment (nothing was played). Raises the session's CallerHungUp when the caller
-        leaves (after the message, if any, is handed over)."""
+    async def deposit(
+        self,
+        call: Call,
+        dialstatus: str,
+        *,
+        mailbox: str = "",
+        greeting: str = "",
+        breakout: bool = False,
+    ) -> Deposit:
+        """Take a message if `mailbox` (default: the called user) has one; NO_MAILBOX leaves
+        the caller to the usual treatment (nothing was played). `greeting` is the plan's
+        greeting name; `breakout`: 0 during the greeting or the recording returns BREAKOUT.
+        Raises the session's CallerHungUp when the caller leaves (after the message, if any,
+        is handed over)."""
         record = call.record
-        if not record.tenant_id or not record.user_id:
-            return False
+        mailbox = mailbox or record.user_id
+        if not record.tenant_id or not mailbox:
+            return Deposit.NO_MAILBOX
         try:
             begin = await bus.request(
                 self._nc,
                 subjects.VOICEMAIL_DEPOSIT_BEGIN,
                 deposit_pb2.DepositBeginRequest(
                     tenant_id=record.tenant_id,
-                    user_id=record.user_id,
+                    user_id=mailbox,
                     call_id=call.call_id,
                     caller_number=record.from_number,
-                    availability=AVAILABILITY.get(
-                        dialstatus.upper(), deposit_pb2.AVAILABILITY_UNAVAILABLE
-                    ),
+                    availability=availability_for(greeting, dialstatus),
                 ),
                 deposit_pb2.DepositBeginReply,
                 self._timeout_s,
@@ -121,29 +154,33 @@ class VoicemailStep:
             # Voicemail down: the caller gets the usual "not answering" rather than silence.
             log.warning("voicemail_unavailable", error=repr(exc))
             VOICEMAIL_CALLS.labels("voicemail_unavailable").inc()
-            return False
+            return Deposit.NO_MAILBOX
         reply = deposit_pb2.DepositBeginReply
         if begin.status not in (reply.STATUS_RECORD, reply.STATUS_GREETING_ONLY):
             VOICEMAIL_CALLS.labels("no_mailbox").inc()
-            return False
+            return Deposit.NO_MAILBOX
         log.info("voicemail_deposit", greeting=begin.greeting, deposit_id=begin.deposit_id)
         await self._ari.answer(call.caller_id)
         keys = Keys(self._ari, call)
-        pressed = await keys.play(
-            begin.greeting_media, stop_on=(SKIP_GREETING_DIGIT, MAILBOX_DIGIT)
-        )
+        stop_on = (SKIP_GREETING_DIGIT, MAILBOX_DIGIT) + ((BREAKOUT_DIGIT,) if breakout else ())
+        pressed = await keys.play(begin.greeting_media, stop_on=stop_on)
         if pressed == MAILBOX_DIGIT:
             # The owner calling their own number from any phone: the mailbox, after the PIN.
             keys.take()
-            await self.mailbox(call, keys, record.tenant_id, record.user_id)
-            return True
+            await self.mailbox(call, keys, record.tenant_id, mailbox)
+            return Deposit.TAKEN
         keys.take()
+        if pressed == BREAKOUT_DIGIT:
+            VOICEMAIL_CALLS.labels("breakout").inc()
+            return Deposit.BREAKOUT
         if begin.status == reply.STATUS_GREETING_ONLY:
             VOICEMAIL_CALLS.labels("greeting_only").inc()
-            return True
-        await self._record(call, begin, keys)
+            return Deposit.TAKEN
+        if not await self._record(call, begin, keys, mailbox, breakout=breakout):
+            VOICEMAIL_CALLS.labels("breakout").inc()
+            return Deposit.BREAKOUT
         await keys.play(SAVED)
-        return True
+        return Deposit.TAKEN
 
     async def mailbox(self, call: Call, keys: Keys, tenant_id: str, user_id: str) -> None:
         """PIN, then the messages; wrong PINs are audited and lock the mailbox (voicemail)."""
@@ -206,21 +243,34 @@ class VoicemailStep:
             max_seconds + 10,
         )
 
-    async def _record(self, call: Call, begin: deposit_pb2.DepositBeginReply, keys: Keys) -> None:
+    async def _record(
+        self,
+        call: Call,
+        begin: deposit_pb2.DepositBeginReply,
+        keys: Keys,
+        mailbox: str,
+        *,
+        breakout: bool = False,
+    ) -> bool:
         """Beep, record, then the review menu: 1 (or nothing) accepts, 2 plays it back,
-        3 records again, 4 marks it urgent. A hang-up at any point keeps what was recorded."""
+        3 records again, 4 marks it urgent. A hang-up at any point keeps what was recorded.
+        False: the caller pressed 0 for the delegate (the recording is discarded)."""
         urgent = False
+        complete = functools.partial(self._complete, call, begin, mailbox=mailbox)
         while True:
             await keys.play(BEEP)
-            started, ended, failed, gone = await self._take_recording(call, begin)
+            started, ended, failed, gone, broke_out = await self._take_recording(
+                call, begin, breakout=breakout
+            )
+            if broke_out:
+                await complete(started, ended, recorded=False, urgent=False)
+                return False
             if gone is not None or failed:
-                await self._complete(
-                    call, begin, started, ended, recorded=not failed, urgent=urgent
-                )
+                await complete(started, ended, recorded=not failed, urgent=urgent)
                 VOICEMAIL_CALLS.labels("recording_failed" if failed else "recorded").inc()
                 if gone is not None:
                     raise gone
-                return
+                return True
             try:
                 choice = await self._review(keys, begin)
                 while choice in (REVIEW_LISTEN, REVIEW_URGENT):
@@ -231,13 +281,13 @@ class VoicemailStep:
                         await keys.play([f"recording:{begin.recording_name}"])
                     choice = await self._review(keys, begin)
             except self._caller_gone:
-                await self._complete(call, begin, started, ended, recorded=True, urgent=urgent)
+                await complete(started, ended, recorded=True, urgent=urgent)
                 VOICEMAIL_CALLS.labels("recorded").inc()
                 raise
             if choice != REVIEW_RERECORD:
-                await self._complete(call, begin, started, ended, recorded=True, urgent=urgent)
+                await complete(started, ended, recorded=True, urgent=urgent)
                 VOICEMAIL_CALLS.labels("recorded").inc()
-                return
+                return True
 
     async def _review(self, keys: Keys, begin: deposit_pb2.DepositBeginReply) -> str:
         await keys.play(REVIEW_PROMPT, stop_on=REVIEW_KEYS)
@@ -247,9 +297,10 @@ class VoicemailStep:
                 return key or REVIEW_ACCEPT
 
     async def _take_recording(
-        self, call: Call, begin: deposit_pb2.DepositBeginReply
-    ) -> tuple[datetime, datetime, bool, Exception | None]:
-        """(started, ended, failed, the caller's hang-up if they hung up meanwhile)."""
+        self, call: Call, begin: deposit_pb2.DepositBeginReply, *, breakout: bool = False
+    ) -> tuple[datetime, datetime, bool, Exception | None, bool]:
+        """(started, ended, failed, the caller's hang-up if they hung up meanwhile, whether
+        the caller pressed the breakout digit)."""
         name = begin.recording_name
         started = datetime.now(UTC)
         await self._ari.call(
@@ -270,10 +321,27 @@ class VoicemailStep:
                 and event.recording.name == name
             )
 
+        def broke_out(event: AriEvent) -> bool:
+            return (
+                breakout
+                and isinstance(event, ChannelDtmfReceived)
+                and event.channel.id == call.caller_id
+                and event.digit == BREAKOUT_DIGIT
+            )
+
         gone: Exception | None = None
         result: AriEvent | None = None
         try:
-            result = await call.wait_for(finished, begin.max_seconds + 10)
+            result = await call.wait_for(
+                lambda e: finished(e) or broke_out(e), begin.max_seconds + 10
+            )
+            if isinstance(result, ChannelDtmfReceived):
+                # ARI ends recordings only on # or *: stop this one and let it go.
+                with contextlib.suppress(Exception):
+                    await self._ari.call(calls.cancel_recording(name))
+                with contextlib.suppress(self._caller_gone):
+                    await call.wait_for(finished, RECORDING_CLOSE_TIMEOUT_S)
+                return started, datetime.now(UTC), False, None, True
         except self._caller_gone as exc:
             # Hung up while recording: the message still counts. Wait for Asterisk to close
             # the file (later hang-up events of the same call raise again; keep waiting).
@@ -284,7 +352,7 @@ class VoicemailStep:
                 with contextlib.suppress(self._caller_gone):
                     result = await call.wait_for(finished, deadline - loop.time())
         ended = result.timestamp if result is not None else datetime.now(UTC)
-        return started, ended, isinstance(result, RecordingFailed), gone
+        return started, ended, isinstance(result, RecordingFailed), gone, False
 
     async def _complete(
         self,
@@ -295,12 +363,13 @@ class VoicemailStep:
         *,
         recorded: bool,
         urgent: bool,
+        mailbox: str,
     ) -> None:
         record = call.record
         request = deposit_pb2.DepositCompleteRequest(
             deposit_id=begin.deposit_id,
             tenant_id=record.tenant_id,
-            user_id=record.user_id,
+            user_id=mailbox,
             call_id=call.call_id,
             recording_name=begin.recording_name if recorded else "",
             duration_ms=max(0, round((ended - started).total_seconds() * 1000)),
@@ -328,6 +397,8 @@ class VoicemailStep:
                 deposit_id=begin.deposit_id,
                 status=deposit_pb2.DepositCompleteReply.Status.Name(done.status),
             )
+            if recorded:
+                call.message_left = True
             return
         # The recording stays in Asterisk's spool under its deposit name for an operator.
         log.error("voicemail_complete_failed", deposit_id=begin.deposit_id)

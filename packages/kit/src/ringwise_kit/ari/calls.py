@@ -58,6 +58,16 @@ def create_channel(
     return RestCall("POST", "/channels/create", params, body)
 
 
+def dial(channel_id: str, *, caller: str | None = None, timeout_s: int | None = None) -> RestCall:
+    """Dial a created channel; `caller` is the channel it is dialled for (ringback, CLI)."""
+    params: dict[str, str | int] = {}
+    if caller:
+        params["caller"] = caller
+    if timeout_s:
+        params["timeout"] = timeout_s
+    return RestCall("POST", f"/channels/{channel_id}/dial", params)
+
+
 def create_bridge(bridge_id: str, bridge_type: str = "mixing") -> RestCall:
     return RestCall("POST", f"/bridges/{bridge_id}", {"type": bridge_type})
 
