@@ -24,15 +24,10 @@ SPAN = 2000
 @dataclass(frozen=True)
 class PortPlan:
     base: int = 20000
-    # Only for a base given by hand (RINGWISE_TEST_PORT_BASE on a machine shared by several
-    # clones): a port an outgoing connection holds at that moment makes the start fail loudly
-    # (address in use), never silently.
-    ephemeral_ok: bool = False
 
     def __post_init__(self) -> None:
-        top = 65536 if self.ephemeral_ok else EPHEMERAL_PORTS_START
-        if not self.base >= 1024 or self.base + SPAN > top:
-            raise ValueError(f"base {self.base}: ports must lie in 1024..{top}")
+        if not self.base >= 1024 or self.base + SPAN > EPHEMERAL_PORTS_START:
+            raise ValueError(f"base {self.base}: ports must lie in 1024..{EPHEMERAL_PORTS_START}")
 
     @property
     def sip(self) -> int:
@@ -107,8 +102,7 @@ SERVICE_SLOTS = {
 DEV_PORTS = PortPlan(20000)  # ringwise-dev up
 # The pytest platform. RINGWISE_TEST_PORT_BASE moves it, so two clones can run their
 # service tests side by side (the other bases stay fixed: run those suites one at a time).
-_TEST_BASE = os.environ.get("RINGWISE_TEST_PORT_BASE", "")
-TEST_PORTS = PortPlan(int(_TEST_BASE), ephemeral_ok=True) if _TEST_BASE else PortPlan(22000)
+TEST_PORTS = PortPlan(int(os.environ.get("RINGWISE_TEST_PORT_BASE", "22000")))
 HARNESS_TEST_PORTS = PortPlan(24000)  # the Asterisk/sipp harness's own tests
 INFRA_TEST_PORTS = PortPlan(26000)  # the infrastructure runner's own tests
 BENCH_PORTS = PortPlan(28000)  # bench/

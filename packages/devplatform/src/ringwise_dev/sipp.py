@@ -563,7 +563,6 @@ class SippWorkspace:
             extra_args=[
                 "-au", user,
                 "-ap", password,
-                "-set", "user", user,
                 "-set", "pin", pin,
                 "-set", "pin_wait_ms", str(pin_wait_ms),
             ],
