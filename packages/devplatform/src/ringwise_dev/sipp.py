@@ -87,6 +87,8 @@ class CallOutcome:
     sent_bye: bool = False
     cancelled: bool = False
     """A CANCEL was received (phone side)."""
+    challenged: bool = False
+    """The INVITE was challenged for digest credentials (a phone's call) at least once."""
 
     @property
     def answered(self) -> bool:
@@ -134,8 +136,11 @@ def parse_short_messages(path: Path) -> list[CallOutcome]:
                 code = int(first.split(" ", 2)[1])
             except (IndexError, ValueError):
                 continue
-            if method != "INVITE" or code in (401, 407):
-                continue  # a digest challenge is not the call's outcome
+            if method != "INVITE":
+                continue
+            if code in (401, 407) and not call.challenged:
+                call.challenged = True  # the first challenge is not the call's outcome
+                continue
             if code < 200:
                 call.provisional.append(code)
                 if code == 180 and call.ringing_at is None:
@@ -550,7 +555,7 @@ class SippWorkspace:
         timeout_s: float = 30.0,
     ) -> SippResult:
         """A provisioned phone (SIP user `user`) dials `dialled`: digest-authenticated
-        INVITE, `pin` keyed as RFC 4733 DTMF pin_wait_ms after the answer, hang-up hold_ms
+        INVITE, `pin` keyed as SIP INFO DTMF pin_wait_ms after the answer, hang-up hold_ms
         after the answer unless the other side ends the call first."""
         return await self.call(
             dialled,
