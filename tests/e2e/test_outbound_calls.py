@@ -453,6 +453,32 @@ async def test_a_chargeable_call_is_refused_at_zero_balance_connects_after_a_top
     assert Decimal(account["balance"]) == 0 and account["blocked"] is True
 
 
+async def test_with_billing_down_the_tenants_policy_decides_fail_closed_or_open(
+    platform: LocalPlatform, phone: Phone, far_end: SippFarEnd
+) -> None:
+    billing = platform.services["billing"]
+    await billing.stop()
+    try:
+        # Fail closed (the default): refused with "try again later", nothing dialled.
+        closed = await phone.dial("02079460200", hold_ms=500)
+        assert closed.final_codes() == [403]
+        assert 183 in closed.calls[0].provisional
+        assert not [i for i in far_end.invites() if "+442079460200" in i["request-line"]]
+
+        # The tenant's routing policy says fail open: the call goes out unrated for now.
+        await phone.tenant.admin.call(
+            "PUT", f"{phone.t}/routing-policy", {"dialling": {"credit_fail_open": True}}
+        )
+        opened = await phone.dial("02079460201", hold_ms=1000)
+        assert opened.final_codes() == [200]
+        await far_end_invite(far_end, "+442079460201")
+    finally:
+        await billing.start_and_wait()
+    # Billing stores (and rates) the CDR once it is back: nothing is lost.
+    cdr = await cdr_of(phone, "+442079460201")
+    assert (cdr["disposition"], cdr["from_number"]) == ("DISPOSITION_ANSWERED", phone.smartnumber)
+
+
 # -- prompts ----------------------------------------------------------------------------------
 
 
