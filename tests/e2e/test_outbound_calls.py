@@ -479,6 +479,26 @@ async def test_with_billing_down_the_tenants_policy_decides_fail_closed_or_open(
     assert (cdr["disposition"], cdr["from_number"]) == ("DISPOSITION_ANSWERED", phone.smartnumber)
 
 
+async def test_a_bridged_outbound_call_survives_a_routing_crash_and_is_still_billed(
+    platform: LocalPlatform, phone: Phone, far_end: SippFarEnd
+) -> None:
+    call = asyncio.create_task(phone.dial("02079460300", hold_ms=12000, timeout_s=40))
+    await far_end_invite(far_end, "+442079460300")
+    await asyncio.sleep(2)  # answered (ring 0.3 s) and bridged
+    platform.services["routing"].kill()  # a crash: nothing is handed over
+    await platform.services["routing"].start_and_wait()
+    result = await call
+    assert result.final_codes() == [200]
+    assert result.calls[0].sent_bye  # the phone ended the conversation, as it meant to
+    cdr = await cdr_of(phone, "+442079460300")
+    assert (cdr["direction"], cdr["disposition"], cdr["from_number"]) == (
+        "DIRECTION_OUTBOUND",
+        "DISPOSITION_ANSWERED",
+        phone.smartnumber,
+    )
+    assert 11000 <= int(cdr["billable_ms"]) <= 13000
+
+
 # -- prompts ----------------------------------------------------------------------------------
 
 

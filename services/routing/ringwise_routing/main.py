@@ -119,6 +119,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
         )
         recording_policies = RecordingPolicies(app[service.NATS_KEY])
         await recording_policies.watch()
+        call_state = CallStateStore(app[service.REDIS_KEY])
         outbound = OutboundServices(
             ari=ari,
             users=UserLookup(app[service.NATS_KEY], timeout_s=settings.directory_timeout_s),
@@ -129,6 +130,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             verify_secret=verify_secret,
             ring_timeout_s=settings.outbound_ring_timeout_s,
             max_call_s=settings.outbound_max_call_s,
+            call_state=call_state,
         )
         router = CallRouter(
             ari,
@@ -139,7 +141,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             profiles=app[PROFILES_KEY],
             outbound=outbound,
             trunk_dial=settings.trunk_dial,
-            call_state=CallStateStore(app[service.REDIS_KEY]),
+            call_state=call_state,
         )
         app[ROUTER_KEY] = router
         provisioner = Provisioner(

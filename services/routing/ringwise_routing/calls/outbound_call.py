@@ -51,6 +51,7 @@ from ringwise_kit.logs import bind_call, get_logger
 from ringwise_kit.subjects import CALL_ANSWERED, CALL_ROUTED, CALL_STARTED
 
 from ringwise_routing.calls import feature_codes, policy
+from ringwise_routing.calls.call_state import CallStateStore
 from ringwise_routing.calls.cdr import CallRecord, call_ended
 from ringwise_routing.calls.credit_client import AuthoriseReply, CreditClient
 from ringwise_routing.calls.publisher import EventPublisher
@@ -139,6 +140,9 @@ class OutboundServices:
     ring_timeout_s: int = 60
     max_call_s: int = 4 * 3600  # the longest call when billing sets no limit (or fail-open)
     pin_timeout_s: float = 10.0  # for the whole PIN, per try
+    # The call's state in Redis while it is up, so that a new routing instance adopts a
+    # bridged call and publishes its CDR (calls/adopted.py).
+    call_state: CallStateStore | None = None
 
 
 def endpoint_name(channel_name: str) -> str:
@@ -561,6 +565,7 @@ class OutboundCall:
         try:
             if isinstance(created, AriError):
                 raise created
+            await self._save_state()
             entered = await self._wait_for(
                 lambda e: isinstance(e, StasisStart) and e.channel.id == callee_id,
                 CHANNEL_CREATE_TIMEOUT_S,
@@ -609,6 +614,7 @@ class OutboundCall:
                 raise result
         self._answered_caller = True
         record.disposition = call_pb2.DISPOSITION_ANSWERED
+        await self._save_state()
         self._s.publisher.publish(
             call_pb2.CallAnswered(
                 header=event_header(
@@ -783,6 +789,19 @@ class OutboundCall:
                 await self._ari.run_all(*leftovers)
         if self._reserved and self.record.answered_at is None:
             await self._s.credit.release(tenant_id=self.record.tenant_id, call_id=self.call_id)
+        if self._s.call_state is not None and self._callee_id is not None:
+            with contextlib.suppress(Exception):
+                await self._s.call_state.forget(self.call_id)
+
+    async def _save_state(self) -> None:
+        """The trunk leg (and, once answered, the bridge) in Redis for a new instance."""
+        store = self._s.call_state
+        if store is None or self._callee_id is None:
+            return
+        try:
+            await store.save(self.record, self.caller_id, [self._callee_id], self._bridge_id)
+        except Exception as exc:
+            log.warning("call_state_not_saved", error=repr(exc))
 
     def _finish(self) -> None:
         record = self.record
