@@ -21,11 +21,11 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from ringwise.events.v1 import call_pb2
 from ringwise_dev.gateway_client import GatewayClient, Tenant, new_tenant
 from ringwise_dev.platform import OPERATOR_EMAIL, LocalPlatform
-from ringwise_dev.sipp import SippFarEnd, SippResult
+from ringwise_dev.sipp import PhoneKind, SippFarEnd, SippResult
 from ringwise_dev.testing import register_until, stream_events
-from ringwise_kit.events import CallEvent
 from ringwise_routing.calls import feature_codes, outbound_call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -204,11 +204,11 @@ async def far_end_invite(far_end: SippFarEnd, destination: str) -> dict[str, str
     raise AssertionError(f"no INVITE for {destination} at the far end: {far_end.invites()}")
 
 
-async def events_of(platform: LocalPlatform, tenant_id: str, kind: str) -> list[CallEvent]:
+async def routed_events(platform: LocalPlatform, tenant_id: str) -> list[call_pb2.CallRouted]:
     return [
         e
         for e in await stream_events(platform)
-        if e.header.tenant_id == tenant_id and type(e).__name__ == kind
+        if isinstance(e, call_pb2.CallRouted) and e.header.tenant_id == tenant_id
     ]
 
 
@@ -284,6 +284,13 @@ async def test_a_withheld_call_is_anonymous_with_the_real_number_asserted(
     assert "anonymous" in invite["from"].lower()
     assert uri_user(invite["p-asserted-identity"]) == phone.smartnumber
     assert invite["privacy"] == "id"
+    # The routing decision says why, in the CallRouted event (reason codes of the plan).
+    [routed] = await routed_events(phone.platform, phone.tenant.tenant_id)
+    assert list(routed.decision.reason_codes) == ["cli.withheld", "dial.national", "credit.ask"]
+    assert list(routed.decision.steps) == [
+        "credit fail-closed",
+        f"connect national +442079460003 as {phone.smartnumber} withheld",
+    ]
 
 
 # -- dialling controls ------------------------------------------------------------------------
@@ -399,6 +406,62 @@ async def test_a_phone_the_directory_does_not_know_is_refused_with_a_prompt(
     assert result.final_codes() == [403]
     assert 183 in result.calls[0].provisional  # "not in service", as early media
     assert not [i for i in far_end.invites() if "+33144556600" in i["request-line"]]
+
+
+# -- extensions -------------------------------------------------------------------------------
+
+
+async def test_dialling_a_colleagues_extension_rings_their_phone(
+    platform: LocalPlatform, phone: Phone
+) -> None:
+    admin = phone.tenant.admin
+    colleague = await admin.call(
+        "POST",
+        f"{phone.t}/users",
+        {
+            "email": f"cleo@{phone.tenant.tenant_id}.example",
+            "name": "Cleo Colleague",
+            "extension": "2042",
+        },
+        status=201,
+    )
+    device = await admin.call(
+        "POST",
+        f"{phone.t}/users/{colleague['user_id']}/devices",
+        {"kind": "sip_phone", "label": "Desk"},
+        status=201,
+    )
+    port = platform.ports.phones + 100 + 2 * next(_ports)
+    answering = await platform.sipp.start_phone(PhoneKind.ANSWER, port, ring_ms=300)
+    try:
+        await register_until(
+            platform, device["sip_username"], device["sip_password"], port, registered=True
+        )
+        result = await phone.dial("2042", hold_ms=1000)
+        assert result.final_codes() == [200]
+        [rung] = await answering.wait_calls(1)
+        assert rung.answered
+    finally:
+        await answering.stop()
+    # Handed to the internal-call executor: an INTERNAL call of the two users.
+    for _ in range(100):
+        page = await platform.get_json("billing", "/v1/cdrs?limit=1000")
+        found = [c for c in page["items"] if c.get("user_id") == colleague["user_id"]]
+        if found:
+            break
+        await asyncio.sleep(0.2)
+    [cdr] = found
+    assert (cdr["direction"], cdr["disposition"], cdr["device_id"]) == (
+        "DIRECTION_INTERNAL",
+        "DISPOSITION_ANSWERED",
+        device["device_id"],
+    )
+
+
+async def test_an_extension_nobody_has_is_refused(phone: Phone, far_end: SippFarEnd) -> None:
+    result = await phone.dial("2999", hold_ms=500)
+    assert result.final_codes() == [404]
+    assert 183 in result.calls[0].provisional
 
 
 # -- credit (issue #8) ------------------------------------------------------------------------
