@@ -192,6 +192,10 @@ class OutboundCall:
         self._fail_open = False
         # Digits keyed while something else was awaited (over a prompt): the PIN reads them.
         self._typed: list[str] = []
+        # CallStarted / CallRouted not published yet (an extension call publishes none of
+        # its own once handed over: the internal call's executor does).
+        self._pending: list[call_pb2.CallStarted | call_pb2.CallRouted] = []
+        self._started = False
         self.dialled = start.channel.dialplan.exten
         channel = start.channel
         self.record = CallRecord(
@@ -298,29 +302,41 @@ class OutboundCall:
             self._fail_open = routing.dialling.credit_fail_open
             plan = plan_outbound(routing.outbound, routing.dialling, self.dialled)
             record.from_number = routing.outbound.smartnumber or record.from_number
+            internal = False
             for step in plan.steps:
                 if isinstance(step, Connect):
                     record.from_number = step.presented_cli
                     record.to_number = step.destination
-            self._publish_started_and_routed(plan)
+                    internal = step.number_class is NumberClass.EXTENSION
+            if internal:
+                record.direction = call_pb2.DIRECTION_INTERNAL
+            self._started_and_routed(plan)
+            if not internal:
+                self._flush_events()
             await self._run_plan(plan, user)
 
-    def _publish_started_and_routed(self, plan: OutboundPlan) -> None:
+    def _call_started(self) -> call_pb2.CallStarted:
+        record = self.record
+        self._started = True
+        return call_pb2.CallStarted(
+            header=event_header(record.tenant_id, self.call_id, CALL_STARTED, record.started_at),
+            direction=record.direction,
+            from_number=record.from_number,
+            to_number=record.to_number,
+            channel_id=self.caller_id,
+            asterisk_id=self._start.asterisk_id,
+        )
+
+    def _flush_events(self) -> None:
+        for event in self._pending:
+            self._s.publisher.publish(event)
+        self._pending.clear()
+
+    def _started_and_routed(self, plan: OutboundPlan) -> None:
         record = self.record
         connects = plan.steps[-1:] if isinstance(plan.steps[-1], Connect) else ()
-        self._s.publisher.publish(
-            call_pb2.CallStarted(
-                header=event_header(
-                    record.tenant_id, self.call_id, CALL_STARTED, record.started_at
-                ),
-                direction=call_pb2.DIRECTION_OUTBOUND,
-                from_number=record.from_number,
-                to_number=record.to_number,
-                channel_id=self.caller_id,
-                asterisk_id=self._start.asterisk_id,
-            )
-        )
-        self._s.publisher.publish(
+        self._pending.append(self._call_started())
+        self._pending.append(
             call_pb2.CallRouted(
                 header=event_header(record.tenant_id, self.call_id, CALL_ROUTED, _now()),
                 user_id=record.user_id,
@@ -527,6 +543,7 @@ class OutboundCall:
                 raise CallerHungUp(event.timestamp, cause)
         OUTBOUND_CALLS.labels("extension").inc()
         self._handed_over = True
+        self._pending.clear()
         self._s.hand_over_internal(self._start, user, callee)
 
     async def _connect(self, step: Connect, talk_time: TalkTime) -> None:
@@ -810,6 +827,9 @@ class OutboundCall:
             return
         if record.disposition == call_pb2.DISPOSITION_UNSPECIFIED:
             record.disposition = call_pb2.DISPOSITION_FAILED
+        if not self._started:  # refused before it was planned (unknown phone, outage)
+            self._pending.insert(0, self._call_started())
+        self._flush_events()
         cdr = call_ended(record)
         self._s.publisher.publish(cdr)
         log.info(
