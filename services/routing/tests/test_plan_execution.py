@@ -4,15 +4,17 @@ voicemail_step.availability_for): one row per behaviour."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import pytest
 from ringwise.directory.v1 import resolve_pb2
 from ringwise.events.v1 import call_pb2
 from ringwise.voicemail.v1 import deposit_pb2
+from ringwise_kit.ari import CallerId, Channel, DialplanCep, StasisStart
 from ringwise_routing.calls import call_state, policy
 from ringwise_routing.calls.adopted import adoptable
 from ringwise_routing.calls.cdr import CallRecord
-from ringwise_routing.calls.session import missed_reason
+from ringwise_routing.calls.session import CallServices, CallSession, InternalCall, missed_reason
 from ringwise_routing.calls.voicemail_step import availability_for
 from ringwise_routing.plans.engine import plan_call
 from ringwise_routing.plans.model import (
@@ -117,14 +119,6 @@ def test_a_plan_ending_in_reject_records_a_disposition(
     assert policy.disposition_for_cause(cause) == disposition
 
 
-@pytest.mark.parametrize(
-    ("secret", "entered", "ok"),
-    [("4711", "4711", True), ("4711", "4712", False), ("4711", "", False), (None, "4711", False)],
-)
-def test_the_call_password_must_match_exactly(secret: str | None, entered: str, ok: bool) -> None:
-    assert policy.password_matches(secret, entered) is ok
-
-
 def test_a_users_greeting_media_is_played_as_the_generic_nobody_available() -> None:
     assert policy.playable("greeting:holiday") == "sound:vm-nobodyavail"
     assert policy.playable("sound:ss-noservice") == "sound:ss-noservice"
@@ -203,3 +197,37 @@ def test_only_a_conversation_still_bridged_is_adopted(
 )
 def test_a_missed_call_says_why(hangup_by: str, rejected: bool, reason: str) -> None:
     assert missed_reason(record(hangup_by=hangup_by), rejected=rejected) == reason
+
+
+def test_an_internal_call_is_recorded_between_the_users_extensions() -> None:
+    start = StasisStart(
+        type="StasisStart",
+        timestamp=NOON,
+        args=["outbound"],
+        channel=Channel(
+            id="phone-1",
+            caller=CallerId(name="Bob", number="rwbob"),
+            dialplan=DialplanCep(exten="201"),
+            creationtime=NOON,
+        ),
+    )
+    caller = Reply(
+        status=Reply.STATUS_FOUND,
+        tenant_id="acme",
+        user_id="bob",
+        user_name="Bob Baker",
+        extension="202",
+        smartnumber="+15550101",
+    )
+    callee = Reply(status=Reply.STATUS_FOUND, tenant_id="acme", user_id="alice", extension="201")
+    services = CallServices(
+        ari=cast(Any, None),
+        directory=cast(Any, None),
+        publisher=cast(Any, None),
+        profiles=cast(Any, None),
+        trunk_dial=lambda _number: "",
+    )
+    session = CallSession(start, services, lambda _c, _s: None, InternalCall(caller, callee))
+    assert session.record.direction == call_pb2.DIRECTION_INTERNAL
+    assert (session.record.from_number, session.record.to_number) == ("202", "201")
+    assert session.record.started_at == NOON

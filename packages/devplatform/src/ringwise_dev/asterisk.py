@@ -158,7 +158,9 @@ class AsteriskInstance:
 
     # ------------------------------------------------------------------ lifecycle
     def _prepare(self) -> None:
-        for sub in ("log", "spool", "run", "lib", "cache"):
+        # ARI recordings (voicemail, screening names) fail with ENOENT until spool/recording
+        # exists: Asterisk does not create it.
+        for sub in ("log", "spool", "spool/recording", "run", "lib", "cache"):
             (self.host_dir / sub).mkdir(parents=True, exist_ok=True)
         render_config(
             repo_root() / "asterisk" / "etc", self.host_dir / "etc", self.template_values()

@@ -66,6 +66,9 @@ class PhoneKind(StrEnum):
     """Like answer, then dials the feature code *9 (SIP INFO DTMF) 1 s into the call."""
     MWI = "mwi"
     """Takes message-waiting NOTIFYs (200) and logs their counts (SippPhone.mwi_counts)."""
+    ANSWER_KEY = "answer_key"
+    """Like answer, then presses `key` (SIP INFO DTMF) key_ms after the answer; hangs up 4 s
+    later unless the far end did first (call screening: * accepts, anything else refuses)."""
 
     @property
     def scenario(self) -> str:
@@ -603,6 +606,8 @@ class SippWorkspace:
         *,
         ring_ms: int = 0,
         hold_ms: int = 1000,
+        key: str = "*",
+        key_ms: int = 1500,
         host: str = HOST,
     ) -> SippPhone:
         """Start a phone (sipp uas) on host:port; it serves calls until stopped."""
@@ -611,8 +616,15 @@ class SippWorkspace:
         run_host, run_chroot = await asyncio.to_thread(self._new_run, f"phone-{kind}-{port}")
         args = ["-i", host, "-p", str(port)]
         # sipp refuses -set for variables a scenario does not declare.
-        if kind in (PhoneKind.ANSWER, PhoneKind.ANSWER_AND_HANGUP, PhoneKind.KEEP_RECORDING):
+        if kind in (
+            PhoneKind.ANSWER,
+            PhoneKind.ANSWER_AND_HANGUP,
+            PhoneKind.KEEP_RECORDING,
+            PhoneKind.ANSWER_KEY,
+        ):
             args += ["-set", "ring_ms", str(ring_ms)]
+        if kind is PhoneKind.ANSWER_KEY:
+            args += ["-set", "key", key, "-set", "key_ms", str(key_ms)]
         if kind is PhoneKind.ANSWER_AND_HANGUP:
             args += ["-set", "hold_ms", str(hold_ms)]
         if kind is PhoneKind.MWI:

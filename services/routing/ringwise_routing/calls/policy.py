@@ -8,7 +8,6 @@ nobody answered. Every decision records its reasons, in order, for CallRouted an
 
 from __future__ import annotations
 
-import hmac
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -270,13 +269,6 @@ def disposition_for_cause(cause: int) -> Disposition.ValueType:
         return Disposition.DISPOSITION_NOT_IN_SERVICE
     # A refused caller (21) or anything else: the user could not be reached by this caller.
     return Disposition.DISPOSITION_UNREACHABLE
-
-
-def password_matches(secret: str | None, entered: str) -> bool:
-    """The caller's digits against the profile's call password, in constant time."""
-    if not secret or not entered:
-        return False
-    return hmac.compare_digest(secret.encode(), entered.encode())
 
 
 def plan_decision(

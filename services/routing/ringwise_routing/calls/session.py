@@ -73,6 +73,7 @@ from ringwise_routing.plans.engine import (
 )
 from ringwise_routing.plans.explain import plan_summary, reason_codes, step_summary
 from ringwise_routing.plans.model import Caller, PlanContext, RingMode
+from ringwise_routing.profiles.document import verify_secret
 from ringwise_routing.profiles.source import (
     ProfileSource,
     UserRouting,
@@ -393,30 +394,50 @@ class CallSession:
             return default_routing(user, self._services.trunk_dial), (reason,)
 
     async def _run_plan(self, plan: CallPlan, context: PlanContext) -> None:
-        """Run the steps in order until one connects the call or the final step ends it."""
+        """Run the steps in order until one connects the call or the final step ends it.
+        A non-final step that breaks (Asterisk refused a request) goes on with the plan's
+        final step, so the caller still ends somewhere audible."""
         steps = plan.steps
         index = 0
-        while index < len(steps):
+        while index < len(steps) - 1:
             step = steps[index]
             index += 1
             log.debug("plan_step", user_id=plan.user_id, step=step_summary(step))
-            if isinstance(step, Screen):
-                if not await self._screen(step):
-                    index = len(steps) - 1  # screening failed: nobody is rung
-            elif isinstance(step, Ring):
-                if await self._ring(step):
-                    return
-            elif isinstance(step, Play):
-                await self._announce(tuple(policy.playable(m) for m in step.media))
-            elif isinstance(step, Reject):
-                await self._reject(step.cause, prompted=index > 1 and isinstance(steps[-2], Play))
-                return
-            elif isinstance(step, Voicemail):
-                await self._voicemail_step(step, plan, context)
-                return
-            else:
-                await self._divert(step, plan, context)
-                return
+            try:
+                if isinstance(step, Screen):
+                    if not await self._screen(step):
+                        break  # screening failed: nobody is rung
+                elif isinstance(step, Ring):
+                    if await self._ring(step):
+                        return
+                elif isinstance(step, Play):
+                    await self._announce(tuple(policy.playable(m) for m in step.media))
+            except (CallerHungUp, AriNotFound):
+                raise
+            except AriError as exc:
+                if self._bridge_id is not None:
+                    raise  # the conversation itself broke: run() ends the call
+                log.error("plan_step_failed", step=step_summary(step), error=str(exc))
+                await self._hang_up_legs()
+                break
+        final = plan.final
+        log.debug("plan_step", user_id=plan.user_id, step=step_summary(final))
+        if isinstance(final, Reject):
+            prompted = len(steps) > 1 and isinstance(steps[-2], Play) and index == len(steps) - 1
+            await self._reject(final.cause, prompted=prompted)
+        elif isinstance(final, Voicemail):
+            await self._voicemail_step(final, plan, context)
+        else:
+            await self._divert(final, plan, context)
+
+    async def _hang_up_legs(self) -> None:
+        """Hang up every leg still up (a ring step that broke half-way)."""
+        up = [leg for leg in self._legs.values() if not leg.gone and not leg.status]
+        for leg in up:
+            leg.status = "CHANUNAVAIL"
+        if up:
+            with contextlib.suppress(Exception):
+                await self._ari.run_all(*(calls.hangup(leg.channel_id) for leg in up))
 
     # -- screening -----------------------------------------------------------------------------
 
@@ -427,7 +448,7 @@ class CallSession:
         if step.password is not None:
             for _attempt in range(policy.SCREEN_PASSWORD_TRIES):
                 entered = await keys.number(policy.PROMPT_ENTER_PASSWORD, max_digits=12)
-                if policy.password_matches(step.password, entered):
+                if verify_secret(step.password, entered):
                     break
                 await keys.play(policy.PROMPT_WRONG_PASSWORD)
             else:

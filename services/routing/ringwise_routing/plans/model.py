@@ -21,7 +21,7 @@ MAX_LEG_TIMEOUT_S = 120
 DEFAULT_LEG_TIMEOUT_S = 20
 
 # Q.850 causes for rejected calls (as Asterisk maps them to SIP, RFC 3398).
-CAUSE_CALL_REJECTED = 21  # -> 603 Decline
+CAUSE_CALL_REJECTED = 21  # -> 403 Forbidden (as Asterisk maps it)
 CAUSE_USER_BUSY = 17  # -> 486 Busy Here
 CAUSE_NO_ANSWER = 19  # -> 480 Temporarily Unavailable
 CAUSE_UNALLOCATED = 1  # -> 404 (a redirect chain that cannot be followed)
