@@ -17,6 +17,7 @@ def test_call_event_subjects_follow_the_grammar() -> None:
     assert subjects.call_event("", "started") == "ringwise.v1.call._.started"
     assert subjects.call_events_of_kind("ended") == "ringwise.v1.call.*.ended"
     assert subjects.dead_letter("billing") == "ringwise.v1.dlq.billing"
+    assert subjects.profile_changed("acme") == "ringwise.v1.routing.acme.profile_changed"
 
 
 @pytest.mark.parametrize("bad", ["a.b", "a b", "*", ">", "a>"])

@@ -26,7 +26,8 @@ Secrets (the screening call password, the dialling PIN) are write-only: a body s
 `dialling_pin_set`. They are stored as argon2id hashes and never logged. The model fields
 (`Screening.password`, `OutboundProfile.dialling_pin`, hence `Screen.password` and
 `CollectPin.pin` in plans) then hold the HASH: executors check what the caller keyed with
-`verify_secret(stored_hash, entered)`, never by comparing strings.
+`verify_secret(stored_hash, entered)` (or `await verify_secret_off_loop(...)`, which keeps the
+~40 ms of argon2 off the event loop), never by comparing strings.
 
 Tenant policy document: {custom_states: [names], inbound_filter {...}, dialling:
 {country_code, emergency_numbers, premium_prefixes, credit_fail_open, max_extension_digits}}.
@@ -34,6 +35,7 @@ Tenant policy document: {custom_states: [names], inbound_filter {...}, dialling:
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -102,6 +104,7 @@ MAX_CUSTOM_STATES = 20
 MAX_SCHEDULE_ENTRIES = 50
 MIN_SECRET_DIGITS = 4
 MAX_SECRET_DIGITS = 12
+MIN_YEAR, MAX_YEAR = 1970, 9998
 # Placeholder dial string of a terminal that cannot be rung (status DELETED / BLOCKED): never
 # dialled, but keeps a stored profile valid (validate_profile wants a dial string).
 UNREACHABLE = "unreachable:"
@@ -142,6 +145,12 @@ def verify_secret(stored_hash: str | None, entered: str) -> bool:
         return _hasher.verify(stored_hash, entered)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+async def verify_secret_off_loop(stored_hash: str | None, entered: str) -> bool:
+    """verify_secret() in a worker thread: argon2 takes ~40 ms, which would stall every other
+    call this routing instance carries if run on the event loop."""
+    return await asyncio.to_thread(verify_secret, stored_hash, entered)
 
 
 # -- field checks --------------------------------------------------------------------------
@@ -306,7 +315,9 @@ def _terminals(checker: _Checker, value: Any) -> list[Doc]:
     out: list[Doc] = []
     for i, item in enumerate(value):
         path = f"terminals[{i}]"
-        body = checker.obj(item, path, ("id", "location", "device_id", "number", "ring_timeout_s"))
+        body = checker.obj(
+            item, path, ("id", "location", "device_id", "number", "ring_timeout_s", "status")
+        )
         if not body:
             continue
         terminal_id = checker.text(body.get("id"), f"{path}.id", TOKEN, "an id (A-Z a-z 0-9 _ -)")
@@ -397,14 +408,17 @@ def _manual(checker: _Checker, value: Any) -> Doc | None:
 
 
 def parse_instant(value: Any) -> datetime | None:
-    """An aware datetime from ISO 8601 text, or None."""
+    """An aware datetime from ISO 8601 text (years 1970 to 9998, so moving it to any zone
+    cannot overflow), or None."""
     if not isinstance(value, str) or len(value) > 40:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         return None
-    if parsed.tzinfo is None:
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        return None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
         return None
     return parsed
 
@@ -600,14 +614,24 @@ def parse_profile(body: Any, previous: Doc | None = None) -> Doc:
     return doc
 
 
-def public_profile(doc: Doc) -> Doc:
-    """The document as the API shows it: secrets replaced by whether they are set."""
-    out = {k: v for k, v in doc.items() if k not in ("screening", "outbound")}
+def public_profile(
+    doc: Doc, user: UserReply | None = None, trunk_dial: TrunkDial | None = None
+) -> Doc:
+    """The document as the API shows it: secrets replaced by whether they are set and, given
+    the user's directory answer, each terminal's status now (active; deleted: the device is
+    gone; blocked: it cannot be dialled, e.g. a number with no PSTN trunk). A client may send
+    it back as it is: the read-only parts are ignored."""
+    out = {k: v for k, v in doc.items() if k not in ("terminals", "screening", "outbound")}
+    terminals = [dict(t) for t in doc["terminals"]]
+    if user is not None and trunk_dial is not None:
+        profile, _ = profile_from_document(user.tenant_id, user, doc, trunk_dial)
+        for shown, terminal in zip(terminals, profile.terminals, strict=True):
+            shown["status"] = terminal.status.value
     screening = dict(doc["screening"])
     screening["password_set"] = bool(screening.pop("password_hash", None))
     outbound = dict(doc["outbound"])
     outbound["dialling_pin_set"] = bool(outbound.pop("dialling_pin_hash", None))
-    return {**out, "screening": screening, "outbound": outbound}
+    return {**out, "terminals": terminals, "screening": screening, "outbound": outbound}
 
 
 def unknown_devices(doc: Doc, user: UserReply) -> list[FieldError]:
@@ -1010,6 +1034,28 @@ def check_profile(
     tenant, _ = policy_from_document(user.tenant_id, policy_doc or default_policy_document())
     profile, _ = profile_from_document(user.tenant_id, user, doc, trunk_dial)
     return validate_profile(validation_view(profile), tenant)
+
+
+def divert_references(doc: Doc) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(field, user id) and (field, team id) pairs a profile sends calls to."""
+    users: list[tuple[str, str]] = [
+        (f"delegates[{i}]", delegate) for i, delegate in enumerate(doc.get("delegates") or ())
+    ]
+    teams: list[tuple[str, str]] = []
+    for name, state in doc["states"].items():
+        fallback = state["fallback"]
+        path = f"states.{name}.fallback.target"
+        if fallback["kind"] == FallbackKind.DELEGATE.value and fallback.get("target"):
+            users.append((path, fallback["target"]))
+        elif fallback["kind"] == FallbackKind.TEAM.value and fallback.get("target"):
+            teams.append((path, fallback["target"]))
+    for i, redirect in enumerate((doc.get("call_flow") or {}).get("redirects") or ()):
+        path = f"call_flow.redirects[{i}].target"
+        if redirect["kind"] == RedirectKind.USER.value:
+            users.append((path, redirect["target"]))
+        elif redirect["kind"] == RedirectKind.TEAM.value:
+            teams.append((path, redirect["target"]))
+    return users, teams
 
 
 def divert_view(tenant_id: str, user_id: str, doc: Doc) -> RoutingProfile:

@@ -7,11 +7,14 @@ does not answer). ETags are the stored version ("0" = nothing stored: the defaul
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ringwise_kit.api import ApiCall, ApiError, ApiResult, ApiRouter, not_found
+from pymongo.errors import PyMongoError
+from ringwise_kit.api import ApiCall, ApiError, ApiResult, ApiRouter, Handler, not_found
+from ringwise_kit.logs import get_logger
 
 from ringwise_routing.plans import changes
 from ringwise_routing.plans.engine import normalize_number
@@ -23,6 +26,8 @@ from ringwise_routing.profiles.document import Doc, DocumentInvalid
 from ringwise_routing.profiles.service import Changed, DirectoryUnavailable, StoredProfiles
 from ringwise_routing.profiles.source import UserReply
 from ringwise_routing.profiles.store import Stored, VersionConflict
+
+log = get_logger(__name__)
 
 # Writes without If-Match retry this often when another write lands in between.
 WRITE_ATTEMPTS = 3
@@ -46,6 +51,10 @@ def if_match_version(call: ApiCall) -> int | None:
     return int(value)
 
 
+def actor(call: ApiCall) -> str:
+    return call.principal.subject_id
+
+
 def stale() -> ApiError:
     return ApiError(412, "Precondition Failed", "the routing settings changed meanwhile")
 
@@ -59,14 +68,16 @@ def unprocessable(errors: list[FieldError], detail: str) -> ApiError:
     )
 
 
-def profile_body(user: UserReply, stored_doc: Doc | None, version: int, trunk: Any) -> Doc:
+def profile_body(
+    user: UserReply, stored_doc: Doc | None, version: int, trunk: document.TrunkDial
+) -> Doc:
     doc = stored_doc or document.default_document(user, trunk)
     return {
         "tenant_id": user.tenant_id,
         "user_id": user.user_id,
         "version": version,
         "stored": stored_doc is not None,
-        **document.public_profile(doc),
+        **document.public_profile(doc, user, trunk),
     }
 
 
@@ -115,7 +126,9 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
             change = make(call)
 
             async def attempt(user: UserReply, wanted: int | None) -> Changed:
-                return await profiles.apply(user, change, origin="api", if_version=wanted)
+                return await profiles.apply(
+                    user, change, origin="api", if_version=wanted, actor=actor(call)
+                )
 
             return await write(call, attempt)
 
@@ -135,8 +148,9 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
             stored = await profiles.stored_profile(user.tenant_id, user.user_id)
             if wanted is not None and wanted != stored.version:
                 raise VersionConflict("stale If-Match")
-            doc = document.parse_profile(body, previous=stored.doc)
-            return await profiles.save(user, doc, stored.version, origin="api")
+            # argon2 takes ~40 ms per secret: off the event loop, which carries calls too.
+            doc = await asyncio.to_thread(document.parse_profile, body, stored.doc)
+            return await profiles.save(user, doc, stored.version, origin="api", actor=actor(call))
 
         return await write(call, attempt)
 
@@ -149,7 +163,7 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
             raise stale()
         if stored.doc is not None:
             try:
-                await profiles.remove(user, stored.version, origin="api")
+                await profiles.remove(user, stored.version, origin="api", actor=actor(call))
             except VersionConflict:
                 raise stale() from None
         return ApiResult(status=204)
@@ -220,10 +234,15 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
         stored = await profiles.stored_profile(user.tenant_id, user.user_id)
         policy = await profiles.stored_policy(user.tenant_id)
         routing = document.user_routing(user, stored.doc, policy.doc, trunk)
-        caller = Caller(number or None)
-        return ApiResult(
-            body=explain(routing.profile, caller, at, PlanContext(tenant=routing.tenant))
-        )
+        internal = await profiles.internal_caller(user.tenant_id, number) if number else None
+        caller = Caller(number or None, internal_user_id=internal)
+        body = explain(routing.profile, caller, at, PlanContext(tenant=routing.tenant))
+        body["caller"]["user_id"] = internal  # a user of the tenant: an internal call
+        for step in body["steps"]:
+            for leg in step.get("legs", ()):
+                # Dial strings are Asterisk's business (endpoint names, the trunk's address).
+                leg.pop("dial_string", None)
+        return ApiResult(body=body)
 
     def policy_reply(tenant_id: str, stored: Stored) -> ApiResult:
         doc = stored.doc or document.default_policy_document()
@@ -249,7 +268,7 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
                 raise stale()
             try:
                 version = await profiles.save_policy(
-                    call.tenant_id, doc, stored.version, origin="api"
+                    call.tenant_id, doc, stored.version, origin="api", actor=actor(call)
                 )
             except DocumentInvalid as exc:
                 raise unprocessable(exc.errors, "the routing policy is not valid") from None
@@ -260,7 +279,24 @@ def routes(profiles: StoredProfiles) -> ApiRouter:
             return policy_reply(call.tenant_id, Stored(doc, version))
         raise ApiError(409, "Conflict", "the routing policy kept changing; try again")
 
+    for operation_id, handler in list(router.handlers.items()):
+        router.handlers[operation_id] = _unavailable_as_503(handler)
     return router
+
+
+def _unavailable_as_503(handler: Handler) -> Handler:
+    """A store or directory that does not answer is a 503 the client may retry, not a 500."""
+
+    async def guarded(call: ApiCall) -> ApiResult:
+        try:
+            return await handler(call)
+        except PyMongoError as exc:
+            log.warning("routing_store_unavailable", operation=call.operation, error=repr(exc))
+            raise ApiError(503, "Service Unavailable", "the routing store did not answer") from None
+        except DirectoryUnavailable:
+            raise ApiError(503, "Service Unavailable", "the directory did not answer") from None
+
+    return guarded
 
 
 def _object(body: Any) -> dict[str, Any]:

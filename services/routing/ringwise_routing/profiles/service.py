@@ -20,6 +20,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import nats.errors
 from google.protobuf.message import DecodeError
@@ -33,7 +34,7 @@ from ringwise.routing.v1 import profiles_pb2
 from ringwise_kit import bus, subjects
 from ringwise_kit.logs import get_logger
 
-from ringwise_routing.plans.model import BUILTIN_STATE_NAMES, RoutingProfile
+from ringwise_routing.plans.model import RoutingProfile
 from ringwise_routing.plans.validation import FieldError, divert_targets, find_divert_loops
 from ringwise_routing.profiles import document
 from ringwise_routing.profiles.document import Doc, DocumentInvalid, TrunkDial
@@ -50,6 +51,7 @@ LOOKUPS = Counter(
 CHANGES = Counter("ringwise_routing_profile_changes_total", "Stored profile changes", ["origin"])
 
 CHANGE_ATTEMPTS = 5
+MAX_EXTENSION_DIGITS = 6
 CACHE_MAX_ENTRIES = 50_000
 
 
@@ -86,6 +88,8 @@ class StoredProfiles:
         self._profiles: dict[tuple[str, str], tuple[float, Stored]] = {}
         self._policies: dict[str, tuple[float, Stored]] = {}
         self._generation: dict[str, int] = {}
+        # (tenant, user) -> the stored records and directory answer it was built from.
+        self._built: dict[tuple[str, str], tuple[Stored, Stored, bytes, UserRouting]] = {}
         self._subscription: Subscription | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -119,12 +123,12 @@ class StoredProfiles:
             self._policies.pop(tenant_id, None)
 
     def _trim(self) -> None:
+        """Keep memory bounded: drop expired copies once there are many."""
         if len(self._profiles) + len(self._policies) < CACHE_MAX_ENTRIES:
             return
         now = self._clock()
-        for cache in (self._profiles, self._policies):
-            for key in [k for k, (expires, _) in cache.items() if expires <= now]:
-                del cache[key]  # type: ignore[arg-type]
+        self._profiles = {k: v for k, v in self._profiles.items() if v[0] > now}
+        self._policies = {k: v for k, v in self._policies.items() if v[0] > now}
         if len(self._profiles) >= CACHE_MAX_ENTRIES:
             self._profiles.clear()
 
@@ -173,11 +177,25 @@ class StoredProfiles:
     async def routing_for(self, user: UserReply) -> UserRouting:
         if not user.tenant_id or not user.user_id:
             return document.user_routing(user, None, None, self.trunk_dial)
-        profile, policy = await asyncio.gather(
-            self._cached_profile(user.tenant_id, user.user_id),
-            self._cached_policy(user.tenant_id),
-        )
-        return document.user_routing(user, profile.doc, policy.doc, self.trunk_dial)
+        key = (user.tenant_id, user.user_id)
+        profile = await self._cached_profile(user.tenant_id, user.user_id)
+        policy = await self._cached_policy(user.tenant_id)
+        # The same stored records and the same directory answer give the same routing: keep
+        # the built one (building it costs more than the lookups).
+        fingerprint = user.SerializeToString(deterministic=True)
+        built = self._built.get(key)
+        if (
+            built is not None
+            and built[0] is profile
+            and built[1] is policy
+            and built[2] == fingerprint
+        ):
+            return built[3]
+        routing = document.user_routing(user, profile.doc, policy.doc, self.trunk_dial)
+        if len(self._built) >= CACHE_MAX_ENTRIES:
+            self._built.clear()
+        self._built[key] = (profile, policy, fingerprint, routing)
+        return routing
 
     async def change(
         self, user: UserReply, change: ProfileChange, *, origin: str
@@ -200,6 +218,7 @@ class StoredProfiles:
         *,
         origin: str,
         if_version: int | None = None,
+        actor: str = "",
     ) -> Changed:
         """One read-modify-write of the user's stored profile (the default one when none is
         stored). `if_version`: the version the client read (VersionConflict if it is stale)."""
@@ -209,7 +228,9 @@ class StoredProfiles:
         before = stored.doc or document.default_document(user, self.trunk_dial)
         profile, _ = document.profile_from_document(user.tenant_id, user, before, self.trunk_dial)
         after = document.document_from_profile(change(profile), before)
-        return await self.save(user, after, stored.version, origin=origin, check_devices=False)
+        return await self.save(
+            user, after, stored.version, origin=origin, check_references=False, actor=actor
+        )
 
     async def save(
         self,
@@ -218,66 +239,106 @@ class StoredProfiles:
         expected_version: int,
         *,
         origin: str,
-        check_devices: bool = True,
+        check_references: bool = True,
+        actor: str = "",
     ) -> Changed:
-        """Check `doc` for `user` (field rules, devices, divert loops across the tenant),
-        store it over `expected_version` and announce it."""
+        """Check `doc` for `user` (field rules, divert loops across the tenant and, with
+        `check_references`, that its devices, users and teams exist), store it over
+        `expected_version` and announce it. A change by phone does not check references: a
+        device deleted in the directory stays in the profile (DELETED) until it is edited."""
         policy = await self.store.get_policy(user.tenant_id)
-        errors: list[FieldError] = document.unknown_devices(doc, user) if check_devices else []
+        errors: list[FieldError] = []
+        if check_references:
+            errors += document.unknown_devices(doc, user)
+            errors += await self._unknown_targets(user.tenant_id, doc)
         errors += document.check_profile(user, doc, policy.doc, self.trunk_dial)
         if not errors:
             errors += await self._divert_loops(user, doc)
         if errors:
             raise DocumentInvalid(errors)
         version = await self.store.put_profile(
-            user.tenant_id, user.user_id, doc, expected_version, origin
+            user.tenant_id, user.user_id, doc, expected_version, origin, actor
         )
         CHANGES.labels(origin).inc()
-        await self._announce(user.tenant_id, user.user_id, version, origin)
+        await self._announce(user.tenant_id, user.user_id, version, origin, actor)
         profile, _ = document.profile_from_document(user.tenant_id, user, doc, self.trunk_dial)
         return Changed(doc, version, profile)
 
-    async def remove(self, user: UserReply, expected_version: int, *, origin: str) -> int:
+    async def remove(
+        self, user: UserReply, expected_version: int, *, origin: str, actor: str = ""
+    ) -> int:
         """Forget the user's profile (the default routing applies again)."""
         if expected_version == 0:
             return 0
         version = await self.store.put_profile(
-            user.tenant_id, user.user_id, None, expected_version, origin
+            user.tenant_id, user.user_id, None, expected_version, origin, actor
         )
         CHANGES.labels(origin).inc()
-        await self._announce(user.tenant_id, user.user_id, version, origin)
+        await self._announce(user.tenant_id, user.user_id, version, origin, actor)
         return version
 
     async def save_policy(
-        self, tenant_id: str, doc: Doc, expected_version: int, *, origin: str
+        self, tenant_id: str, doc: Doc, expected_version: int, *, origin: str, actor: str = ""
     ) -> int:
         """Store the tenant's routing policy; a custom state that profiles still use cannot
         be removed (their calls would find no such state)."""
-        custom = set(doc["custom_states"])
-        errors: list[FieldError] = []
-        profiles = await self.store.tenant_profiles(tenant_id)
-        for user_id, profile in sorted(profiles.items()):
-            missing = sorted(
-                name
-                for name in profile["states"]
-                if name not in BUILTIN_STATE_NAMES and name not in custom
-            )
-            if missing:
-                errors.append(
-                    FieldError("custom_states", f"{', '.join(missing)} still used by {user_id}")
-                )
+        current = await self.store.get_policy(tenant_id)
+        if current.version != expected_version:
+            raise VersionConflict(f"policy is at version {current.version}")
+        removed = set((current.doc or {}).get("custom_states") or ()) - set(doc["custom_states"])
+        users = await self.store.users_of_states(tenant_id, removed)
+        errors = [
+            FieldError("custom_states", f"{', '.join(states)} still used by {user_id}")
+            for user_id, states in sorted(users.items())
+        ]
         if errors:
             raise DocumentInvalid(errors[:20])
-        version = await self.store.put_policy(tenant_id, doc, expected_version, origin)
+        version = await self.store.put_policy(tenant_id, doc, expected_version, origin, actor)
         CHANGES.labels(origin).inc()
-        await self._announce(tenant_id, "", version, origin)
+        await self._announce(tenant_id, "", version, origin, actor)
         return version
+
+    async def _unknown_targets(self, tenant_id: str, doc: Doc) -> list[FieldError]:
+        """Delegates, and the users and teams calls are diverted to, that the directory does
+        not know in this tenant."""
+        users, teams = document.divert_references(doc)
+        user_ids = sorted({target for _, target in users})
+        team_ids = sorted({target for _, target in teams})
+        found_users = await asyncio.gather(*(self.resolve_user(tenant_id, u) for u in user_ids))
+        found_teams = await asyncio.gather(*(self._team_exists(tenant_id, t) for t in team_ids))
+        missing_users = {u for u, found in zip(user_ids, found_users, strict=True) if not found}
+        missing_teams = {t for t, found in zip(team_ids, found_teams, strict=True) if not found}
+        return [
+            FieldError(path, f"no active user {target} in this tenant")
+            for path, target in users
+            if target in missing_users
+        ] + [
+            FieldError(path, f"no team {target} in this tenant")
+            for path, target in teams
+            if target in missing_teams
+        ]
+
+    async def _team_exists(self, tenant_id: str, team_id: str) -> bool:
+        try:
+            reply = await bus.request(
+                self._nc,
+                subjects.DIRECTORY_RESOLVE_TEAM,
+                resolve_pb2.ResolveTeamRequest(tenant_id=tenant_id, team_id=team_id),
+                resolve_pb2.ResolveTeamReply,
+                timeout_s=self._directory_timeout_s,
+            )
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, bus.RemoteError) as exc:
+            raise DirectoryUnavailable(repr(exc)) from exc
+        return (
+            reply.status == resolve_pb2.ResolveNumberReply.STATUS_FOUND
+            and reply.tenant_id == tenant_id
+        )
 
     async def _divert_loops(self, user: UserReply, doc: Doc) -> list[FieldError]:
         mine = document.divert_view(user.tenant_id, user.user_id, doc)
         if not divert_targets(mine):
             return []
-        others = await self.store.tenant_profiles(user.tenant_id)
+        others = await self.store.diverting_profiles(user.tenant_id)
         views = {
             uid: document.divert_view(user.tenant_id, uid, other)
             for uid, other in others.items()
@@ -286,7 +347,18 @@ class StoredProfiles:
         views[user.user_id] = mine
         return find_divert_loops(views, [user.user_id])
 
-    async def _announce(self, tenant_id: str, user_id: str, version: int, origin: str) -> None:
+    async def _announce(
+        self, tenant_id: str, user_id: str, version: int, origin: str, actor: str = ""
+    ) -> None:
+        # The audit line: who changed whose routing, never what (secrets live in it).
+        log.info(
+            "routing_settings_changed",
+            tenant_id=tenant_id,
+            user_id=user_id or None,
+            version=version,
+            origin=origin,
+            actor=actor or None,
+        )
         self.forget(tenant_id, user_id)
         notice = profiles_pb2.ProfileChanged(
             tenant_id=tenant_id, user_id=user_id, version=version, origin=origin
@@ -303,6 +375,38 @@ class StoredProfiles:
 
     async def stored_policy(self, tenant_id: str) -> Stored:
         return await self.store.get_policy(tenant_id)
+
+    async def internal_caller(self, tenant_id: str, number: str) -> str | None:
+        """The tenant's user a caller number (E.164) or extension belongs to, if any (explain
+        treats their calls as internal). Any failure: None (an outside caller)."""
+        request: Any
+        if number.startswith("+"):
+            subject, request = (
+                subjects.DIRECTORY_RESOLVE_NUMBER,
+                resolve_pb2.ResolveNumberRequest(number=number),
+            )
+        elif number.isdigit() and len(number) <= MAX_EXTENSION_DIGITS:
+            subject, request = (
+                subjects.DIRECTORY_RESOLVE_USER,
+                resolve_pb2.ResolveUserRequest(tenant_id=tenant_id, extension=number),
+            )
+        else:
+            return None
+        try:
+            reply = await bus.request(
+                self._nc,
+                subject,
+                request,
+                resolve_pb2.ResolveNumberReply,
+                timeout_s=self._directory_timeout_s,
+            )
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, bus.RemoteError):
+            return None
+        if reply.status == resolve_pb2.ResolveNumberReply.STATUS_FOUND and (
+            reply.tenant_id == tenant_id
+        ):
+            return reply.user_id or None
+        return None
 
     async def resolve_user(self, tenant_id: str, user_id: str) -> UserReply | None:
         """The directory's view of a user (devices, numbers), or None for no such user."""

@@ -58,7 +58,9 @@ class ProfileSource(Protocol):
     ) -> RoutingProfile:
         """Apply a user's own change (plans/changes.py: feature code, app) to the stored
         profile, validate and store it; returns the new profile. `origin` is for the audit
-        ("feature_code", "api")."""
+        ("feature_code", "api"). A result that breaks a rule raises
+        profiles.document.DocumentInvalid (its `errors` say which); nothing is stored then.
+        A plans/changes.py function returning field errors should raise it the same way."""
         ...
 
 
