@@ -237,6 +237,8 @@ async def test_a_call_presents_the_users_smartnumber_by_default(
 ) -> None:
     result = await phone.dial("+33144556677", hold_ms=1000)
     assert result.final_codes() == [200]
+    # Ringback (180) from routing at once, then the carrier's early media (183) passed on.
+    assert result.calls[0].provisional[-2:] == [180, 183]
     invite = await far_end_invite(far_end, "+33144556677")
     assert uri_user(invite["from"]) == phone.smartnumber
     assert uri_user(invite["p-asserted-identity"]) == phone.smartnumber

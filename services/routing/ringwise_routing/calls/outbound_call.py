@@ -589,6 +589,19 @@ class OutboundCall:
             )
             if entered is None:
                 raise AriError(504, "trunk channel never entered Stasis", "POST", "/dial")
+            # Bridged before it is dialled ("early bridging"; nobody is answered by it): what
+            # the far end plays before answering (its ringback, an announcement, a 183 with
+            # media) reaches the phone.
+            self._bridge_id = self.call_id
+            for result in await self._ari.run_all(
+                calls.create_bridge(self._bridge_id),
+                # The phone's own caller ID must not replace the presented one on the trunk.
+                calls.add_to_bridge(
+                    self._bridge_id, [self.caller_id, callee_id], keep_identities=True
+                ),
+            ):
+                if isinstance(result, AriError):
+                    raise result
             await self._ari.dial(callee_id, timeout_s=self._s.ring_timeout_s)
         except AriError as exc:
             log.warning("trunk_dial_failed", error=str(exc))
@@ -613,23 +626,13 @@ class OutboundCall:
         if status != "ANSWER":
             await self._not_connected(status)
         record.answered_at = result.timestamp
-        await self._bridge(callee_id)
+        await self._answered()
         await self._talk(callee_id, talk_time)
 
-    async def _bridge(self, callee_id: str) -> None:
+    async def _answered(self) -> None:
+        """The far end answered: answer the phone (already in the bridge with it)."""
         record = self.record
-        bridge_id = self.call_id
-        self._bridge_id = bridge_id
-        steps = [] if self._answered_caller else [calls.answer(self.caller_id)]
-        results = await self._ari.run_all(
-            *steps,
-            calls.create_bridge(bridge_id),
-            calls.add_to_bridge(bridge_id, [self.caller_id, callee_id]),
-        )
-        for result in results:
-            if isinstance(result, AriError):
-                raise result
-        self._answered_caller = True
+        await self._answer_caller()
         record.disposition = call_pb2.DISPOSITION_ANSWERED
         await self._save_state()
         self._s.publisher.publish(
@@ -815,8 +818,10 @@ class OutboundCall:
         store = self._s.call_state
         if store is None or self._callee_id is None:
             return
+        # The bridge counts as a conversation (adopted after a restart) only once answered.
+        bridge = self._bridge_id if self.record.answered_at is not None else None
         try:
-            await store.save(self.record, self.caller_id, [self._callee_id], self._bridge_id)
+            await store.save(self.record, self.caller_id, [self._callee_id], bridge)
         except Exception as exc:
             log.warning("call_state_not_saved", error=repr(exc))
 
