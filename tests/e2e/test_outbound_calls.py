@@ -518,6 +518,29 @@ async def test_a_chargeable_call_is_refused_at_zero_balance_connects_after_a_top
     assert Decimal(account["balance"]) == 0 and account["blocked"] is True
 
 
+async def test_a_phone_giving_up_while_it_rings_cancels_the_far_end_and_frees_the_funds(
+    platform: LocalPlatform, phone: Phone
+) -> None:
+    slow = await platform.sipp.start_far_end(platform.ports.pstn_far_end, ring_ms=30000)
+    try:
+        result = await phone.dial("02079460400", cancel_after_ms=2000)
+        [far] = await slow.wait_calls(1)
+    finally:
+        await slow.stop()
+    assert result.final_codes() == [487]
+    assert far.cancelled and not far.answered
+    cdr = await cdr_of(phone, "+442079460400")
+    assert (cdr["disposition"], cdr["hangup_by"], cdr["billable_ms"]) == (
+        "DISPOSITION_CANCELLED",
+        "caller",
+        0,
+    )
+    # The funds held for the call went back at once (not when the reservation expired).
+    account = await phone.tenant.admin.call("GET", f"{phone.t}/billing/account")
+    assert Decimal(account["reserved"]) == 0
+    assert Decimal(account["available"]) == Decimal(account["balance"])
+
+
 async def test_with_billing_down_the_tenants_policy_decides_fail_closed_or_open(
     platform: LocalPlatform, phone: Phone, far_end: SippFarEnd
 ) -> None:

@@ -42,6 +42,7 @@ REGISTER_SCENARIO = "phone_register.xml"
 # A provisioned phone placing a call (digest auth as its SIP user), and the carrier's side of
 # the PSTN trunk where outbound calls arrive.
 PHONE_CALL_SCENARIO = "phone_call.xml"
+PHONE_CANCEL_SCENARIO = "phone_call_cancel.xml"
 FAR_END_SCENARIO = "pstn_far_end.xml"
 # "Wait for the far end's BYE": hold long enough that only the far end ends the call.
 FOREVER_MS = 3_600_000
@@ -555,19 +556,21 @@ class SippWorkspace:
         hold_ms: int = 1000,
         pin: str = "",
         pin_wait_ms: int = 1500,
+        cancel_after_ms: int | None = None,
         timeout_s: float = 30.0,
     ) -> SippResult:
         """A provisioned phone (SIP user `user`) dials `dialled`: digest-authenticated
         INVITE, `pin` keyed as SIP INFO DTMF pin_wait_ms after the answer, hang-up hold_ms
-        after the answer unless the other side ends the call first."""
+        after the answer unless the other side ends the call first. cancel_after_ms: the
+        phone gives up (CANCEL) that long after its 180 instead."""
         return await self.call(
             dialled,
             caller=user,
             source_ip=HOST,
             local_port=local_port,
-            hold_ms=hold_ms,
+            hold_ms=hold_ms if cancel_after_ms is None else cancel_after_ms,
             timeout_s=timeout_s,
-            scenario=PHONE_CALL_SCENARIO,
+            scenario=PHONE_CALL_SCENARIO if cancel_after_ms is None else PHONE_CANCEL_SCENARIO,
             extra_args=[
                 "-au", user,
                 "-ap", password,
