@@ -195,6 +195,7 @@ class OutboundCall:
         # CallStarted / CallRouted not published yet (an extension call publishes none of
         # its own once handed over: the internal call's executor does).
         self._pending: list[call_pb2.CallStarted | call_pb2.CallRouted] = []
+        self._ringback: str | None = None  # the in-band ringback tone's playback id
         self._started = False
         self.dialled = start.channel.dialplan.exten
         channel = start.channel
@@ -473,7 +474,8 @@ class OutboundCall:
                 prompt_playing = False
                 deadline = min(deadline, loop.time() + self._s.pin_timeout_s)
                 continue
-            assert isinstance(event, ChannelDtmfReceived)
+            if not isinstance(event, ChannelDtmfReceived):
+                continue
             if prompt_playing:  # keyed over the prompt: stop it
                 prompt_playing = False
                 await self._ari.stop_playback(playback_id)
@@ -566,8 +568,16 @@ class OutboundCall:
             "CONNECTEDLINE(name,i)": "",
             "CONNECTEDLINE(pres,i)": presentation,
         }
-        rang, created = await self._ari.run_all(
-            calls.ring(self.caller_id),
+        # Ringback: 180 to a phone still unanswered; one answered for its PIN hears the tone
+        # in-band until the far end answers.
+        early = not self._answered_caller
+        if not early:
+            self._playbacks += 1
+            self._ringback = f"{self.call_id}-rb{self._playbacks}"
+            await self._ari.play(self.caller_id, policy.RINGBACK_TONE, self._ringback)
+        ringing = [calls.ring(self.caller_id)] if early else []
+        *rang, created = await self._ari.run_all(
+            *ringing,
             calls.create_channel(
                 self._ari.app,
                 dial_string,
@@ -577,8 +587,8 @@ class OutboundCall:
                 variables=identity,
             ),
         )
-        if isinstance(rang, AriNotFound):
-            raise rang
+        if rang and isinstance(rang[0], AriNotFound):
+            raise rang[0]
         try:
             if isinstance(created, AriError):
                 raise created
@@ -589,19 +599,11 @@ class OutboundCall:
             )
             if entered is None:
                 raise AriError(504, "trunk channel never entered Stasis", "POST", "/dial")
-            # Bridged before it is dialled ("early bridging"; nobody is answered by it): what
-            # the far end plays before answering (its ringback, an announcement, a 183 with
-            # media) reaches the phone.
-            self._bridge_id = self.call_id
-            for result in await self._ari.run_all(
-                calls.create_bridge(self._bridge_id),
-                # The phone's own caller ID must not replace the presented one on the trunk.
-                calls.add_to_bridge(
-                    self._bridge_id, [self.caller_id, callee_id], keep_identities=True
-                ),
-            ):
-                if isinstance(result, AriError):
-                    raise result
+            if early:
+                # Bridged before it is dialled ("early bridging"; it answers nobody): what the
+                # far end plays before answering (its ringback, an announcement, a 183 with
+                # media) reaches the phone.
+                await self._join_bridge(callee_id)
             await self._ari.dial(callee_id, timeout_s=self._s.ring_timeout_s)
         except AriError as exc:
             log.warning("trunk_dial_failed", error=str(exc))
@@ -626,12 +628,28 @@ class OutboundCall:
         if status != "ANSWER":
             await self._not_connected(status)
         record.answered_at = result.timestamp
-        await self._answered()
+        await self._answered(callee_id)
         await self._talk(callee_id, talk_time)
 
-    async def _answered(self) -> None:
-        """The far end answered: answer the phone (already in the bridge with it)."""
+    async def _join_bridge(self, callee_id: str) -> None:
+        self._bridge_id = self.call_id
+        for result in await self._ari.run_all(
+            calls.create_bridge(self._bridge_id),
+            # The phone's own caller ID must not replace the presented one on the trunk.
+            calls.add_to_bridge(self._bridge_id, [self.caller_id, callee_id], keep_identities=True),
+        ):
+            if isinstance(result, AriError):
+                raise result
+
+    async def _answered(self, callee_id: str) -> None:
+        """The far end answered: the phone is answered and bridged with it (if it is not
+        already, early)."""
         record = self.record
+        if self._ringback is not None:
+            playback, self._ringback = self._ringback, None
+            await self._ari.stop_playback(playback)
+        if self._bridge_id is None:
+            await self._join_bridge(callee_id)
         await self._answer_caller()
         record.disposition = call_pb2.DISPOSITION_ANSWERED
         await self._save_state()
