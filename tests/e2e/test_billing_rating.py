@@ -69,7 +69,11 @@ async def test_an_answered_call_to_a_priced_number_is_booked_once_at_its_price(
 
         entry: dict[str, Any] = {}
         for _ in range(50):
-            page = await billing_api(nc, "listLedgerEntries", query=[("kind", "call")])
+            # Oldest first: only entries booked since the call started (other tests' calls
+            # to this tenant would push it past the first page).
+            page = await billing_api(
+                nc, "listLedgerEntries", query=[("kind", "call"), ("from", cdr["started_at"])]
+            )
             found = [e for e in page["items"] if e.get("call_id") == cdr["call_id"]]
             if found:
                 [entry] = found

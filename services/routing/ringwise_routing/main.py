@@ -16,12 +16,16 @@ from ringwise_kit.ops import READINESS_KEY
 
 from ringwise_routing.calls import policy
 from ringwise_routing.calls.call_state import CallStateStore
+from ringwise_routing.calls.credit_client import CreditClient
 from ringwise_routing.calls.directory_client import NumberDirectory
+from ringwise_routing.calls.outbound_call import OutboundServices
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.router import CallRouter
 from ringwise_routing.calls.session import CallerHungUp
+from ringwise_routing.calls.user_lookup import UserLookup
 from ringwise_routing.calls.voicemail_step import VoicemailStep
+from ringwise_routing.profiles.document import verify_secret
 from ringwise_routing.profiles.http import routes as profile_routes
 from ringwise_routing.profiles.service import StoredProfiles
 from ringwise_routing.profiles.store import ProfileStore
@@ -117,6 +121,19 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
         )
         recording_policies = RecordingPolicies(app[service.NATS_KEY])
         await recording_policies.watch()
+        call_state = CallStateStore(app[service.REDIS_KEY])
+        outbound = OutboundServices(
+            ari=ari,
+            users=UserLookup(app[service.NATS_KEY], timeout_s=settings.directory_timeout_s),
+            profiles=app[PROFILES_KEY],
+            credit=CreditClient(app[service.NATS_KEY], timeout_s=settings.billing_timeout_s),
+            publisher=publisher,
+            trunk_dial=settings.trunk_dial,
+            verify_secret=verify_secret,
+            ring_timeout_s=settings.outbound_ring_timeout_s,
+            max_call_s=settings.outbound_max_call_s,
+            call_state=call_state,
+        )
         router = CallRouter(
             ari,
             directory,
@@ -124,8 +141,9 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             voicemail,
             recording_policies,
             profiles=app[PROFILES_KEY],
+            outbound=outbound,
             trunk_dial=settings.trunk_dial,
-            call_state=CallStateStore(app[service.REDIS_KEY]),
+            call_state=call_state,
         )
         app[ROUTER_KEY] = router
         provisioner = Provisioner(

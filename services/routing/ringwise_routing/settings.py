@@ -23,6 +23,12 @@ class RoutingSettings(KitSettings, RedisSettings, MongoSettings, AriSettings):
     # home) and redirects to external numbers are dialled there through the "pstn" endpoint.
     # Empty: no outbound trunk; such terminals are skipped and outbound PSTN calls refused.
     pstn_trunk_address: str = ""
+    # Calls placed by phones (calls/outbound_call.py): billing's credit authorisation
+    # deadline (past it the tenant's fail-open policy decides), how long the far end may
+    # ring, and the longest call when billing sets no limit (or does not answer, fail-open).
+    billing_timeout_s: float = 1.0
+    outbound_ring_timeout_s: int = 60
+    outbound_max_call_s: int = 4 * 3600
     # Users' routing profiles and the tenants' routing policies (profiles/store.py).
     routing_db: str = "ringwise_routing"
     # How long an instance trusts its in-memory copy of a profile if a change notice is lost.

@@ -17,7 +17,7 @@ import aiohttp
 from ringwise_dev.asterisk import AsteriskInstance
 from ringwise_dev.fixture import write_fixture
 from ringwise_dev.infra import Infra
-from ringwise_dev.ports import HOST, PortPlan
+from ringwise_dev.ports import HOST, PSTN_HOST, PortPlan
 from ringwise_dev.proc import ManagedProcess, ProcessFailed
 from ringwise_dev.services import SERVICES, service_process
 from ringwise_dev.sipp import SippWorkspace
@@ -81,6 +81,10 @@ class LocalPlatform:
                 # sipp phones register for an answering sipp on another port (sipp.py).
                 "RINGWISE_PJSIP_REWRITE_CONTACT": "false",
             }
+        if name == "routing":
+            # Outbound calls go to the carrier's side of the trunk: a sipp far end on the
+            # trunk's own address (SippWorkspace.start_far_end).
+            env["RINGWISE_PSTN_TRUNK_ADDRESS"] = f"{PSTN_HOST}:{self.ports.pstn_far_end}"
         if name == "directory":
             env["RINGWISE_DIRECTORY_FIXTURE"] = str(self.fixture_path)
             env["RINGWISE_OPERATOR_EMAIL"] = OPERATOR_EMAIL

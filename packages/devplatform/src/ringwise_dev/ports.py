@@ -78,6 +78,12 @@ class PortPlan:
         return self.base + 100 + SERVICE_SLOTS[service]
 
     @property
+    def pstn_far_end(self) -> int:
+        """The far end of the PSTN trunk (a sipp answering as the carrier, on PSTN_HOST):
+        routing's RINGWISE_PSTN_TRUNK_ADDRESS, where outbound calls go."""
+        return self.base + 70
+
+    @property
     def phones(self) -> int:
         """First SIP port for sipp phones (each phone takes the next one)."""
         return self.base + 500

@@ -39,6 +39,11 @@ CALLER_SCENARIO = "pstn_caller.xml"
 # The caller gives up (CANCEL) after ringing for a while.
 CANCELLING_CALLER_SCENARIO = "pstn_caller_cancel.xml"
 REGISTER_SCENARIO = "phone_register.xml"
+# A provisioned phone placing a call (digest auth as its SIP user), and the carrier's side of
+# the PSTN trunk where outbound calls arrive.
+PHONE_CALL_SCENARIO = "phone_call.xml"
+PHONE_CANCEL_SCENARIO = "phone_call_cancel.xml"
+FAR_END_SCENARIO = "pstn_far_end.xml"
 # "Wait for the far end's BYE": hold long enough that only the far end ends the call.
 FOREVER_MS = 3_600_000
 OLD_RUN_S = 6 * 3600
@@ -86,6 +91,8 @@ class CallOutcome:
     sent_bye: bool = False
     cancelled: bool = False
     """A CANCEL was received (phone side)."""
+    challenged: bool = False
+    """The INVITE was challenged for digest credentials (a phone's call) at least once."""
 
     @property
     def answered(self) -> bool:
@@ -134,6 +141,9 @@ def parse_short_messages(path: Path) -> list[CallOutcome]:
             except (IndexError, ValueError):
                 continue
             if method != "INVITE":
+                continue
+            if code in (401, 407) and not call.challenged:
+                call.challenged = True  # the first challenge is not the call's outcome
                 continue
             if code < 200:
                 call.provisional.append(code)
@@ -310,6 +320,44 @@ class SippPhone:
 
     async def stop(self) -> None:
         await self.process.stop()
+
+
+def parse_invites(path: Path) -> list[dict[str, str]]:
+    """The headers of each INVITE received in a sipp -trace_msg file (first INVITE of each
+    Call-ID, names lower-cased; repeated headers joined by ", ")."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    invites: dict[str, dict[str, str]] = {}
+    for block in re.split(r"\n(?=-{10,} )", text):
+        if "message received" not in block:
+            continue
+        lines = block.splitlines()
+        start = next((i for i, line in enumerate(lines) if line.startswith("INVITE ")), None)
+        if start is None:
+            continue
+        headers: dict[str, str] = {"request-line": lines[start].strip()}
+        for line in lines[start + 1 :]:
+            if not line.strip():
+                break
+            name, _, value = line.partition(":")
+            key = name.strip().lower()
+            value = value.strip()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        invites.setdefault(headers.get("call-id", str(len(invites))), headers)
+    return list(invites.values())
+
+
+class SippFarEnd(SippPhone):
+    """The carrier's side of the PSTN trunk: answers outbound calls and keeps their INVITEs."""
+
+    @property
+    def message_log(self) -> Path:
+        return self.run_dir / "messages.log"
+
+    def invites(self) -> list[dict[str, str]]:
+        return parse_invites(self.message_log)
 
 
 class SippWorkspace:
@@ -497,6 +545,62 @@ class SippWorkspace:
             exit_code=code,
             run_dir=run_host,
         )
+
+    async def place_phone_call(
+        self,
+        user: str,
+        password: str,
+        dialled: str,
+        *,
+        local_port: int,
+        hold_ms: int = 1000,
+        pin: str = "",
+        pin_wait_ms: int = 1500,
+        cancel_after_ms: int | None = None,
+        timeout_s: float = 30.0,
+    ) -> SippResult:
+        """A provisioned phone (SIP user `user`) dials `dialled`: digest-authenticated
+        INVITE, `pin` keyed as SIP INFO DTMF pin_wait_ms after the answer, hang-up hold_ms
+        after the answer unless the other side ends the call first. cancel_after_ms: the
+        phone gives up (CANCEL) that long after its 180 instead."""
+        return await self.call(
+            dialled,
+            caller=user,
+            source_ip=HOST,
+            local_port=local_port,
+            hold_ms=hold_ms if cancel_after_ms is None else cancel_after_ms,
+            timeout_s=timeout_s,
+            scenario=PHONE_CALL_SCENARIO if cancel_after_ms is None else PHONE_CANCEL_SCENARIO,
+            extra_args=[
+                "-au", user,
+                "-ap", password,
+                "-set", "pin", pin,
+                "-set", "pin_wait_ms", str(pin_wait_ms),
+            ],
+        )  # fmt: skip
+
+    async def start_far_end(self, port: int, *, ring_ms: int = 300) -> SippFarEnd:
+        """The carrier's side of the trunk on PSTN_HOST:port (routing's trunk address)."""
+        await asyncio.to_thread(self._prepare)
+        run_host, run_chroot = await asyncio.to_thread(self._new_run, f"far-end-{port}")
+        args = ["-i", PSTN_HOST, "-p", str(port), "-set", "ring_ms", str(ring_ms)]
+        args += ["-trace_msg", "-message_file", str(run_chroot / "messages.log")]
+
+        async def bound() -> bool:
+            return _udp_port_taken(PSTN_HOST, port)
+
+        if _udp_port_taken(PSTN_HOST, port):
+            raise ProcessFailed(f"UDP {PSTN_HOST}:{port} is already in use")
+        proc = ManagedProcess(
+            name=f"sipp-far-end-{port}",
+            argv=self._argv(run_chroot, FAR_END_SCENARIO, args),
+            log_path=run_host / "sipp.log",
+            ready=bound,
+            ready_timeout_s=10.0,
+            stop_timeout_s=3.0,
+        )
+        await proc.start_and_wait()
+        return SippFarEnd(PhoneKind.ANSWER, port, proc, run_host)
 
     async def start_phone(
         self,

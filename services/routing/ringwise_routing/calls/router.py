@@ -1,7 +1,8 @@
 """Hands every ARI event of our Stasis app to the call it belongs to.
 
-New inbound channels (StasisStart with args ["inbound"]) start a CallSession; a phone calling
-another user's extension starts one through start_internal_call(); every other event is
+New inbound channels (StasisStart with args ["inbound"]) start a CallSession, calls placed
+by phones (args ["outbound"]) an OutboundCall (outbound_call.py); a phone calling another
+user's extension is handed from there to start_internal_call(); every other event is
 routed by channel id (or a playback's target channel). After an ARI (re)connect, reconcile()
 compares what Asterisk has with what we track, and adopts or ends the calls an earlier
 instance left in Redis (calls/adopted.py).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from prometheus_client import Gauge
@@ -30,6 +32,7 @@ from ringwise_routing.calls import policy
 from ringwise_routing.calls.adopted import AdoptedCall, adoptable, end_orphaned
 from ringwise_routing.calls.call_state import CallStateStore, on_this_asterisk
 from ringwise_routing.calls.directory_client import NumberDirectory
+from ringwise_routing.calls.outbound_call import OutboundCall, OutboundServices
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.session import CallServices, CallSession, InternalCall
@@ -94,12 +97,18 @@ class CallRouter:
         recording_policies: RecordingPolicies | None = None,
         *,
         profiles: ProfileSource | None = None,
+        outbound: OutboundServices | None = None,
         trunk_dial: Callable[[str], str] = lambda _number: "",
         call_state: CallStateStore | None = None,
     ) -> None:
         self._ari = ari
         self._publisher = publisher
         self._call_state = call_state
+        # Calls placed by phones (outbound_call.py); None: refused (not wired). An extension
+        # dialled there continues here (start_internal_call).
+        self._outbound = (
+            replace(outbound, hand_over_internal=self.start_internal_call) if outbound else None
+        )
         self._services = CallServices(
             ari=ari,
             directory=directory,
@@ -124,6 +133,9 @@ class CallRouter:
         if isinstance(event, StasisStart) and event.args[:1] == ["inbound"]:
             self._start_call(event)
             return
+        if isinstance(event, StasisStart) and event.args[:1] == ["outbound"]:
+            self._start_outbound(event)
+            return
         channel_id = _event_channel(event)
         session = self._by_channel.get(channel_id) if channel_id is not None else None
         if session is None and isinstance(event, RecordingFinished | RecordingFailed):
@@ -142,6 +154,12 @@ class CallRouter:
 
     def _register(self, channel_id: str, session: Tracked) -> None:
         self._by_channel[channel_id] = session
+
+    def _start_outbound(self, start: StasisStart) -> None:
+        if self._outbound is None:  # not wired (tests of the inbound side only)
+            log.error("outbound_calls_not_wired", channel_id=start.channel.id)
+            return
+        self._track(OutboundCall(start, self._outbound, self._register))
 
     def _start_call(self, start: StasisStart) -> None:
         self._track(CallSession(start, self._services, self._register))

@@ -11,6 +11,7 @@ from datetime import datetime
 from .engine import normalize_number
 from .model import (
     MAX_TERMINALS,
+    AvailabilityState,
     DeviceStatus,
     LocationKind,
     ManualState,
@@ -50,23 +51,61 @@ def set_temporary_location(
     number = normalize_number(calling_number)
     if not number.startswith("+") or len(number) < 8:
         return [FieldError("number", f"{calling_number!r} is not a full international number")]
-    others = tuple(t for t in profile.terminals if t.terminal_id != TEMP_TERMINAL_ID)
-    if len(others) >= MAX_TERMINALS:
-        return [FieldError("terminals", f"already {MAX_TERMINALS} terminals: remove one first")]
-    temp = Terminal(TEMP_TERMINAL_ID, LocationKind.TEMP, number, ring_timeout_s)
-    states = {
+    return _with_temp_terminal(profile, number, ring_timeout_s)
+
+
+def set_temporary_device(
+    profile: RoutingProfile, dial_string: str
+) -> RoutingProfile | list[FieldError]:
+    """The same from a phone of the platform (a desk or hot-desk SIP phone, by feature code):
+    that phone is one of the user's terminals; it becomes the Temp location, rung first in
+    every state that rings anyone. A Temp number set before is dropped (one Temp location)."""
+    here = next(
+        (
+            t
+            for t in profile.terminals
+            if t.dial_string == dial_string and t.status is DeviceStatus.ACTIVE
+        ),
+        None,
+    )
+    if here is None:
+        return [FieldError("terminals", "the calling phone is not one of the user's locations")]
+    base = clear_temporary_location(profile)
+    terminals = tuple(
+        replace(t, kind=LocationKind.TEMP) if t.terminal_id == here.terminal_id else t
+        for t in base.terminals
+    )
+    return replace(
+        base,
+        terminals=terminals,
+        states=_ring_first(base, here.terminal_id),
+        logged_out=False,
+    )
+
+
+def _ring_first(profile: RoutingProfile, terminal_id: str) -> dict[str, AvailabilityState]:
+    return {
         name: replace(
             state,
-            terminal_ids=(
-                TEMP_TERMINAL_ID,
-                *(t for t in state.terminal_ids if t != TEMP_TERMINAL_ID),
-            )[:MAX_TERMINALS],
+            terminal_ids=(terminal_id, *(t for t in state.terminal_ids if t != terminal_id))[
+                :MAX_TERMINALS
+            ],
         )
         if state.terminal_ids
         else state
         for name, state in profile.states.items()
     }
-    return replace(profile, terminals=(*others, temp), states=states, logged_out=False)
+
+
+def _with_temp_terminal(
+    profile: RoutingProfile, dial_string: str, ring_timeout_s: int
+) -> RoutingProfile | list[FieldError]:
+    others = tuple(t for t in profile.terminals if t.terminal_id != TEMP_TERMINAL_ID)
+    if len(others) >= MAX_TERMINALS:
+        return [FieldError("terminals", f"already {MAX_TERMINALS} terminals: remove one first")]
+    temp = Terminal(TEMP_TERMINAL_ID, LocationKind.TEMP, dial_string, ring_timeout_s)
+    profile = replace(profile, terminals=(*others, temp))
+    return replace(profile, states=_ring_first(profile, TEMP_TERMINAL_ID), logged_out=False)
 
 
 def clear_temporary_location(profile: RoutingProfile) -> RoutingProfile:

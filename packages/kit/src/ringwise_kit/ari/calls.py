@@ -72,8 +72,15 @@ def create_bridge(bridge_id: str, bridge_type: str = "mixing") -> RestCall:
     return RestCall("POST", f"/bridges/{bridge_id}", {"type": bridge_type})
 
 
-def add_to_bridge(bridge_id: str, channel_ids: Sequence[str]) -> RestCall:
-    return RestCall("POST", f"/bridges/{bridge_id}/addChannel", {"channel": ",".join(channel_ids)})
+def add_to_bridge(
+    bridge_id: str, channel_ids: Sequence[str], *, keep_identities: bool = False
+) -> RestCall:
+    """keep_identities: the channels' caller IDs are not presented to the other members (a
+    channel not yet dialled keeps the connected line it was given)."""
+    params = {"channel": ",".join(channel_ids)}
+    if keep_identities:
+        params["inhibitConnectedLineUpdates"] = "true"
+    return RestCall("POST", f"/bridges/{bridge_id}/addChannel", params)
 
 
 def destroy_bridge(bridge_id: str) -> RestCall:
