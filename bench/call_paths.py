@@ -1,11 +1,15 @@
 """Benchmark: the routed call path against a static Asterisk dialplan, on the same Asterisk.
 
-The same call two ways: a PSTN caller (sipp) dials, the user's desk phone (a sipp "answer"
+The same call three ways: a PSTN caller (sipp) dials, the user's desk phone (a sipp "answer"
 phone, ring_ms=0) answers, the caller hangs up 0.5 s later.
 
   (a) static  caller from 127.0.0.3 -> Asterisk "bench-static" context -> Dial() the phone
-  (b) routed  caller from 127.0.0.2 -> Stasis -> routing (directory lookup, originate,
-              bridge, call events on JetStream) -> billing stores the CDR
+  (b) routed  caller from 127.0.0.2 -> Stasis -> routing (directory lookup, the user's
+              default routing, the call plan, originate, bridge, call events on JetStream)
+              -> billing stores the CDR
+  (c) plan3   as (b), to a user whose stored profile makes a 3-step plan (issue #5): ring the
+              desk phone, then an external number (a call-flow redirect), then voicemail;
+              the desk phone answers in the first step
 
 At stepped sipp rates, alternating (a) and (b) at each rate, it reports completed/failed
 calls, CPU seconds per call of Asterisk and of each service (from /proc), post-dial delay
@@ -42,12 +46,20 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from pymongo import AsyncMongoClient
+from ringwise.directory.v1 import resolve_pb2
 from ringwise_dev.asterisk import repo_root
-from ringwise_dev.fixture import BENCH
+from ringwise_dev.fixture import BENCH, BENCH_PLAN, TENANT
 from ringwise_dev.platform import LocalPlatform
 from ringwise_dev.ports import BENCH_PORTS, PSTN_HOST
 from ringwise_dev.sipp import STATIC_TRUNK_HOST, PhoneKind, SippPhone, SippResult, percentile
 from ringwise_kit import subjects
+from ringwise_routing.plans.engine import plan_call
+from ringwise_routing.plans.explain import plan_summary
+from ringwise_routing.plans.model import Caller, PlanContext
+from ringwise_routing.profiles import document
+from ringwise_routing.profiles.store import ProfileStore
+from ringwise_routing.settings import RoutingSettings
 
 INSTANCE = "bench"
 HOLD_MS = 500
@@ -72,7 +84,27 @@ TARGET_RATE_RATIO = 0.7
 TARGET_PY_CPU_MS = 2.0
 TARGET_ADDED_PDD_P99_MS = 10.0
 
-PATHS = {"a": "static", "b": "routed"}
+PATHS = {"a": "static", "b": "routed", "c": "plan3"}
+ROUTED_PATHS = ("b", "c")
+# Path (c)'s user: Available rings the desk phone (call-flow timeout), then the redirect to an
+# external number through the trunk, then voicemail. Stored with routing's own store code.
+PLAN3_PROFILE: dict[str, Any] = {
+    "terminals": [{"id": "desk", "location": "Desk", "device_id": BENCH_PLAN.device_id}],
+    "states": {
+        "Available": {
+            "terminals": ["desk"],
+            "ring_mode": "sequential",
+            "fallback": {"kind": "voicemail", "greeting": "available"},
+        }
+    },
+    "call_flow": {
+        "period": None,
+        "timezone": "Europe/London",
+        "call_timeout_s": 20,
+        "redirects": [{"kind": "external", "target": "+15550177", "ring_timeout_s": 10}],
+    },
+}
+PLAN3_STEPS = 3
 SERVICE_NAMES = ("routing", "directory", "billing", "voicemail", "recording", "messaging")
 INFRA_NAMES = ("nats", "redis", "mongo")
 # Not on a call's path, but on the same cores: only in the JSON and in "busy cores".
@@ -330,7 +362,7 @@ class Bench:
 
     # ------------------------------------------------------------------ one step
     async def step(self, path: str, rate: float, calls: int, caller: str) -> StepResult:
-        number = str(self.phone.port) if path == "a" else BENCH.number
+        number = {"a": str(self.phone.port), "b": BENCH.number, "c": BENCH_PLAN.number}[path]
         source = STATIC_TRUNK_HOST if path == "a" else PSTN_HOST
         self.new_asterisk_warnings()
         before = self.probe.snapshot()
@@ -367,7 +399,7 @@ class Bench:
             with contextlib.suppress(Exception):
                 await self.platform.asterisk.rx("channel request hangup all")
             await self.settle()
-        if path == "b":
+        if path in ROUTED_PATHS:
             cdrs = [c for c in await self.new_cdrs() if c["from_number"] == caller]
             step.cdr_total = len(cdrs)
             step.cdr_stored = sum(1 for c in cdrs if c.get("answered_at"))
@@ -549,17 +581,17 @@ def cpu_table(steps: Sequence[StepResult]) -> str:
 
 
 def nearest_common_step(
-    steps: Sequence[StepResult], target: float
+    steps: Sequence[StepResult], target: float, routed: str = "b"
 ) -> tuple[StepResult, StepResult] | None:
-    """The (a, b) steps at the tested rate nearest `target` that both paths ran."""
+    """The (a, routed) steps at the tested rate nearest `target` that both paths ran."""
     by_rate: dict[float, dict[str, StepResult]] = {}
     for s in steps:
         by_rate.setdefault(s.rate, {})[s.path] = s
-    common = [r for r, paths in by_rate.items() if "a" in paths and "b" in paths]
+    common = [r for r, paths in by_rate.items() if "a" in paths and routed in paths]
     if not common:
         return None
     rate = min(common, key=lambda r: (abs(r - target), r))
-    return by_rate[rate]["a"], by_rate[rate]["b"]
+    return by_rate[rate]["a"], by_rate[rate][routed]
 
 
 def _ratio(b: float | None, a: float | None) -> float | None:
@@ -601,9 +633,11 @@ def compare(steps: Sequence[StepResult], rates: Sequence[float]) -> dict[str, An
         else b.python_ms_per_call <= TARGET_PY_CPU_MS,
         "added_pdd_p99": None if added_pdd is None else added_pdd <= TARGET_ADDED_PDD_P99_MS,
     }
+    plan3 = compare_plan3(steps, rates, a) if any(s.path == "c" for s in steps) else None
     return {
         "a": asdict(a),
         "b": asdict(b),
+        "plan3": plan3,
         "highest_ok_rate_ratio": rate_ratio,
         "asterisk_cpu_per_call_ratio": ast_ratio,
         "asterisk_cpu_ratio_rates": sorted(both_ok),
@@ -612,6 +646,32 @@ def compare(steps: Sequence[StepResult], rates: Sequence[float]) -> dict[str, An
         "asterisk_cpu_per_call_ratio_at_half": half_ast_ratio,
         "added_pdd_p99_ms_at_half": added_pdd,
         "targets": targets,
+    }
+
+
+def compare_plan3(
+    steps: Sequence[StepResult], rates: Sequence[float], a: PathSummary
+) -> dict[str, Any]:
+    """Issue #5's reading: calls/s through the 3-step plan vs bare dialplan (ratio), and the
+    post-dial delay it adds at half of (a)'s saturation rate."""
+    c = summarise(steps, "c", rates)
+    half = a.highest_ok_rate / 2 if a.highest_ok_rate else min(rates)
+    pair = nearest_common_step(steps, half, routed="c")
+    added_pdd = None
+    step_rate = None
+    if pair is not None:
+        sa, sc = pair
+        step_rate = sa.rate
+        if sa.pdd_p99_ms is not None and sc.pdd_p99_ms is not None:
+            added_pdd = sc.pdd_p99_ms - sa.pdd_p99_ms
+    return {
+        "c": asdict(c),
+        "highest_ok_rate_ratio": _ratio(c.highest_ok_rate, a.highest_ok_rate),
+        "half_saturation_step": step_rate,
+        "added_pdd_p99_ms_at_half": added_pdd,
+        "targets": {
+            "added_pdd_p99": None if added_pdd is None else added_pdd <= TARGET_ADDED_PDD_P99_MS
+        },
     }
 
 
@@ -658,6 +718,26 @@ def summary_text(cmp: Mapping[str, Any]) -> str:
         f"{TARGET_ADDED_PDD_P99_MS:g} ms at half the saturation rate "
         f"({_fmt(cmp['added_pdd_p99_ms_at_half'], 1)} ms)"
     )
+    plan3 = cmp.get("plan3")
+    if plan3:
+        c = plan3["c"]
+        lines.append("")
+        lines.append(
+            f"c {PATHS['c']:>6}: highest failure-free rate {c['highest_ok_rate']:g} calls/s; "
+            f"over failure-free steps: Asterisk {_fmt(c['asterisk_ms_per_call'])} ms/call, "
+            f"Python {_fmt(c['python_ms_per_call'])} ms/call (routing "
+            f"{_fmt(c['per_service_ms_per_call'].get('routing'))})"
+        )
+        lines.append(
+            f"  calls/s through the {PLAN3_STEPS}-step plan vs bare dialplan (c/a): "
+            f"{_fmt(plan3['highest_ok_rate_ratio'])}"
+        )
+        lines.append(
+            f"{_verdict(plan3['targets']['added_pdd_p99'])}: the {PLAN3_STEPS}-step plan adds "
+            f"post-dial delay p99 <= {TARGET_ADDED_PDD_P99_MS:g} ms at half the saturation rate "
+            f"({_fmt(plan3['added_pdd_p99_ms_at_half'], 1)} ms at "
+            f"{_fmt(plan3['half_saturation_step'], 0)}/s)"
+        )
     return "\n".join(lines)
 
 
@@ -668,7 +748,7 @@ def calls_for(rate: float, seconds: float) -> int:
 
 def caller_for(path: str, index: int, rate: float) -> str:
     """A distinct caller number per step and path, to find the step's CDRs."""
-    return f"+4477{1 if path == 'a' else 2}{index:02d}{int(rate):04d}"
+    return f"+4477{'abc'.index(path) + 1}{index:02d}{int(rate):04d}"
 
 
 def progress_line(step: StepResult) -> str:
@@ -682,6 +762,32 @@ def progress_line(step: StepResult) -> str:
         f"python {_fmt(step.python_ms_per_call)} ms/call{cdr}, "
         f"{warnings} Asterisk warnings, {step.wall_s:.0f}s -> {'ok' if step.ok else 'FAIL'}"
     )
+
+
+async def store_plan3_profile(platform: LocalPlatform) -> None:
+    """Path (c)'s user gets its 3-step profile through routing's own document checks and
+    store (what PUT .../routing does, without the gateway's sign-in), and the plan is checked
+    to have those 3 steps before any call is timed."""
+    user = resolve_pb2.ResolveNumberReply(
+        status=resolve_pb2.ResolveNumberReply.STATUS_FOUND,
+        tenant_id=TENANT,
+        user_id=BENCH_PLAN.user_id,
+        devices=[resolve_pb2.Device(device_id=BENCH_PLAN.device_id, kind="sip", dial_string="x")],
+    )
+    doc = document.parse_profile(PLAN3_PROFILE)
+    routing = document.user_routing(user, doc, None, lambda number: f"PJSIP/pstn/{number}")
+    plan = plan_call(
+        routing.profile, Caller("+447700900000"), datetime.now(UTC), PlanContext(routing.tenant)
+    )
+    if len(plan.steps) != PLAN3_STEPS:
+        raise RuntimeError(f"path (c)'s profile plans {plan_summary(plan)}")
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(platform.infra.endpoints.mongo_url)
+    try:
+        store = ProfileStore(client, RoutingSettings().routing_db)
+        current = await store.get_profile(TENANT, BENCH_PLAN.user_id)
+        await store.put_profile(TENANT, BENCH_PLAN.user_id, doc, current.version, "bench")
+    finally:
+        await client.close()
 
 
 async def idle_cpu(bench: Bench, seconds: float) -> dict[str, float]:
@@ -737,7 +843,8 @@ async def run(args: argparse.Namespace) -> int:
         meta["processes"] = bench.probe.describe()
         meta["asterisk_version"] = (await platform.asterisk.rx("core show version")).strip()
         # Warm up both paths (directory cache, connections, JIT-less but lazy imports...).
-        for path in ("a", "b"):
+        await store_plan3_profile(platform)
+        for path in PATHS:
             warm = await bench.step(path, 5, 10, caller_for(path, 99, 5))
             if warm.completed == 0:
                 raise RuntimeError(
@@ -750,9 +857,9 @@ async def run(args: argparse.Namespace) -> int:
             "idle CPU ms/s: " + ", ".join(f"{n} {v:.0f}" for n, v in idle.items() if v >= 0.5),
             flush=True,
         )
-        consecutive = {"a": 0, "b": 0}
+        consecutive = dict.fromkeys(PATHS, 0)
         for index, rate in enumerate(rates):
-            for path in ("a", "b"):
+            for path in PATHS:
                 if consecutive[path] >= CONSECUTIVE_FAILS_TO_STOP:
                     continue
                 calls = calls_for(rate, seconds)
@@ -763,13 +870,13 @@ async def run(args: argparse.Namespace) -> int:
             if all(c >= CONSECUTIVE_FAILS_TO_STOP for c in consecutive.values()):
                 break
         # Authoritative CDR count: a full pass (a CDR stored after its step was counted).
-        if any(s.path == "b" for s in steps):
+        if any(s.path in ROUTED_PATHS for s in steps):
             await bench.settle()
             per_caller = Counter(
                 c["from_number"] for c in await bench.all_cdrs() if c.get("answered_at")
             )
             for s in steps:
-                if s.path == "b":
+                if s.path in ROUTED_PATHS:
                     s.cdr_stored = per_caller.get(s.caller, 0)
     except Exception as exc:
         broke = f"{type(exc).__name__}: {exc}"

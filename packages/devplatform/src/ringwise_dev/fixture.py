@@ -38,7 +38,9 @@ BOB = Person("bob", "Bob Baker", "+15550101", 1, 20)  # busy in tests
 CAROL = Person("carol", "Carol Cole", "+15550102", 2, 5)  # never answers
 DAVE = Person("dave", "Dave Dunn", "+15550103", 3, 10)  # no phone listening
 BENCH = Person("bench", "Bench Phone", "+15550199", 9, 20)  # benchmark target
-PEOPLE = (ALICE, BOB, CAROL, DAVE, BENCH)
+# Benchmark path (c): the same phone, reached through a stored 3-step plan (bench/call_paths.py).
+BENCH_PLAN = Person("benchplan", "Bench Plan", "+15550198", 9, 20)
+PEOPLE = (ALICE, BOB, CAROL, DAVE, BENCH, BENCH_PLAN)
 
 
 def dial_string(person: Person, ports: PortPlan) -> str:
