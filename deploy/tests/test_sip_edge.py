@@ -181,6 +181,11 @@ DEAD_POD = TEST_PORTS.base + 84  # nothing listens: a pod that is gone
 CALL_SERVER = TEST_PORTS.base + 86
 CARRIER = TEST_PORTS.base + 87
 CALLS = 4
+EDGE_PHONES = TEST_PORTS.base + 88
+POD_A = TEST_PORTS.base + 89
+POD_B = TEST_PORTS.base + 90
+PHONE = TEST_PORTS.base + 91
+MWI_BODY = "Messages-Waiting: yes\r\n"
 
 
 def options_answered(port: int) -> bool:
@@ -246,6 +251,7 @@ def edge_config_for_here(
         .replace("@POD_IP@", "127.0.0.1")
         .replace(":5080", f":{EDGE_PUBLIC}")
         .replace(":5090", f":{EDGE_CLUSTER}")
+        .replace(":5091", f":{EDGE_PHONES}")
         .replace("/etc/ringwise-sip-edge/dispatcher.list", str(directory / "dispatcher.list"))
     )
     config, probes = re.subn(
@@ -430,3 +436,221 @@ def test_the_edge_probes_a_real_asterisk_and_fails_over_when_it_refuses(
         time.sleep(3)
         assert invite_final_code(EDGE_PUBLIC, CARRIER + 1001) == 503
         assert edge_log.read_text().count(failed) == 2
+
+
+# --------------------------------------------------------------------------- phones
+# Registering phones through the edge (real Kamailio, the chart's config) in front of two
+# "Asterisk pods" and a phone played by UDP sockets here: what each side receives is checked
+# header by header.
+
+
+def test_the_config_routes_phones_with_hashing_path_and_nat_handling(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    config = edge_config(rendered["minimal"])["kamailio.cfg"]
+    assert "$avp(rw_phone) = $tU;" in config  # a REGISTER hashes on its AoR's user
+    assert "$avp(rw_phone) = $fU;" in config  # other phone requests on the From user
+    assert 'modparam("dispatcher", "hash_pvar", "$avp(rw_phone)")' in config
+    assert 'ds_select_dst("1", "7")' in config
+    assert "add_path_received();" in config
+    assert 'modparam("path", "use_received", 1)' in config
+    assert "fix_nated_contact();" in config
+    # Only INVITEs from carriers go out of the trunk socket; REGISTER is never refused.
+    assert 'is_in_subnet("$si", "0.0.0.0/0")' in config
+    assert "REGISTER|SUBSCRIBE|INVITE|OPTIONS" in config
+
+
+def test_asterisk_trusts_only_the_edges_trunk_port(rendered: dict[str, list[Manifest]]) -> None:
+    (statefulset,) = [o for o in rendered["production"] if o["kind"] == "StatefulSet"]
+    containers = statefulset["spec"]["template"]["spec"]["containers"]
+    (asterisk,) = [c for c in containers if c["name"] == "asterisk"]
+    env = {e["name"]: e.get("value") for e in asterisk["env"]}
+    assert env["RINGWISE_PSTN_HOST"] == "10.42.0.0:5090/16"
+    (routing,) = [c for c in containers if c["name"] == "routing"]
+    assert {"name": "RINGWISE_PJSIP_REWRITE_CONTACT", "value": "false"} in routing["env"]
+
+
+def sip_headers(message: str) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    for line in message.split("\r\n\r\n", 1)[0].split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    return headers
+
+
+def reply_to(request: str, code: str, extra: str = "") -> bytes:
+    """A UAS's reply: Vias, From, To (with a tag), Call-ID and CSeq copied."""
+    lines = request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+    copied = [
+        line + (";tag=uas" if line.lower().startswith("to:") and "tag=" not in line else "")
+        for line in lines
+        if line.split(":", 1)[0].strip().lower() in {"via", "from", "to", "call-id", "cseq"}
+    ]
+    return (
+        f"SIP/2.0 {code}\r\n" + "\r\n".join(copied) + f"\r\n{extra}Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def udp_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+def next_request(sock: socket.socket, timeout_s: float = 5) -> tuple[str, tuple[str, int]] | None:
+    """The next request on sock (OPTIONS probes are answered and skipped), or None."""
+    sock.settimeout(timeout_s)
+    while True:
+        try:
+            data, source = sock.recvfrom(65535)
+        except TimeoutError:
+            return None
+        message = data.decode()
+        if message.startswith("OPTIONS "):
+            sock.sendto(reply_to(message, "200 OK"), source)
+            continue
+        return message, source
+
+
+def register(phone: socket.socket, user: str, cseq: int) -> bytes:
+    return (
+        f"REGISTER sip:127.0.0.1:{EDGE_PUBLIC} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{PHONE};rport;branch=z9hG4bK-reg-{user}-{cseq}\r\n"
+        f"From: <sip:{user}@127.0.0.1:{EDGE_PUBLIC}>;tag=phone-{user}\r\n"
+        f"To: <sip:{user}@127.0.0.1:{EDGE_PUBLIC}>\r\n"
+        f"Call-ID: reg-{user}\r\nCSeq: {cseq} REGISTER\r\n"
+        # The phone sits behind NAT: its Contact names its private address.
+        f"Contact: <sip:{user}@192.168.1.20:5060>\r\nExpires: 120\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def register_through_edge(
+    phone: socket.socket, pods: dict[int, socket.socket], user: str, cseq: int
+) -> tuple[int, str]:
+    """REGISTER user; the pod that gets it accepts it. Returns (that pod's port, the REGISTER
+    it received) once the phone has the 200."""
+    phone.sendto(register(phone, user, cseq), ("127.0.0.1", EDGE_PUBLIC))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for port, pod in pods.items():
+            received = next_request(pod, timeout_s=0.2)
+            if received is None:
+                continue
+            request, source = received
+            assert request.startswith("REGISTER "), request
+            # Phones' traffic comes from the edge's phone socket, not the trusted trunk one.
+            assert source == ("127.0.0.1", EDGE_PHONES)
+            pod.sendto(
+                reply_to(
+                    request, "200 OK", f"Contact: <sip:{user}@192.168.1.20:5060>;expires=120\r\n"
+                ),
+                source,
+            )
+            phone.settimeout(5)
+            answer = phone.recv(65535).decode()
+            assert answer.startswith("SIP/2.0 200"), answer
+            return port, request
+    raise AssertionError(f"no pod got the REGISTER of {user}")
+
+
+@pytest.mark.integration
+def test_phones_register_through_the_edge_and_are_reached_along_its_path(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    config = edge_config_for_here(
+        render,
+        ci_values["minimal"],
+        tmp_path,
+        f"1 sip:127.0.0.1:{DEAD_POD}\n1 sip:127.0.0.1:{POD_A}\n1 sip:127.0.0.1:{POD_B}\n",
+        ping_interval_s=3600,
+    )
+    users = [f"rw{n:04x}" for n in range(8)]
+    with (
+        udp_socket(POD_A) as pod_a,
+        udp_socket(POD_B) as pod_b,
+        udp_socket(PHONE) as phone,
+        running_edge(kamailio_root, config) as edge_log,
+    ):
+        pods = {POD_A: pod_a, POD_B: pod_b}
+        first: dict[str, int] = {}
+        for user in users:
+            port, request = register_through_edge(phone, pods, user, 1)
+            first[user] = port
+            headers = sip_headers(request)
+            # Path (RFC 3327): the edge's phone socket, with the phone's real source address.
+            (path,) = headers["path"]
+            assert path.startswith(f"<sip:localhost:{EDGE_PHONES};lr;received=")
+            assert f"127.0.0.1:{PHONE}" in path.replace("%3a", ":").replace("%3A", ":")
+            assert headers["contact"] == [f"<sip:{user}@192.168.1.20:5060>"]
+        # Hashing on the user name spreads phones over the live pods...
+        assert set(first.values()) == {POD_A, POD_B}
+        # ...some hashed to the dead pod first: tried, timed out, marked down, next live one.
+        assert f"asterisk pod sip:127.0.0.1:{DEAD_POD} failed (408): marked down" in (
+            edge_log.read_text()
+        )
+        # A phone's re-REGISTER lands on the same pod (its registration is there).
+        for user in users:
+            port, _ = register_through_edge(phone, pods, user, 2)
+            assert port == first[user], user
+
+        # The pod holding the registration sends an MWI NOTIFY along the Path: the edge takes
+        # it to the address the REGISTER came from (not the private Contact).
+        user = users[0]
+        holder = pods[first[user]]
+        port, request = register_through_edge(phone, pods, user, 3)
+        assert port == first[user]
+        route = sip_headers(request)["path"][0]
+        notify = (
+            f"NOTIFY sip:{user}@192.168.1.20:5060 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{first[user]};branch=z9hG4bK-mwi-1\r\n"
+            f"Route: {route}\r\n"
+            f"From: <sip:{user}@127.0.0.1>;tag=mwi\r\nTo: <sip:{user}@127.0.0.1>\r\n"
+            "Call-ID: mwi-1\r\nCSeq: 1 NOTIFY\r\nEvent: message-summary\r\n"
+            "Subscription-State: active\r\nContent-Type: application/simple-message-summary\r\n"
+            f"Max-Forwards: 70\r\nContent-Length: {len(MWI_BODY)}\r\n\r\n{MWI_BODY}"
+        )
+        holder.sendto(notify.encode(), ("127.0.0.1", EDGE_PHONES))
+        received = next_request(phone)
+        assert received is not None, edge_log.read_text()[-3000:]
+        at_phone, _ = received
+        assert at_phone.startswith(f"NOTIFY sip:{user}@192.168.1.20:5060 ")
+        assert at_phone.endswith(MWI_BODY)
+        phone.sendto(reply_to(at_phone, "200 OK"), ("127.0.0.1", EDGE_PUBLIC))
+        holder.settimeout(5)
+        assert holder.recv(65535).decode().startswith("SIP/2.0 200")
+
+        # A request from the cluster side that does not follow an edge Path is refused (the
+        # edge is no open relay for whatever reaches its internal Service).
+        stray = notify.replace(f"Route: {route}\r\n", "").replace("mwi-1", "mwi-2")
+        holder.sendto(stray.encode(), ("127.0.0.1", EDGE_PHONES))
+        assert holder.recv(65535).decode().startswith("SIP/2.0 403")
+        foreign = notify.replace(
+            f"Route: {route}", f"Route: <sip:198.51.100.9:5060;lr;received=sip:127.0.0.1:{PHONE}>"
+        ).replace("mwi-1", "mwi-3")
+        holder.sendto(foreign.encode(), ("127.0.0.1", EDGE_PHONES))
+        assert holder.recv(65535).decode().startswith("SIP/2.0 403")
+
+        # A phone's own call goes to its pod from the phone socket, record-routed.
+        invite = (
+            f"INVITE sip:+15550100@127.0.0.1:{EDGE_PUBLIC} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{PHONE};rport;branch=z9hG4bK-call-1\r\n"
+            f"From: <sip:{user}@127.0.0.1:{EDGE_PUBLIC}>;tag=call\r\n"
+            f"To: <sip:+15550100@127.0.0.1:{EDGE_PUBLIC}>\r\n"
+            "Call-ID: call-1\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:{user}@192.168.1.20:5060>\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        phone.sendto(invite.encode(), ("127.0.0.1", EDGE_PUBLIC))
+        received = next_request(holder)
+        assert received is not None, edge_log.read_text()[-3000:]
+        at_pod, source = received
+        assert at_pod.startswith("INVITE ") and source == ("127.0.0.1", EDGE_PHONES)
+        call_headers = sip_headers(at_pod)
+        assert any(f"localhost:{EDGE_PHONES}" in rr for rr in call_headers["record-route"])
+        # Behind NAT: the Contact now names where the INVITE came from.
+        assert call_headers["contact"] == [f"<sip:{user}@127.0.0.1:{PHONE}>"]
+        holder.sendto(reply_to(at_pod, "486 Busy Here"), source)
