@@ -257,7 +257,7 @@ def test_only_the_gateway_and_the_sip_edge_are_reachable_from_outside(
                     if "ipBlock" in source:
                         # Addresses outside the cluster reach only the SIP edge (SIP) and
                         # Asterisk (RTP media, the port range), never a service's API; the
-                        # edge's internal ports (trunk and phones) only from private (node) networks.
+                        # edge's internal ports (trunk, phones) only from private (node) networks.
                         assert component in {"sip-edge", "asterisk"}, (values_name, policy)
                         ports = {p.get("port") for p in rule["ports"]}
                         internal = {"sip-cluster", "sip-phones"}

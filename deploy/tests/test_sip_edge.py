@@ -5,6 +5,7 @@ in the pod address exactly where the config expects it."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import re
 import shutil
@@ -185,6 +186,7 @@ EDGE_PHONES = TEST_PORTS.base + 88
 POD_A = TEST_PORTS.base + 89
 POD_B = TEST_PORTS.base + 90
 PHONE = TEST_PORTS.base + 91
+EDGE_PASSWORD = "edge-copies-check"
 MWI_BODY = "Messages-Waiting: yes\r\n"
 
 
@@ -283,7 +285,7 @@ def running_edge(kamailio_root: Path, config: Path) -> Iterator[Path]:
                 "-Y",
                 str(run_dir),
             ],
-            env={"LD_LIBRARY_PATH": str(libdir)},
+            env={"LD_LIBRARY_PATH": str(libdir), "RINGWISE_EDGE_PASSWORD": EDGE_PASSWORD},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -497,8 +499,36 @@ def udp_socket(port: int) -> socket.socket:
     return sock
 
 
+def md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+# Registration copies each stand-in pod accepted: port -> REGISTERs (with valid credentials).
+COPIES: dict[int, list[str]] = {}
+
+
+def answer_copy(sock: socket.socket, message: str, source: tuple[str, int]) -> None:
+    """As Asterisk with the "<phone>~edge" endpoint: challenge, then check the edge's digest."""
+    (authorization,) = sip_headers(message).get("authorization", [""])
+    if not authorization:
+        challenge = 'WWW-Authenticate: Digest realm="asterisk",nonce="edge-nonce-1"\r\n'
+        sock.sendto(reply_to(message, "401 Unauthorized", challenge), source)
+        return
+    params = dict(re.findall(r'(\w+)="?([^",]*)"?', authorization))
+    ha1 = md5(f"sip-edge:asterisk:{EDGE_PASSWORD}")
+    expected = md5(f"{ha1}:edge-nonce-1:{md5('REGISTER:' + params['uri'])}")
+    assert (params["username"], params["response"]) == ("sip-edge", expected), authorization
+    copies = COPIES.setdefault(sock.getsockname()[1], [])
+    # A retransmission (the stand-in answers only when the test reads) is the same copy.
+    branch = sip_headers(message)["via"][0]
+    if all(sip_headers(m)["via"][0] != branch for m in copies):
+        copies.append(message)
+    sock.sendto(reply_to(message, "200 OK"), source)
+
+
 def next_request(sock: socket.socket, timeout_s: float = 5) -> tuple[str, tuple[str, int]] | None:
-    """The next request on sock (OPTIONS probes are answered and skipped), or None."""
+    """The next request on sock, or None. OPTIONS probes are answered and registration copies
+    (user "<phone>~edge") taken as a pod would, both skipped."""
     sock.settimeout(timeout_s)
     while True:
         try:
@@ -509,7 +539,17 @@ def next_request(sock: socket.socket, timeout_s: float = 5) -> tuple[str, tuple[
         if message.startswith("OPTIONS "):
             sock.sendto(reply_to(message, "200 OK"), source)
             continue
+        if message.startswith("REGISTER ") and "~edge@" in sip_headers(message)["from"][0]:
+            answer_copy(sock, message, source)
+            continue
         return message, source
+
+
+def next_message(sock: socket.socket) -> str:
+    """The next request or reply on sock, as next_request sees them."""
+    received = next_request(sock)
+    assert received is not None, "nothing arrived in 5 s"
+    return received[0]
 
 
 def register(phone: socket.socket, user: str, cseq: int) -> bytes:
@@ -568,6 +608,19 @@ def test_phones_register_through_the_edge_and_are_reached_along_its_path(
         f"1 sip:127.0.0.1:{DEAD_POD}\n1 sip:127.0.0.1:{POD_A}\n1 sip:127.0.0.1:{POD_B}\n",
         ping_interval_s=3600,
     )
+    # The copies go to the chart's pod names: here, the stand-ins (and the dead one).
+    copy_targets = "".join(
+        f'$var(pod) = "sip:127.0.0.1:{port}";\n      route(COPY_REGISTRATION);\n      '
+        for port in (DEAD_POD, POD_A, POD_B)
+    )
+    text, targets = re.subn(
+        r'(\$var\(pod\) = "sip:[^"]+";\s*route\(COPY_REGISTRATION\);\s*)+',
+        copy_targets,
+        config.read_text(),
+    )
+    assert targets == 1
+    config.write_text(text)
+    COPIES.clear()
     users = [f"rw{n:04x}" for n in range(8)]
     with (
         udp_socket(POD_A) as pod_a,
@@ -596,6 +649,26 @@ def test_phones_register_through_the_edge_and_are_reached_along_its_path(
         for user in users:
             port, _ = register_through_edge(phone, pods, user, 2)
             assert port == first[user], user
+        # Every accepted REGISTER was copied to every live pod with the edge's credential:
+        # the phone's Contact, Expires and the same Path, into the phone's AoR.
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 1.5:
+            for pod in pods.values():
+                # Copies are answered as they come (the edge gives up on them after 1 s here).
+                assert next_request(pod, timeout_s=0.05) is None
+        for port in (POD_A, POD_B):
+            copied = [sip_headers(m) for m in COPIES.get(port, [])]
+            assert sorted(h["to"][0] for h in copied) == sorted(
+                f"<sip:{user}@127.0.0.1:{EDGE_PUBLIC}>" for user in users for _ in range(2)
+            ), port
+            for headers in copied:
+                user = headers["to"][0].split(":", 1)[1].split("@")[0]
+                assert headers["contact"] == [f"<sip:{user}@192.168.1.20:5060>"]
+                assert headers["expires"] == ["120"]
+                assert headers["path"] == [
+                    f"<sip:localhost:{EDGE_PHONES};lr;received=sip:127.0.0.1:{PHONE}>"
+                ]
+        assert "registration copy to sip:127.0.0.1:" + str(DEAD_POD) in edge_log.read_text()
 
         # The pod holding the registration sends an MWI NOTIFY along the Path: the edge takes
         # it to the address the REGISTER came from (not the private Contact).
@@ -620,19 +693,18 @@ def test_phones_register_through_the_edge_and_are_reached_along_its_path(
         assert at_phone.startswith(f"NOTIFY sip:{user}@192.168.1.20:5060 ")
         assert at_phone.endswith(MWI_BODY)
         phone.sendto(reply_to(at_phone, "200 OK"), ("127.0.0.1", EDGE_PUBLIC))
-        holder.settimeout(5)
-        assert holder.recv(65535).decode().startswith("SIP/2.0 200")
+        assert next_message(holder).startswith("SIP/2.0 200")
 
         # A request from the cluster side that does not follow an edge Path is refused (the
         # edge is no open relay for whatever reaches its internal Service).
         stray = notify.replace(f"Route: {route}\r\n", "").replace("mwi-1", "mwi-2")
         holder.sendto(stray.encode(), ("127.0.0.1", EDGE_PHONES))
-        assert holder.recv(65535).decode().startswith("SIP/2.0 403")
+        assert next_message(holder).startswith("SIP/2.0 403")
         foreign = notify.replace(
             f"Route: {route}", f"Route: <sip:198.51.100.9:5060;lr;received=sip:127.0.0.1:{PHONE}>"
         ).replace("mwi-1", "mwi-3")
         holder.sendto(foreign.encode(), ("127.0.0.1", EDGE_PHONES))
-        assert holder.recv(65535).decode().startswith("SIP/2.0 403")
+        assert next_message(holder).startswith("SIP/2.0 403")
 
         # A phone's own call goes to its pod from the phone socket, record-routed.
         invite = (
