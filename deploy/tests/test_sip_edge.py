@@ -266,8 +266,11 @@ def edge_config_for_here(
 
 
 @contextmanager
-def running_edge(kamailio_root: Path, config: Path) -> Iterator[Path]:
-    """Kamailio on config until the block ends; yields the path of its log."""
+def running_edge(
+    kamailio_root: Path, config: Path, edge_password: str | None = EDGE_PASSWORD
+) -> Iterator[Path]:
+    """Kamailio on config until the block ends; yields the path of its log. edge_password
+    is its credential for registration copies (None: the Secret has no such key)."""
     libdir = kamailio_root / "usr" / "lib" / "x86_64-linux-gnu" / "kamailio"
     run_dir = config.parent / "run"
     run_dir.mkdir()
@@ -285,7 +288,8 @@ def running_edge(kamailio_root: Path, config: Path) -> Iterator[Path]:
                 "-Y",
                 str(run_dir),
             ],
-            env={"LD_LIBRARY_PATH": str(libdir), "RINGWISE_EDGE_PASSWORD": EDGE_PASSWORD},
+            env={"LD_LIBRARY_PATH": str(libdir)}
+            | ({"RINGWISE_EDGE_PASSWORD": edge_password} if edge_password is not None else {}),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -470,6 +474,20 @@ def test_asterisk_trusts_only_the_edges_trunk_port(rendered: dict[str, list[Mani
     assert env["RINGWISE_PSTN_HOST"] == "10.42.0.0:5090/16"
     (routing,) = [c for c in containers if c["name"] == "routing"]
     assert {"name": "RINGWISE_PJSIP_REWRITE_CONTACT", "value": "false"} in routing["env"]
+    # The edge's credential for registration copies: from the Secret, on both sides.
+    (edge,) = [
+        o
+        for o in rendered["production"]
+        if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-sip-edge")
+    ]
+    (kamailio,) = edge["spec"]["template"]["spec"]["containers"]
+    for container, name in (
+        (routing, "RINGWISE_PJSIP_EDGE_PASSWORD"),
+        (kamailio, "RINGWISE_EDGE_PASSWORD"),
+    ):
+        (variable,) = [e for e in container["env"] if e["name"] == name]
+        reference = variable["valueFrom"]["secretKeyRef"]
+        assert (reference["key"], reference["optional"]) == ("sip-edge-password", True)
 
 
 def sip_headers(message: str) -> dict[str, list[str]]:
@@ -726,3 +744,37 @@ def test_phones_register_through_the_edge_and_are_reached_along_its_path(
         # Behind NAT: the Contact now names where the INVITE came from.
         assert call_headers["contact"] == [f"<sip:{user}@127.0.0.1:{PHONE}>"]
         holder.sendto(reply_to(at_pod, "486 Busy Here"), source)
+
+
+@pytest.mark.integration
+def test_without_the_edge_credential_registrations_are_not_copied(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    config = edge_config_for_here(
+        render,
+        ci_values["minimal"],
+        tmp_path,
+        f"1 sip:127.0.0.1:{POD_A}\n",
+        ping_interval_s=3600,
+    )
+    text, targets = re.subn(
+        r'(\$var\(pod\) = "sip:[^"]+";\s*route\(COPY_REGISTRATION\);\s*)+',
+        f'$var(pod) = "sip:127.0.0.1:{POD_A}";\n      route(COPY_REGISTRATION);\n      ',
+        config.read_text(),
+    )
+    assert targets == 1
+    config.write_text(text)
+    COPIES.clear()
+    with (
+        udp_socket(POD_A) as pod_a,
+        udp_socket(PHONE) as phone,
+        running_edge(kamailio_root, config, edge_password=None),
+    ):
+        port, _ = register_through_edge(phone, {POD_A: pod_a}, "rw0001", 1)
+        assert port == POD_A
+        # Nothing else reaches the pod: no copy (next_request would have taken one).
+        assert next_request(pod_a, timeout_s=1.5) is None
+        assert COPIES == {}
