@@ -4,14 +4,17 @@ in the pod address exactly where the config expects it."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +22,11 @@ from typing import Any
 
 import pytest
 from deploykit import REPO, Manifest, Render, container_asterisk, invite_final_code
+from ringwise.directory.v1 import devices_pb2
 from ringwise_dev import asterisk as dev_asterisk
 from ringwise_dev.ports import TEST_PORTS
+from ringwise_kit.ari.calls import RestCall
+from ringwise_routing.provisioning.pjsip import PjsipOptions, apply_calls
 
 ENTRYPOINT = REPO / "deploy" / "sip-edge" / "entrypoint.sh"
 SCENARIOS = Path(__file__).parent / "sipp"
@@ -186,7 +192,6 @@ EDGE_PHONES = TEST_PORTS.base + 88
 POD_A = TEST_PORTS.base + 89
 POD_B = TEST_PORTS.base + 90
 PHONE = TEST_PORTS.base + 91
-EDGE_PASSWORD = "edge-copies-check"
 MWI_BODY = "Messages-Waiting: yes\r\n"
 
 
@@ -266,11 +271,8 @@ def edge_config_for_here(
 
 
 @contextmanager
-def running_edge(
-    kamailio_root: Path, config: Path, edge_password: str | None = EDGE_PASSWORD
-) -> Iterator[Path]:
-    """Kamailio on config until the block ends; yields the path of its log. edge_password
-    is its credential for registration copies (None: the Secret has no such key)."""
+def running_edge(kamailio_root: Path, config: Path) -> Iterator[Path]:
+    """Kamailio on config until the block ends; yields the path of its log."""
     libdir = kamailio_root / "usr" / "lib" / "x86_64-linux-gnu" / "kamailio"
     run_dir = config.parent / "run"
     run_dir.mkdir()
@@ -288,8 +290,7 @@ def running_edge(
                 "-Y",
                 str(run_dir),
             ],
-            env={"LD_LIBRARY_PATH": str(libdir)}
-            | ({"RINGWISE_EDGE_PASSWORD": edge_password} if edge_password is not None else {}),
+            env={"LD_LIBRARY_PATH": str(libdir)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -474,20 +475,6 @@ def test_asterisk_trusts_only_the_edges_trunk_port(rendered: dict[str, list[Mani
     assert env["RINGWISE_PSTN_HOST"] == "10.42.0.0:5090/16"
     (routing,) = [c for c in containers if c["name"] == "routing"]
     assert {"name": "RINGWISE_PJSIP_REWRITE_CONTACT", "value": "false"} in routing["env"]
-    # The edge's credential for registration copies: from the Secret, on both sides.
-    (edge,) = [
-        o
-        for o in rendered["production"]
-        if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-sip-edge")
-    ]
-    (kamailio,) = edge["spec"]["template"]["spec"]["containers"]
-    for container, name in (
-        (routing, "RINGWISE_PJSIP_EDGE_PASSWORD"),
-        (kamailio, "RINGWISE_EDGE_PASSWORD"),
-    ):
-        (variable,) = [e for e in container["env"] if e["name"] == name]
-        reference = variable["valueFrom"]["secretKeyRef"]
-        assert (reference["key"], reference["optional"]) == ("sip-edge-password", True)
 
 
 def sip_headers(message: str) -> dict[str, list[str]]:
@@ -521,32 +508,8 @@ def md5(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
-# Registration copies each stand-in pod accepted: port -> REGISTERs (with valid credentials).
-COPIES: dict[int, list[str]] = {}
-
-
-def answer_copy(sock: socket.socket, message: str, source: tuple[str, int]) -> None:
-    """As Asterisk with the "<phone>~edge" endpoint: challenge, then check the edge's digest."""
-    (authorization,) = sip_headers(message).get("authorization", [""])
-    if not authorization:
-        challenge = 'WWW-Authenticate: Digest realm="asterisk",nonce="edge-nonce-1"\r\n'
-        sock.sendto(reply_to(message, "401 Unauthorized", challenge), source)
-        return
-    params = dict(re.findall(r'(\w+)="?([^",]*)"?', authorization))
-    ha1 = md5(f"sip-edge:asterisk:{EDGE_PASSWORD}")
-    expected = md5(f"{ha1}:edge-nonce-1:{md5('REGISTER:' + params['uri'])}")
-    assert (params["username"], params["response"]) == ("sip-edge", expected), authorization
-    copies = COPIES.setdefault(sock.getsockname()[1], [])
-    # A retransmission (the stand-in answers only when the test reads) is the same copy.
-    branch = sip_headers(message)["via"][0]
-    if all(sip_headers(m)["via"][0] != branch for m in copies):
-        copies.append(message)
-    sock.sendto(reply_to(message, "200 OK"), source)
-
-
 def next_request(sock: socket.socket, timeout_s: float = 5) -> tuple[str, tuple[str, int]] | None:
-    """The next request on sock, or None. OPTIONS probes are answered and registration copies
-    (user "<phone>~edge") taken as a pod would, both skipped."""
+    """The next request on sock (OPTIONS probes are answered and skipped), or None."""
     sock.settimeout(timeout_s)
     while True:
         try:
@@ -556,9 +519,6 @@ def next_request(sock: socket.socket, timeout_s: float = 5) -> tuple[str, tuple[
         message = data.decode()
         if message.startswith("OPTIONS "):
             sock.sendto(reply_to(message, "200 OK"), source)
-            continue
-        if message.startswith("REGISTER ") and "~edge@" in sip_headers(message)["from"][0]:
-            answer_copy(sock, message, source)
             continue
         return message, source
 
@@ -626,19 +586,6 @@ def test_phones_register_through_the_edge_and_are_reached_along_its_path(
         f"1 sip:127.0.0.1:{DEAD_POD}\n1 sip:127.0.0.1:{POD_A}\n1 sip:127.0.0.1:{POD_B}\n",
         ping_interval_s=3600,
     )
-    # The copies go to the chart's pod names: here, the stand-ins (and the dead one).
-    copy_targets = "".join(
-        f'$var(pod) = "sip:127.0.0.1:{port}";\n      route(COPY_REGISTRATION);\n      '
-        for port in (DEAD_POD, POD_A, POD_B)
-    )
-    text, targets = re.subn(
-        r'(\$var\(pod\) = "sip:[^"]+";\s*route\(COPY_REGISTRATION\);\s*)+',
-        copy_targets,
-        config.read_text(),
-    )
-    assert targets == 1
-    config.write_text(text)
-    COPIES.clear()
     users = [f"rw{n:04x}" for n in range(8)]
     with (
         udp_socket(POD_A) as pod_a,
@@ -667,26 +614,6 @@ def test_phones_register_through_the_edge_and_are_reached_along_its_path(
         for user in users:
             port, _ = register_through_edge(phone, pods, user, 2)
             assert port == first[user], user
-        # Every accepted REGISTER was copied to every live pod with the edge's credential:
-        # the phone's Contact, Expires and the same Path, into the phone's AoR.
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < 1.5:
-            for pod in pods.values():
-                # Copies are answered as they come (the edge gives up on them after 1 s here).
-                assert next_request(pod, timeout_s=0.05) is None
-        for port in (POD_A, POD_B):
-            copied = [sip_headers(m) for m in COPIES.get(port, [])]
-            assert sorted(h["to"][0] for h in copied) == sorted(
-                f"<sip:{user}@127.0.0.1:{EDGE_PUBLIC}>" for user in users for _ in range(2)
-            ), port
-            for headers in copied:
-                user = headers["to"][0].split(":", 1)[1].split("@")[0]
-                assert headers["contact"] == [f"<sip:{user}@192.168.1.20:5060>"]
-                assert headers["expires"] == ["120"]
-                assert headers["path"] == [
-                    f"<sip:localhost:{EDGE_PHONES};lr;received=sip:127.0.0.1:{PHONE}>"
-                ]
-        assert "registration copy to sip:127.0.0.1:" + str(DEAD_POD) in edge_log.read_text()
 
         # The pod holding the registration sends an MWI NOTIFY along the Path: the edge takes
         # it to the address the REGISTER came from (not the private Contact).
@@ -746,35 +673,110 @@ def test_phones_register_through_the_edge_and_are_reached_along_its_path(
         holder.sendto(reply_to(at_pod, "486 Busy Here"), source)
 
 
+def ari_run(port: int, call: RestCall) -> None:
+    """One ARI REST call (routing's provisioning, as data) against a container Asterisk."""
+    token = base64.b64encode(b"ringwise:edge-check").decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/ari{call.path}",
+        method=call.method,
+        data=json.dumps(call.body).encode() if call.body is not None else None,
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def digest_authorization(challenge: str, user: str, ha1: str, uri: str) -> str:
+    params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
+    realm, nonce = params["realm"], params["nonce"]
+    ha2 = md5(f"REGISTER:{uri}")
+    fields = f'username="{user}",realm="{realm}",nonce="{nonce}",uri="{uri}"'
+    if "auth" in params.get("qop", "").split(","):
+        response = md5(f"{ha1}:{nonce}:00000001:phonecnonce:auth:{ha2}")
+        fields += f',qop=auth,nc=00000001,cnonce="phonecnonce",response="{response}"'
+    else:
+        fields += f',response="{md5(f"{ha1}:{nonce}:{ha2}")}"'
+    return f"Authorization: Digest {fields},algorithm=MD5\r\n"
+
+
 @pytest.mark.integration
-def test_without_the_edge_credential_registrations_are_not_copied(
+def test_a_phone_registers_through_the_edge_with_a_real_asterisk_and_is_called_back(
     render: Render,
     ci_values: dict[str, dict[str, Any]],
     kamailio_root: Path,
     tmp_path: Path,
 ) -> None:
+    """An Asterisk pod (the image's entrypoint and config; its phone provisioned over ARI as
+    routing does, behind the edge) challenges the phone's REGISTER through the edge, stores
+    the contact as the phone wrote it with the edge's Path, and a call it places to the
+    phone goes through the edge to the phone's source address."""
+    user, password = "rw00e1", "phone-secret"
+    ha1 = md5(f"{user}:asterisk:{password}")
+    env = {
+        "HOSTNAME": "rw-ringwise-asterisk-0",
+        "RINGWISE_ARI_PASSWORD": "edge-check",
+        # The trunk is the edge's trunk socket only (as the chart renders it).
+        "RINGWISE_PSTN_HOST": f"127.0.0.1:{EDGE_CLUSTER}/32",
+        "RINGWISE_SIP_PORT": str(ASTERISK_SIP),
+        "RINGWISE_ARI_PORT": str(ASTERISK_ARI),
+        "RINGWISE_RTP_START": str(ASTERISK_RTP[0]),
+        "RINGWISE_RTP_END": str(ASTERISK_RTP[1]),
+    }
     config = edge_config_for_here(
-        render,
-        ci_values["minimal"],
-        tmp_path,
-        f"1 sip:127.0.0.1:{POD_A}\n",
-        ping_interval_s=3600,
+        render, ci_values["minimal"], tmp_path, f"1 sip:127.0.0.1:{ASTERISK_SIP}\n", 3600
     )
-    text, targets = re.subn(
-        r'(\$var\(pod\) = "sip:[^"]+";\s*route\(COPY_REGISTRATION\);\s*)+',
-        f'$var(pod) = "sip:127.0.0.1:{POD_A}";\n      route(COPY_REGISTRATION);\n      ',
-        config.read_text(),
+    # Asterisk resolves "localhost" to ::1 first (its transport is IPv4): an address here.
+    config.write_text(
+        config.read_text().replace(f"localhost:{EDGE_PHONES}", f"127.0.0.1:{EDGE_PHONES}")
     )
-    assert targets == 1
-    config.write_text(text)
-    COPIES.clear()
+    device = devices_pb2.SipDevice(
+        tenant_id="acme", device_id="d1", sip_username=user, md5_cred=ha1, realm="asterisk"
+    )
     with (
-        udp_socket(POD_A) as pod_a,
+        container_asterisk(f"edge-phone-check-{TEST_PORTS.base}", env) as asterisk,
         udp_socket(PHONE) as phone,
-        running_edge(kamailio_root, config, edge_password=None),
+        running_edge(kamailio_root, config) as edge_log,
     ):
-        port, _ = register_through_edge(phone, {POD_A: pod_a}, "rw0001", 1)
-        assert port == POD_A
-        # Nothing else reaches the pod: no copy (next_request would have taken one).
-        assert next_request(pod_a, timeout_s=1.5) is None
-        assert COPIES == {}
+        # As the chart's routing sidecar provisions it (RINGWISE_PJSIP_REWRITE_CONTACT=false).
+        for call in apply_calls(device, PjsipOptions(rewrite_contact=False)):
+            ari_run(ASTERISK_ARI, call)
+        uri = f"sip:127.0.0.1:{EDGE_PUBLIC}"
+        request = register(phone, user, 1)
+        phone.sendto(request, ("127.0.0.1", EDGE_PUBLIC))
+        phone.settimeout(5)
+        challenge = phone.recv(65535).decode()
+        assert challenge.startswith("SIP/2.0 401"), challenge
+        (www_authenticate,) = sip_headers(challenge)["www-authenticate"]
+        authorized = (
+            register(phone, user, 2)
+            .decode()
+            .replace(
+                "Expires: 120\r\n",
+                "Expires: 120\r\n" + digest_authorization(www_authenticate, user, ha1, uri),
+            )
+        )
+        phone.sendto(authorized.encode(), ("127.0.0.1", EDGE_PUBLIC))
+        answer = phone.recv(65535).decode()
+        assert answer.startswith("SIP/2.0 200"), answer + edge_log.read_text()[-2000:]
+        # The contact as the phone wrote it, with the edge's Path to its source address.
+        aor = asterisk.rx(f"pjsip show aor {user}")
+        (contact_id,) = re.findall(rf"Contact:\s+({user}/sip:\S+)", aor)
+        contact = asterisk.rx(f"pjsip show contact {contact_id}")
+        assert re.search(rf"uri\s+:\s+sip:{user}@192\.168\.1\.20:5060\n", contact), contact
+        path = f"<sip:127.0.0.1:{EDGE_PHONES};lr;received=sip:127.0.0.1:{PHONE}>"
+        assert re.search(rf"path\s+:\s+{re.escape(path)}\n", contact), contact
+
+        # A call from Asterisk to the phone: along the Path, to where the REGISTER came from.
+        ari_run(
+            ASTERISK_ARI,
+            RestCall(
+                "POST",
+                f"/channels?endpoint=PJSIP/{user}&context=from-phones&extension=s&timeout=10",
+            ),
+        )
+        received = next_request(phone, timeout_s=10)
+        assert received is not None, edge_log.read_text()[-3000:]
+        invite, source = received
+        assert invite.startswith(f"INVITE sip:{user}@192.168.1.20:5060 "), invite
+        assert source == ("127.0.0.1", EDGE_PUBLIC)
+        phone.sendto(reply_to(invite, "486 Busy Here"), source)

@@ -153,10 +153,8 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             PjsipOptions(
                 transport=settings.pjsip_transport,
                 rewrite_contact=settings.pjsip_rewrite_contact,
-                edge_copies=bool(settings.pjsip_edge_password.get_secret_value()),
             ),
             resync_s=settings.pjsip_resync_s,
-            edge_password=settings.pjsip_edge_password.get_secret_value(),
         )
         app[PROVISIONER_KEY] = provisioner
         await provisioner.start()

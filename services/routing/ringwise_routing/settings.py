@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
 from ringwise_kit.config import AriSettings, KitSettings, MongoSettings, RedisSettings
 
 
@@ -20,9 +19,6 @@ class RoutingSettings(KitSettings, RedisSettings, MongoSettings, AriSettings):
     # answering on another port).
     pjsip_rewrite_contact: bool = True
     pjsip_transport: str = "transport-udp"
-    # Behind the Kubernetes SIP edge (the chart sets it from the Secret): the password of the
-    # credential the edge's registration copies use. Empty: no copies accepted (locally).
-    pjsip_edge_password: SecretStr = SecretStr("")
     # host:port of the PSTN carrier's SIP side: outbound calls, external terminals (mobile,
     # home) and redirects to external numbers are dialled there through the "pstn" endpoint.
     # Empty: no outbound trunk; such terminals are skipped and outbound PSTN calls refused.

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ringwise.directory.v1 import devices_pb2
-from ringwise_routing.provisioning.pjsip import (
-    PjsipOptions,
-    apply_calls,
-    delete_calls,
-    edge_auth_calls,
-)
+from ringwise_routing.provisioning.pjsip import PjsipOptions, apply_calls, delete_calls
 
 
 def phone(**fields: object) -> devices_pb2.SipDevice:
@@ -80,45 +75,9 @@ def test_a_phone_without_credential_or_name_is_refused() -> None:
 
 def test_deleting_removes_every_kind_of_object_endpoint_first() -> None:
     assert [c.path for c in delete_calls("rw7f3a")] == [
-        "/asterisk/config/dynamic/res_pjsip/endpoint/rw7f3a~edge",
         "/asterisk/config/dynamic/res_pjsip/endpoint/rw7f3a",
         "/asterisk/config/dynamic/res_pjsip/identify/rw7f3a",
         "/asterisk/config/dynamic/res_pjsip/aor/rw7f3a",
         "/asterisk/config/dynamic/res_pjsip/auth/rw7f3a",
     ]
     assert all(c.method == "DELETE" for c in delete_calls("x"))
-
-
-def test_behind_the_sip_edge_a_phone_also_gets_an_endpoint_for_the_edges_copies() -> None:
-    calls = apply_calls(phone(), PjsipOptions(edge_copies=True))
-    assert [c.path.rsplit("/", 2)[-2:] for c in calls] == [
-        ["auth", "rw7f3a"],
-        ["aor", "rw7f3a"],
-        ["endpoint", "rw7f3a"],
-        ["endpoint", "rw7f3a~edge"],
-    ]
-    phone_endpoint, copy_endpoint = (fields_of(c.body) for c in calls[2:])
-    # Registers into the phone's own AoR, but only with the edge's credential.
-    assert copy_endpoint["aors"] == "rw7f3a"
-    assert copy_endpoint["auth"] == "sip-edge"
-    assert copy_endpoint == phone_endpoint | {"auth": "sip-edge"}
-    # Not behind the edge (locally): no such endpoint.
-    assert len(apply_calls(phone(), PjsipOptions())) == 3
-
-
-def test_a_trunk_gets_no_edge_copy_endpoint() -> None:
-    trunk = phone(kind="trunk", md5_cred="", trunk_address="192.0.2.10:5070", sip_username="pbx1")
-    paths = [c.path for c in apply_calls(trunk, PjsipOptions(edge_copies=True))]
-    assert not any("~edge" in path for path in paths)
-
-
-def test_the_edge_credential_is_a_userpass_auth_and_needs_a_password() -> None:
-    (call,) = edge_auth_calls("s3cret-edge")
-    assert (call.method, call.path) == ("PUT", "/asterisk/config/dynamic/res_pjsip/auth/sip-edge")
-    assert fields_of(call.body) == {
-        "auth_type": "userpass",
-        "username": "sip-edge",
-        "password": "s3cret-edge",
-    }
-    with pytest.raises(ValueError, match="password"):
-        edge_auth_calls("")

@@ -17,11 +17,6 @@ from ringwise_kit.ari.calls import RestCall
 CONFIG_CLASS = "res_pjsip"
 PHONE = "phone"
 TRUNK = "trunk"
-# Behind the Kubernetes SIP edge: the edge copies each phone's accepted registration to every
-# Asterisk pod as user "<phone>~edge", authenticated with the edge's own credential (auth
-# object EDGE_AUTH), so every pod knows every phone's contact (docs/operations.md).
-EDGE_AUTH = "sip-edge"
-EDGE_COPY_SUFFIX = "~edge"
 
 
 @dataclass(frozen=True)
@@ -35,8 +30,6 @@ class PjsipOptions:
     rewrite_contact: bool = True
     default_expiration_s: int = 600
     maximum_expiration_s: int = 3600
-    # Create each phone's "<phone>~edge" endpoint for the SIP edge's registration copies.
-    edge_copies: bool = False
 
 
 def _yes(flag: bool) -> str:
@@ -123,35 +116,12 @@ def apply_calls(device: devices_pb2.SipDevice, options: PjsipOptions) -> list[Re
     out.append(
         calls.put_dynamic_config(CONFIG_CLASS, "endpoint", name, endpoint_fields(device, options))
     )
-    if options.edge_copies:
-        # Registers into the phone's AoR (aors = its name) with the edge's credential only.
-        copy_fields = endpoint_fields(device, options) | {"auth": EDGE_AUTH}
-        out.append(
-            calls.put_dynamic_config(CONFIG_CLASS, "endpoint", name + EDGE_COPY_SUFFIX, copy_fields)
-        )
     return out
-
-
-def edge_auth_calls(password: str) -> list[RestCall]:
-    """The auth object the SIP edge's registration copies answer challenges with."""
-    if not password:
-        raise ValueError("the SIP edge's credential needs a password")
-    return [
-        calls.put_dynamic_config(
-            CONFIG_CLASS,
-            "auth",
-            EDGE_AUTH,
-            {"auth_type": "userpass", "username": EDGE_AUTH, "password": password},
-        )
-    ]
 
 
 def delete_calls(sip_username: str) -> list[RestCall]:
     """Remove every object a device may have (missing ones answer 404, which is fine)."""
     return [
-        calls.delete_dynamic_config(CONFIG_CLASS, "endpoint", sip_username + EDGE_COPY_SUFFIX),
-        *(
-            calls.delete_dynamic_config(CONFIG_CLASS, kind, sip_username)
-            for kind in ("endpoint", "identify", "aor", "auth")
-        ),
+        calls.delete_dynamic_config(CONFIG_CLASS, kind, sip_username)
+        for kind in ("endpoint", "identify", "aor", "auth")
     ]

@@ -24,12 +24,7 @@ from ringwise_kit.ari import AriClient
 from ringwise_kit.ari.client import AriError, AriNotFound
 from ringwise_kit.logs import get_logger
 
-from ringwise_routing.provisioning.pjsip import (
-    PjsipOptions,
-    apply_calls,
-    delete_calls,
-    edge_auth_calls,
-)
+from ringwise_routing.provisioning.pjsip import PjsipOptions, apply_calls, delete_calls
 
 log = get_logger(__name__)
 
@@ -49,14 +44,12 @@ class Provisioner:
         *,
         resync_s: float = 300.0,
         directory_timeout_s: float = 3.0,
-        edge_password: str = "",
     ) -> None:
         self.nc = nc
         self.redis = redis
         self.ari = ari
         self.options = options
         self.resync_s = resync_s
-        self.edge_password = edge_password
         self.directory_timeout_s = directory_timeout_s
         self._sub: Any = None
         self._started_sub: Any = None
@@ -186,11 +179,6 @@ class Provisioner:
     async def resync(self) -> int:
         """Apply every device directory knows; remove the ones it no longer has."""
         async with self._resync_lock:
-            if self.edge_password:
-                # Before the phones: their "~edge" endpoints name this credential.
-                for result in await self.ari.run_all(*edge_auth_calls(self.edge_password)):
-                    if isinstance(result, AriError):
-                        raise result
             seen: set[str] = set()
             async for device in self.devices():
                 seen.add(device.sip_username)
