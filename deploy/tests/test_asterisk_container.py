@@ -272,3 +272,37 @@ def test_ari_listens_on_the_bind_address_the_pod_is_given() -> None:
         assert f"127.0.0.2:{port}" in asterisk.rx("http show status")
         assert ari_answers("127.0.0.2", port)
         assert not ari_answers("127.0.0.1", port)
+
+
+@pytest.mark.integration
+def test_the_trunk_is_only_the_edges_trunk_port(
+    render: Render, ci_values: dict[str, dict[str, Any]]
+) -> None:
+    """The chart renders asterisk.trustedSipSources with the SIP edge's trunk port (identify
+    `match` with a source port): an INVITE from that port is the trusted PSTN trunk (refused
+    with 503 here, no routing being connected); from the same address on another port (the
+    edge's phone socket) it is not, and Asterisk challenges it like any phone."""
+    trunk_port = SIP_PORT + 5
+    values = copy.deepcopy(ci_values["minimal"])
+    values["asterisk"]["trustedSipSources"] = ["10.244.0.0/16", "127.0.0.1/32"]
+    (sts,) = [o for o in render(values) if o["kind"] == "StatefulSet"]
+    (asterisk_container,) = [
+        c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "asterisk"
+    ]
+    (pstn_host,) = [
+        e["value"] for e in asterisk_container["env"] if e["name"] == "RINGWISE_PSTN_HOST"
+    ]
+    assert pstn_host == "10.244.0.0:5090/16,127.0.0.1:5090/32"
+    env = {
+        "HOSTNAME": "rw-ringwise-asterisk-0",
+        "RINGWISE_ARI_PASSWORD": "s3cret-Pa55",
+        # The edge's trunk socket is 5090 in a pod; a free port of this check's block here.
+        "RINGWISE_PSTN_HOST": pstn_host.replace(":5090/", f":{trunk_port}/"),
+        "RINGWISE_SIP_PORT": str(SIP_PORT + 3),
+        "RINGWISE_ARI_PORT": str(ARI_PORT + 2),
+        "RINGWISE_RTP_START": str(RTP[0]),
+        "RINGWISE_RTP_END": str(RTP[1]),
+    }
+    with container_asterisk(f"container-trunk-port-check-{TEST_PORTS.base}", env):
+        assert invite_final_code(SIP_PORT + 3, trunk_port) == 503
+        assert invite_final_code(SIP_PORT + 3, trunk_port + 1) == 401

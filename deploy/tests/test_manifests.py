@@ -257,14 +257,15 @@ def test_only_the_gateway_and_the_sip_edge_are_reachable_from_outside(
                     if "ipBlock" in source:
                         # Addresses outside the cluster reach only the SIP edge (SIP) and
                         # Asterisk (RTP media, the port range), never a service's API; the
-                        # edge's in-call port only from private (node) networks.
+                        # edge's internal ports (trunk, phones) only from private (node) networks.
                         assert component in {"sip-edge", "asterisk"}, (values_name, policy)
                         ports = {p.get("port") for p in rule["ports"]}
-                        assert ports in ({"sip"}, {"sip-cluster"}, {10000}, {20000}), (
+                        internal = {"sip-cluster", "sip-phones"}
+                        assert ports in ({"sip"}, internal, {10000}, {20000}), (
                             values_name,
                             ports,
                         )
-                        if ports == {"sip-cluster"}:
+                        if ports == internal:
                             cidr = ipaddress.ip_network(source["ipBlock"]["cidr"])
                             assert cidr.is_private, (values_name, cidr)
                     if "namespaceSelector" in source and component == "gateway":

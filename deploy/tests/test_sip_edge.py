@@ -4,13 +4,17 @@ in the pod address exactly where the config expects it."""
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,8 +22,11 @@ from typing import Any
 
 import pytest
 from deploykit import REPO, Manifest, Render, container_asterisk, invite_final_code
+from ringwise.directory.v1 import devices_pb2
 from ringwise_dev import asterisk as dev_asterisk
 from ringwise_dev.ports import TEST_PORTS
+from ringwise_kit.ari.calls import RestCall
+from ringwise_routing.provisioning.pjsip import PjsipOptions, apply_calls
 
 ENTRYPOINT = REPO / "deploy" / "sip-edge" / "entrypoint.sh"
 SCENARIOS = Path(__file__).parent / "sipp"
@@ -181,6 +188,11 @@ DEAD_POD = TEST_PORTS.base + 84  # nothing listens: a pod that is gone
 CALL_SERVER = TEST_PORTS.base + 86
 CARRIER = TEST_PORTS.base + 87
 CALLS = 4
+EDGE_PHONES = TEST_PORTS.base + 88
+POD_A = TEST_PORTS.base + 89
+POD_B = TEST_PORTS.base + 90
+PHONE = TEST_PORTS.base + 91
+MWI_BODY = "Messages-Waiting: yes\r\n"
 
 
 def options_answered(port: int) -> bool:
@@ -246,6 +258,7 @@ def edge_config_for_here(
         .replace("@POD_IP@", "127.0.0.1")
         .replace(":5080", f":{EDGE_PUBLIC}")
         .replace(":5090", f":{EDGE_CLUSTER}")
+        .replace(":5091", f":{EDGE_PHONES}")
         .replace("/etc/ringwise-sip-edge/dispatcher.list", str(directory / "dispatcher.list"))
     )
     config, probes = re.subn(
@@ -430,3 +443,340 @@ def test_the_edge_probes_a_real_asterisk_and_fails_over_when_it_refuses(
         time.sleep(3)
         assert invite_final_code(EDGE_PUBLIC, CARRIER + 1001) == 503
         assert edge_log.read_text().count(failed) == 2
+
+
+# --------------------------------------------------------------------------- phones
+# Registering phones through the edge (real Kamailio, the chart's config) in front of two
+# "Asterisk pods" and a phone played by UDP sockets here: what each side receives is checked
+# header by header.
+
+
+def test_the_config_routes_phones_with_hashing_path_and_nat_handling(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    config = edge_config(rendered["minimal"])["kamailio.cfg"]
+    assert "$avp(rw_phone) = $tU;" in config  # a REGISTER hashes on its AoR's user
+    assert "$avp(rw_phone) = $fU;" in config  # other phone requests on the From user
+    assert 'modparam("dispatcher", "hash_pvar", "$avp(rw_phone)")' in config
+    assert 'ds_select_dst("1", "7")' in config
+    assert "add_path_received();" in config
+    assert 'modparam("path", "use_received", 1)' in config
+    assert "fix_nated_contact();" in config
+    # Only INVITEs from carriers go out of the trunk socket; REGISTER is never refused.
+    assert 'is_in_subnet("$si", "0.0.0.0/0")' in config
+    assert "REGISTER|SUBSCRIBE|INVITE|OPTIONS" in config
+
+
+def test_asterisk_trusts_only_the_edges_trunk_port(rendered: dict[str, list[Manifest]]) -> None:
+    (statefulset,) = [o for o in rendered["production"] if o["kind"] == "StatefulSet"]
+    containers = statefulset["spec"]["template"]["spec"]["containers"]
+    (asterisk,) = [c for c in containers if c["name"] == "asterisk"]
+    env = {e["name"]: e.get("value") for e in asterisk["env"]}
+    assert env["RINGWISE_PSTN_HOST"] == "10.42.0.0:5090/16"
+    (routing,) = [c for c in containers if c["name"] == "routing"]
+    assert {"name": "RINGWISE_PJSIP_REWRITE_CONTACT", "value": "false"} in routing["env"]
+
+
+def sip_headers(message: str) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    for line in message.split("\r\n\r\n", 1)[0].split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
+    return headers
+
+
+def reply_to(request: str, code: str, extra: str = "") -> bytes:
+    """A UAS's reply: Vias, From, To (with a tag), Call-ID and CSeq copied."""
+    lines = request.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+    copied = [
+        line + (";tag=uas" if line.lower().startswith("to:") and "tag=" not in line else "")
+        for line in lines
+        if line.split(":", 1)[0].strip().lower() in {"via", "from", "to", "call-id", "cseq"}
+    ]
+    return (
+        f"SIP/2.0 {code}\r\n" + "\r\n".join(copied) + f"\r\n{extra}Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def udp_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+def md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def next_request(sock: socket.socket, timeout_s: float = 5) -> tuple[str, tuple[str, int]] | None:
+    """The next request on sock (OPTIONS probes are answered and skipped), or None."""
+    sock.settimeout(timeout_s)
+    while True:
+        try:
+            data, source = sock.recvfrom(65535)
+        except TimeoutError:
+            return None
+        message = data.decode()
+        if message.startswith("OPTIONS "):
+            sock.sendto(reply_to(message, "200 OK"), source)
+            continue
+        return message, source
+
+
+def next_message(sock: socket.socket) -> str:
+    """The next request or reply on sock, as next_request sees them."""
+    received = next_request(sock)
+    assert received is not None, "nothing arrived in 5 s"
+    return received[0]
+
+
+def register(phone: socket.socket, user: str, cseq: int) -> bytes:
+    return (
+        f"REGISTER sip:127.0.0.1:{EDGE_PUBLIC} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{PHONE};rport;branch=z9hG4bK-reg-{user}-{cseq}\r\n"
+        f"From: <sip:{user}@127.0.0.1:{EDGE_PUBLIC}>;tag=phone-{user}\r\n"
+        f"To: <sip:{user}@127.0.0.1:{EDGE_PUBLIC}>\r\n"
+        f"Call-ID: reg-{user}\r\nCSeq: {cseq} REGISTER\r\n"
+        # The phone sits behind NAT: its Contact names its private address.
+        f"Contact: <sip:{user}@192.168.1.20:5060>\r\nExpires: 120\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def register_through_edge(
+    phone: socket.socket, pods: dict[int, socket.socket], user: str, cseq: int
+) -> tuple[int, str]:
+    """REGISTER user; the pod that gets it accepts it. Returns (that pod's port, the REGISTER
+    it received) once the phone has the 200."""
+    phone.sendto(register(phone, user, cseq), ("127.0.0.1", EDGE_PUBLIC))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for port, pod in pods.items():
+            received = next_request(pod, timeout_s=0.2)
+            if received is None:
+                continue
+            request, source = received
+            assert request.startswith("REGISTER "), request
+            # Phones' traffic comes from the edge's phone socket, not the trusted trunk one.
+            assert source == ("127.0.0.1", EDGE_PHONES)
+            pod.sendto(
+                reply_to(
+                    request, "200 OK", f"Contact: <sip:{user}@192.168.1.20:5060>;expires=120\r\n"
+                ),
+                source,
+            )
+            phone.settimeout(5)
+            answer = phone.recv(65535).decode()
+            assert answer.startswith("SIP/2.0 200"), answer
+            return port, request
+    raise AssertionError(f"no pod got the REGISTER of {user}")
+
+
+@pytest.mark.integration
+def test_phones_register_through_the_edge_and_are_reached_along_its_path(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    config = edge_config_for_here(
+        render,
+        ci_values["minimal"],
+        tmp_path,
+        f"1 sip:127.0.0.1:{DEAD_POD}\n1 sip:127.0.0.1:{POD_A}\n1 sip:127.0.0.1:{POD_B}\n",
+        ping_interval_s=3600,
+    )
+    users = [f"rw{n:04x}" for n in range(8)]
+    with (
+        udp_socket(POD_A) as pod_a,
+        udp_socket(POD_B) as pod_b,
+        udp_socket(PHONE) as phone,
+        running_edge(kamailio_root, config) as edge_log,
+    ):
+        pods = {POD_A: pod_a, POD_B: pod_b}
+        first: dict[str, int] = {}
+        for user in users:
+            port, request = register_through_edge(phone, pods, user, 1)
+            first[user] = port
+            headers = sip_headers(request)
+            # Path (RFC 3327): the edge's phone socket, with the phone's real source address.
+            (path,) = headers["path"]
+            assert path.startswith(f"<sip:localhost:{EDGE_PHONES};lr;received=")
+            assert f"127.0.0.1:{PHONE}" in path.replace("%3a", ":").replace("%3A", ":")
+            assert headers["contact"] == [f"<sip:{user}@192.168.1.20:5060>"]
+        # Hashing on the user name spreads phones over the live pods...
+        assert set(first.values()) == {POD_A, POD_B}
+        # ...some hashed to the dead pod first: tried, timed out, marked down, next live one.
+        assert f"asterisk pod sip:127.0.0.1:{DEAD_POD} failed (408): marked down" in (
+            edge_log.read_text()
+        )
+        # A phone's re-REGISTER lands on the same pod (its registration is there).
+        for user in users:
+            port, _ = register_through_edge(phone, pods, user, 2)
+            assert port == first[user], user
+
+        # The pod holding the registration sends an MWI NOTIFY along the Path: the edge takes
+        # it to the address the REGISTER came from (not the private Contact).
+        user = users[0]
+        holder = pods[first[user]]
+        port, request = register_through_edge(phone, pods, user, 3)
+        assert port == first[user]
+        route = sip_headers(request)["path"][0]
+        notify = (
+            f"NOTIFY sip:{user}@192.168.1.20:5060 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{first[user]};branch=z9hG4bK-mwi-1\r\n"
+            f"Route: {route}\r\n"
+            f"From: <sip:{user}@127.0.0.1>;tag=mwi\r\nTo: <sip:{user}@127.0.0.1>\r\n"
+            "Call-ID: mwi-1\r\nCSeq: 1 NOTIFY\r\nEvent: message-summary\r\n"
+            "Subscription-State: active\r\nContent-Type: application/simple-message-summary\r\n"
+            f"Max-Forwards: 70\r\nContent-Length: {len(MWI_BODY)}\r\n\r\n{MWI_BODY}"
+        )
+        holder.sendto(notify.encode(), ("127.0.0.1", EDGE_PHONES))
+        received = next_request(phone)
+        assert received is not None, edge_log.read_text()[-3000:]
+        at_phone, _ = received
+        assert at_phone.startswith(f"NOTIFY sip:{user}@192.168.1.20:5060 ")
+        assert at_phone.endswith(MWI_BODY)
+        phone.sendto(reply_to(at_phone, "200 OK"), ("127.0.0.1", EDGE_PUBLIC))
+        assert next_message(holder).startswith("SIP/2.0 200")
+
+        # A request from the cluster side that does not follow an edge Path is refused (the
+        # edge is no open relay for whatever reaches its internal Service).
+        stray = notify.replace(f"Route: {route}\r\n", "").replace("mwi-1", "mwi-2")
+        holder.sendto(stray.encode(), ("127.0.0.1", EDGE_PHONES))
+        assert next_message(holder).startswith("SIP/2.0 403")
+        foreign = notify.replace(
+            f"Route: {route}", f"Route: <sip:198.51.100.9:5060;lr;received=sip:127.0.0.1:{PHONE}>"
+        ).replace("mwi-1", "mwi-3")
+        holder.sendto(foreign.encode(), ("127.0.0.1", EDGE_PHONES))
+        assert next_message(holder).startswith("SIP/2.0 403")
+
+        # A phone's own call goes to its pod from the phone socket, record-routed.
+        invite = (
+            f"INVITE sip:+15550100@127.0.0.1:{EDGE_PUBLIC} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{PHONE};rport;branch=z9hG4bK-call-1\r\n"
+            f"From: <sip:{user}@127.0.0.1:{EDGE_PUBLIC}>;tag=call\r\n"
+            f"To: <sip:+15550100@127.0.0.1:{EDGE_PUBLIC}>\r\n"
+            "Call-ID: call-1\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:{user}@192.168.1.20:5060>\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        phone.sendto(invite.encode(), ("127.0.0.1", EDGE_PUBLIC))
+        received = next_request(holder)
+        assert received is not None, edge_log.read_text()[-3000:]
+        at_pod, source = received
+        assert at_pod.startswith("INVITE ") and source == ("127.0.0.1", EDGE_PHONES)
+        call_headers = sip_headers(at_pod)
+        assert any(f"localhost:{EDGE_PHONES}" in rr for rr in call_headers["record-route"])
+        # Behind NAT: the Contact now names where the INVITE came from.
+        assert call_headers["contact"] == [f"<sip:{user}@127.0.0.1:{PHONE}>"]
+        holder.sendto(reply_to(at_pod, "486 Busy Here"), source)
+
+
+def ari_run(port: int, call: RestCall) -> None:
+    """One ARI REST call (routing's provisioning, as data) against a container Asterisk."""
+    token = base64.b64encode(b"ringwise:edge-check").decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/ari{call.path}",
+        method=call.method,
+        data=json.dumps(call.body).encode() if call.body is not None else None,
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+
+
+def digest_authorization(challenge: str, user: str, ha1: str, uri: str) -> str:
+    params = dict(re.findall(r'(\w+)="?([^",]*)"?', challenge))
+    realm, nonce = params["realm"], params["nonce"]
+    ha2 = md5(f"REGISTER:{uri}")
+    fields = f'username="{user}",realm="{realm}",nonce="{nonce}",uri="{uri}"'
+    if "auth" in params.get("qop", "").split(","):
+        response = md5(f"{ha1}:{nonce}:00000001:phonecnonce:auth:{ha2}")
+        fields += f',qop=auth,nc=00000001,cnonce="phonecnonce",response="{response}"'
+    else:
+        fields += f',response="{md5(f"{ha1}:{nonce}:{ha2}")}"'
+    return f"Authorization: Digest {fields},algorithm=MD5\r\n"
+
+
+@pytest.mark.integration
+def test_a_phone_registers_through_the_edge_with_a_real_asterisk_and_is_called_back(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    """An Asterisk pod (the image's entrypoint and config; its phone provisioned over ARI as
+    routing does, behind the edge) challenges the phone's REGISTER through the edge, stores
+    the contact as the phone wrote it with the edge's Path, and a call it places to the
+    phone goes through the edge to the phone's source address."""
+    user, password = "rw00e1", "phone-secret"
+    ha1 = md5(f"{user}:asterisk:{password}")
+    env = {
+        "HOSTNAME": "rw-ringwise-asterisk-0",
+        "RINGWISE_ARI_PASSWORD": "edge-check",
+        # The trunk is the edge's trunk socket only (as the chart renders it).
+        "RINGWISE_PSTN_HOST": f"127.0.0.1:{EDGE_CLUSTER}/32",
+        "RINGWISE_SIP_PORT": str(ASTERISK_SIP),
+        "RINGWISE_ARI_PORT": str(ASTERISK_ARI),
+        "RINGWISE_RTP_START": str(ASTERISK_RTP[0]),
+        "RINGWISE_RTP_END": str(ASTERISK_RTP[1]),
+    }
+    config = edge_config_for_here(
+        render, ci_values["minimal"], tmp_path, f"1 sip:127.0.0.1:{ASTERISK_SIP}\n", 3600
+    )
+    # Asterisk resolves "localhost" to ::1 first (its transport is IPv4): an address here.
+    config.write_text(
+        config.read_text().replace(f"localhost:{EDGE_PHONES}", f"127.0.0.1:{EDGE_PHONES}")
+    )
+    device = devices_pb2.SipDevice(
+        tenant_id="acme", device_id="d1", sip_username=user, md5_cred=ha1, realm="asterisk"
+    )
+    with (
+        container_asterisk(f"edge-phone-check-{TEST_PORTS.base}", env) as asterisk,
+        udp_socket(PHONE) as phone,
+        running_edge(kamailio_root, config) as edge_log,
+    ):
+        # As the chart's routing sidecar provisions it (RINGWISE_PJSIP_REWRITE_CONTACT=false).
+        for call in apply_calls(device, PjsipOptions(rewrite_contact=False)):
+            ari_run(ASTERISK_ARI, call)
+        uri = f"sip:127.0.0.1:{EDGE_PUBLIC}"
+        request = register(phone, user, 1)
+        phone.sendto(request, ("127.0.0.1", EDGE_PUBLIC))
+        phone.settimeout(5)
+        challenge = phone.recv(65535).decode()
+        assert challenge.startswith("SIP/2.0 401"), challenge
+        (www_authenticate,) = sip_headers(challenge)["www-authenticate"]
+        authorized = (
+            register(phone, user, 2)
+            .decode()
+            .replace(
+                "Expires: 120\r\n",
+                "Expires: 120\r\n" + digest_authorization(www_authenticate, user, ha1, uri),
+            )
+        )
+        phone.sendto(authorized.encode(), ("127.0.0.1", EDGE_PUBLIC))
+        answer = phone.recv(65535).decode()
+        assert answer.startswith("SIP/2.0 200"), answer + edge_log.read_text()[-2000:]
+        # The contact as the phone wrote it, with the edge's Path to its source address.
+        aor = asterisk.rx(f"pjsip show aor {user}")
+        (contact_id,) = re.findall(rf"Contact:\s+({user}/sip:\S+)", aor)
+        contact = asterisk.rx(f"pjsip show contact {contact_id}")
+        assert re.search(rf"uri\s+:\s+sip:{user}@192\.168\.1\.20:5060\n", contact), contact
+        path = f"<sip:127.0.0.1:{EDGE_PHONES};lr;received=sip:127.0.0.1:{PHONE}>"
+        assert re.search(rf"path\s+:\s+{re.escape(path)}\n", contact), contact
+
+        # A call from Asterisk to the phone: along the Path, to where the REGISTER came from.
+        ari_run(
+            ASTERISK_ARI,
+            RestCall(
+                "POST",
+                f"/channels?endpoint=PJSIP/{user}&context=from-phones&extension=s&timeout=10",
+            ),
+        )
+        received = next_request(phone, timeout_s=10)
+        assert received is not None, edge_log.read_text()[-3000:]
+        invite, source = received
+        assert invite.startswith(f"INVITE sip:{user}@192.168.1.20:5060 "), invite
+        assert source == ("127.0.0.1", EDGE_PUBLIC)
+        phone.sendto(reply_to(invite, "486 Busy Here"), source)

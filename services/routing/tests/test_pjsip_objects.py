@@ -40,6 +40,8 @@ def test_a_phone_is_auth_then_aor_then_endpoint_named_after_its_user() -> None:
     }
     assert "password" not in auth
     assert (aor["max_contacts"], aor["remove_existing"]) == ("2", "yes")
+    # Registrations through the SIP edge keep its Path, so the phone is reached through it.
+    assert aor["support_path"] == "yes"
     assert (endpoint["auth"], endpoint["aors"], endpoint["context"]) == (
         "rw7f3a",
         "rw7f3a",

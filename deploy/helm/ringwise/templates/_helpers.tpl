@@ -228,3 +228,20 @@ readinessProbe:
 - {{ printf "%s-%d.%s.%s.svc.%s" $set $i $set $root.Release.Namespace $root.Values.clusterDomain }}
 {{- end }}
 {{- end -}}
+
+{{/* asterisk.trustedSipSources with the edge's trunk port (5090): "10.244.0.0:5090/16", the
+form Asterisk's identify `match` takes for "this network, this source port". */}}
+{{- define "ringwise.trunkSources" -}}
+{{- $out := list -}}
+{{- range $src := .Values.asterisk.trustedSipSources -}}
+{{- $parts := splitList "/" $src -}}
+{{- $host := index $parts 0 -}}
+{{- if contains ":" $host }}{{ $host = printf "[%s]" $host }}{{ end -}}
+{{- if eq (len $parts) 2 -}}
+{{- $out = append $out (printf "%s:5090/%s" $host (index $parts 1)) -}}
+{{- else -}}
+{{- $out = append $out (printf "%s:5090" $host) -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}

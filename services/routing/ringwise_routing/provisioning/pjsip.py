@@ -105,6 +105,9 @@ def apply_calls(device: devices_pb2.SipDevice, options: PjsipOptions) -> list[Re
             {
                 "max_contacts": str(device.max_contacts or 1),
                 "remove_existing": "yes",
+                # Through the SIP edge a REGISTER carries a Path (RFC 3327): calls and MWI
+                # NOTIFYs to the phone go back through the edge (and its NAT mapping).
+                "support_path": "yes",
                 "default_expiration": str(options.default_expiration_s),
                 "maximum_expiration": str(options.maximum_expiration_s),
             },
