@@ -163,7 +163,7 @@ def _channel_of(event: AriEvent) -> str | None:
     return channel.id if channel is not None else None
 
 
-class _Ended(Exception):
+class OutboundEnded(Exception):
     """The call is over (refused, cut, or the far end hung up): nothing more to do."""
 
 
@@ -259,7 +259,7 @@ class OutboundSteps:
         with bind_call(self.call_id, channel_id=self.caller_id):
             try:
                 await self._place()
-            except _Ended:
+            except OutboundEnded:
                 pass
             except CallerHungUp as gone:
                 self._caller_left(gone)
@@ -281,7 +281,7 @@ class OutboundSteps:
             self._finish()
 
     async def _place(self) -> None:
-        """Find the user, make the plan and run it (`_execute`); raises _Ended when refused."""
+        """Find the user, make the plan, run it (`_execute`); OutboundEnded when refused."""
         raise NotImplementedError
 
     async def _execute(self, routing: UserRouting, plan: OutboundPlan, user: UserReply) -> None:
@@ -691,7 +691,7 @@ class OutboundSteps:
         log.info("outbound_not_answered", dialstatus=dialstatus)
         OUTBOUND_CALLS.labels(f"not_answered_{dialstatus.lower()}").inc()
         await self._announce_and_hang_up((), treatment.hangup_cause)
-        raise _Ended()
+        raise OutboundEnded()
 
     # -- prompts and hang-ups ----------------------------------------------------------------
 
@@ -699,7 +699,7 @@ class OutboundSteps:
         if outcome is not None:
             OUTBOUND_CALLS.labels(outcome).inc()
         await self._announce_and_hang_up(prompt, cause)
-        raise _Ended()
+        raise OutboundEnded()
 
     async def _answer_caller(self) -> None:
         if not self._answered_caller:
