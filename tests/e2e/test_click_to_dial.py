@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from ringwise_dev.platform import LocalPlatform
-from ringwise_dev.sipp import PhoneKind, SippFarEnd
+from ringwise_dev.sipp import CallOutcome, PhoneKind, SippFarEnd, SippPhone
+from ringwise_dev.testing import register_until
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: the helpers are beside us
 import test_outbound_calls as outbound
@@ -54,6 +55,18 @@ async def wait_status(user: outbound.Phone, call_id: str, status: str) -> dict[s
     raise AssertionError(f"call {call_id} never reached {status!r}: {state}")
 
 
+async def settled_call(phone: SippPhone, timeout_s: float = 20.0) -> CallOutcome:
+    """The phone's one call once it was answered or cancelled (wait_calls returns at the
+    INVITE)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        [call] = await phone.wait_calls(1, timeout_s=timeout_s)
+        if call.final_code is not None or call.cancelled:
+            return call
+        assert asyncio.get_running_loop().time() < deadline, f"still ringing: {call}"
+        await asyncio.sleep(0.05)
+
+
 def invites_to(far_end: SippFarEnd, number: str) -> list[dict[str, str]]:
     return [i for i in far_end.invites() if f"sip:{number}@" in i["request-line"]]
 
@@ -77,7 +90,7 @@ async def test_the_users_phone_rings_first_then_the_far_end_sees_their_number(
         invite = await outbound.far_end_invite(far_end, "+33144550001")
         assert outbound.uri_user(invite["from"]) == user.smartnumber
         assert outbound.uri_user(invite["p-asserted-identity"]) == user.smartnumber
-        [on_phone] = await phone.wait_calls(1, timeout_s=20)
+        on_phone = await settled_call(phone)
         assert on_phone.answered
         cdr = await outbound.cdr_of(user, "+33144550001")
         assert (cdr["direction"], cdr["from_number"], cdr["disposition"]) == (
@@ -126,11 +139,65 @@ async def test_a_user_who_does_not_answer_leaves_the_target_undialled(
         )
         state = await wait_status(user, placed["call_id"], "not answered")
         assert state["disposition"] is None
-        [on_phone] = await phone.wait_calls(1, timeout_s=10)  # rang, then CANCEL
-        assert not on_phone.answered
+        on_phone = await settled_call(phone)  # rang, then CANCEL
+        assert on_phone.cancelled and not on_phone.answered
         await asyncio.sleep(1)
         assert not invites_to(far_end, "+33144550002")
         page = await platform.get_json("billing", "/v1/cdrs?limit=1000")
         assert not [c for c in page["items"] if c["call_id"] == placed["call_id"]]
     finally:
         await phone.stop()
+
+
+async def test_an_extension_target_rings_that_user_once_the_caller_answered(
+    platform: LocalPlatform, session: aiohttp.ClientSession
+) -> None:
+    user = await outbound.provision(platform, session)
+    admin, t = user.tenant.admin, user.t
+    colleague = await admin.call(
+        "POST",
+        f"{t}/users",
+        {"email": f"cara@{user.tenant.tenant_id}.example", "name": "Cara", "extension": "207"},
+        status=201,
+    )
+    device = await admin.call(
+        "POST",
+        f"{t}/users/{colleague['user_id']}/devices",
+        {"kind": "sip_phone", "label": "Desk"},
+        status=201,
+    )
+    colleague_port = platform.ports.phones + 100 + 2 * next(outbound._ports)
+    await register_until(
+        platform, device["sip_username"], device["sip_password"], colleague_port, registered=True
+    )
+    phone = await platform.sipp.start_phone(
+        PhoneKind.ANSWER_AND_HANGUP, user.port, ring_ms=300, hold_ms=4000
+    )
+    colleagues_phone = await platform.sipp.start_phone(
+        PhoneKind.ANSWER, colleague_port, ring_ms=300
+    )
+    try:
+        async with session.post(
+            platform.service_url("gateway", calls_path(user)),
+            json={"to": "208"},  # nobody's extension
+            headers={"Authorization": f"Bearer {admin.token}"},
+        ) as resp:
+            assert resp.status == 422
+        placed = await admin.call("POST", calls_path(user), {"to": "207"}, status=202)
+        state = await wait_status(user, placed["call_id"], "internal")
+        assert (await settled_call(phone)).answered
+        assert (await settled_call(colleagues_phone)).answered
+        for _ in range(100):
+            page = await platform.get_json("billing", "/v1/cdrs?limit=1000")
+            found = [c for c in page["items"] if c["call_id"] == state["internal_call_id"]]
+            if found:
+                break
+            await asyncio.sleep(0.2)
+        [cdr] = found
+        assert (cdr["direction"], cdr["disposition"]) == (
+            "DIRECTION_INTERNAL",
+            "DISPOSITION_ANSWERED",
+        )
+    finally:
+        await phone.stop()
+        await colleagues_phone.stop()

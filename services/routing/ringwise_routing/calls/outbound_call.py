@@ -201,6 +201,7 @@ class OutboundSteps:
         self._reserved = False  # billing holds funds for this call (release if never answered)
         self._publish_cdr = True
         self._handed_over = False
+        self.internal_call_id = ""  # the internal call's own id once handed over
         self._fail_open = False
         # Digits keyed while something else was awaited (over a prompt): the PIN reads them.
         self._typed: list[str] = []
@@ -479,11 +480,12 @@ class OutboundSteps:
                 cause = getattr(event, "cause", 0) or policy.CAUSE_NORMAL_CLEARING
                 raise CallerHungUp(event.timestamp, cause)
         OUTBOUND_CALLS.labels("extension").inc()
-        self._handed_over = True
-        self._pending.clear()
         if self._start is None:
             raise RuntimeError("the user's channel never entered Stasis")
-        self._s.hand_over_internal(self._start, user, callee)
+        self._handed_over = True
+        self._pending.clear()
+        handed = self._s.hand_over_internal(self._start, user, callee)
+        self.internal_call_id = handed if isinstance(handed, str) else ""
 
     async def _connect(self, step: Connect, talk_time: TalkTime) -> None:
         record = self.record

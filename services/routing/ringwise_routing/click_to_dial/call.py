@@ -95,10 +95,11 @@ class CallbackCall(OutboundSteps):
 
     async def run(self) -> None:
         await super().run()
-        if self._user_answered:
-            final = states.CONNECTING if self._handed_over else states.ENDED
+        if self._handed_over:
+            await self._set_status(states.INTERNAL, internal_call_id=self.internal_call_id)
+        elif self._user_answered:
             disposition = call_pb2.Disposition.Name(self.record.disposition)
-            await self._set_status(final, disposition.removeprefix("DISPOSITION_").lower())
+            await self._set_status(states.ENDED, disposition.removeprefix("DISPOSITION_").lower())
 
     async def _place(self) -> None:
         with bind_call(self.call_id, tenant_id=self.record.tenant_id):
@@ -155,6 +156,9 @@ class CallbackCall(OutboundSteps):
             outcome = result.dialstatus.lower() if isinstance(result, Dial) else "gone"
             await self._user_not_reached(states.NOT_ANSWERED, outcome)
         self._answered_caller = True
+        if self._start is not None:  # an internal call handed this leg knows it is up
+            up = self._start.channel.model_copy(update={"state": "Up"})
+            self._start = self._start.model_copy(update={"channel": up})
         self.record.started_at = result.timestamp
         log.info("click_to_dial_user_answered", device_id=terminal.terminal_id)
         CLICK_TO_DIAL_CALLS.labels("user_answered").inc()
@@ -171,9 +175,17 @@ class CallbackCall(OutboundSteps):
         await super()._answered(callee_id)
         await self._set_status(states.CONNECTED)
 
-    async def _set_status(self, status: str, disposition: str | None = None) -> None:
+    async def _set_status(
+        self, status: str, disposition: str | None = None, *, internal_call_id: str = ""
+    ) -> None:
         try:
-            await self._status.update(self.record.tenant_id, self.call_id, status, disposition)
+            await self._status.update(
+                self.record.tenant_id,
+                self.call_id,
+                status,
+                disposition,
+                internal_call_id=internal_call_id,
+            )
         except Exception as exc:  # the call goes on; only GET shows an older status
             log.warning("click_to_dial_status_not_saved", status=status, error=repr(exc))
 

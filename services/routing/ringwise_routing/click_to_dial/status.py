@@ -4,8 +4,10 @@ the call at each step and kept a day after its last change. Every instance answe
 
 Statuses: `ringing_user` (the user's terminal rings), `connecting` (the user answered; the
 target is being dialled or the extension handed over), `connected` (the target answered),
-then one final status: `ended` (with the CDR's `disposition`), `not answered` (the user did
-not answer: nothing else rang), `failed` (the user's terminal could not be rung).
+then one final status: `ended` (with the CDR's `disposition`), `internal` (an extension: the
+internal call's own executor runs it from then on, under `internal_call_id`), `not answered`
+(the user did not answer: nothing else rang), `failed` (the user's terminal could not be
+rung).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ RINGING_USER = "ringing_user"
 CONNECTING = "connecting"
 CONNECTED = "connected"
 ENDED = "ended"
+INTERNAL = "internal"
 NOT_ANSWERED = "not answered"
 FAILED = "failed"
-FINAL = frozenset({ENDED, NOT_ANSWERED, FAILED})
+FINAL = frozenset({ENDED, INTERNAL, NOT_ANSWERED, FAILED})
 
 
 def _key(tenant_id: str, call_id: str) -> str:
@@ -55,7 +58,13 @@ class CallStatusStore:
         return state
 
     async def update(
-        self, tenant_id: str, call_id: str, status: str, disposition: str | None = None
+        self,
+        tenant_id: str,
+        call_id: str,
+        status: str,
+        disposition: str | None = None,
+        *,
+        internal_call_id: str = "",
     ) -> None:
         key = _key(tenant_id, call_id)
         raw = await self._redis.get(key)
@@ -65,6 +74,8 @@ class CallStatusStore:
         state["status"] = status
         if disposition is not None:
             state["disposition"] = disposition
+        if internal_call_id:
+            state["internal_call_id"] = internal_call_id
         state["updated_at"] = datetime.now(UTC).isoformat()
         await self._redis.set(key, json.dumps(state), ex=TTL_S)
 
