@@ -134,13 +134,26 @@ async def test_a_user_who_does_not_answer_leaves_the_target_undialled(
     await user.tenant.admin.call("PATCH", f"{user.t}/users/{user.user_id}", {"ring_timeout_s": 5})
     phone = await platform.sipp.start_phone(PhoneKind.NOANSWER, user.port)
     try:
-        placed = await user.tenant.admin.call(
-            "POST", calls_path(user), {"to": "+33144550002"}, status=202
-        )
+        # A retried request (same Idempotency-Key) gets the first reply: one call, not two.
+        replies = []
+        for _ in range(2):
+            async with session.post(
+                platform.service_url("gateway", calls_path(user)),
+                json={"to": "+33144550002"},
+                headers={
+                    "Authorization": f"Bearer {user.tenant.admin.token}",
+                    "Idempotency-Key": f"ctd-{user.user_id}",
+                },
+            ) as resp:
+                assert resp.status == 202
+                replies.append(await resp.json())
+        placed = replies[0]
+        assert replies[1]["call_id"] == placed["call_id"]
         state = await wait_status(user, placed["call_id"], "not answered")
         assert state["disposition"] is None
-        on_phone = await settled_call(phone)  # rang, then CANCEL
+        on_phone = await settled_call(phone)  # rang once, then CANCEL
         assert on_phone.cancelled and not on_phone.answered
+        assert phone.calls_handled() == 1
         await asyncio.sleep(1)
         assert not invites_to(far_end, "+33144550002")
         page = await platform.get_json("billing", "/v1/cdrs?limit=1000")
