@@ -92,6 +92,7 @@ class CallbackCall(OutboundSteps):
         # Nothing to report until the user answers: a call nobody took is no call.
         self._publish_cdr = False
         self._user_answered = False
+        self._user_not_reached_said = False
 
     async def run(self) -> None:
         await super().run()
@@ -100,6 +101,8 @@ class CallbackCall(OutboundSteps):
         elif self._user_answered:
             disposition = call_pb2.Disposition.Name(self.record.disposition)
             await self._set_status(states.ENDED, disposition.removeprefix("DISPOSITION_").lower())
+        elif not self._user_not_reached_said:  # failed unexpectedly while ringing the user
+            await self._set_status(states.FAILED)
 
     async def _place(self) -> None:
         with bind_call(self.call_id, tenant_id=self.record.tenant_id):
@@ -153,7 +156,7 @@ class CallbackCall(OutboundSteps):
         except CallerHungUp:  # busy, declined or unreachable: the leg is gone
             result = None
         if not isinstance(result, Dial) or result.dialstatus != "ANSWER":
-            outcome = result.dialstatus.lower() if isinstance(result, Dial) else "gone"
+            outcome = result.dialstatus.lower() if isinstance(result, Dial) else "hung_up"
             await self._user_not_reached(states.NOT_ANSWERED, outcome)
         self._answered_caller = True
         if self._start is not None:  # an internal call handed this leg knows it is up
@@ -169,6 +172,7 @@ class CallbackCall(OutboundSteps):
         with contextlib.suppress(Exception):
             await self._ari.hangup(self.caller_id, reason_code=policy.CAUSE_NORMAL_CLEARING)
         await self._set_status(status)
+        self._user_not_reached_said = True
         raise OutboundEnded()
 
     async def _answered(self, callee_id: str) -> None:
