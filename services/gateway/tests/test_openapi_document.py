@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from ringwise_gateway.openapi.document import HTTP_METHODS, OpenApiDocument
-from ringwise_gateway.openapi.merge import render
+from ringwise_gateway.openapi.merge import FragmentError, merge, render
 from ringwise_gateway.settings import DEFAULT_OPENAPI
 
 REPO = Path(__file__).resolve().parents[3]
@@ -74,3 +75,39 @@ def test_no_yaml_slip_turned_text_into_keys() -> None:
 
     walk(doc, "")
     assert slips == []
+
+
+def _fragment(method: str, operation_id: str) -> dict[str, Any]:
+    return {
+        "paths": {
+            "/v1/tenants/{tenant_id}/users/{user_id}/calls": {
+                method: {"operationId": operation_id, "x-ringwise-roles": ["tenant_admin"]}
+            }
+        }
+    }
+
+
+def test_two_services_may_serve_different_methods_of_one_path() -> None:
+    doc = merge(
+        {"paths": {}},
+        [
+            ("billing", "billing.yaml", _fragment("get", "listUserCalls")),
+            ("routing", "routing.yaml", _fragment("post", "placeCall")),
+        ],
+    )
+    item = doc["paths"]["/v1/tenants/{tenant_id}/users/{user_id}/calls"]
+    assert (item["get"]["x-ringwise-service"], item["post"]["x-ringwise-service"]) == (
+        "billing",
+        "routing",
+    )
+
+
+def test_a_method_defined_twice_is_refused() -> None:
+    with pytest.raises(FragmentError, match="get is already defined"):
+        merge(
+            {"paths": {}},
+            [
+                ("billing", "billing.yaml", _fragment("get", "listUserCalls")),
+                ("routing", "routing.yaml", _fragment("get", "listCallsAgain")),
+            ],
+        )

@@ -25,6 +25,8 @@ from ringwise_routing.calls.router import CallRouter
 from ringwise_routing.calls.session import CallerHungUp
 from ringwise_routing.calls.user_lookup import UserLookup
 from ringwise_routing.calls.voicemail_step import VoicemailStep
+from ringwise_routing.click_to_dial.http import routes as click_to_dial_routes
+from ringwise_routing.click_to_dial.status import CallStatusStore
 from ringwise_routing.profiles.document import verify_secret
 from ringwise_routing.profiles.http import routes as profile_routes
 from ringwise_routing.profiles.service import StoredProfiles
@@ -77,8 +79,21 @@ async def _ensure_indexes(store: ProfileStore) -> None:
             delay = min(delay * 2, 30.0)
 
 
-def api_ctx(app: web.Application) -> AsyncIterator[None]:
-    return api.api_ctx("routing", profile_routes(app[PROFILES_KEY]))(app)
+def api_ctx(settings: RoutingSettings) -> service.CleanupCtx:
+    def ctx(app: web.Application) -> AsyncIterator[None]:
+        router = profile_routes(app[PROFILES_KEY])
+        router.include(
+            click_to_dial_routes(
+                app[PROFILES_KEY],
+                UserLookup(app[service.NATS_KEY], timeout_s=settings.directory_timeout_s),
+                CallStatusStore(app[service.REDIS_KEY]),
+                # Call handling starts after the API (calls_ctx): until then, 503.
+                lambda: app.get(ROUTER_KEY),
+            )
+        )
+        return api.api_ctx("routing", router)(app)
+
+    return ctx
 
 
 def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
@@ -181,7 +196,7 @@ def create_app(settings: RoutingSettings | None = None) -> web.Application:
     app.cleanup_ctx.append(service.redis_ctx(settings.redis_url))
     app.cleanup_ctx.append(service.mongo_ctx(settings.mongo_url))
     app.cleanup_ctx.append(profiles_ctx(settings))
-    app.cleanup_ctx.append(api_ctx)
+    app.cleanup_ctx.append(api_ctx(settings))
     app.cleanup_ctx.append(calls_ctx(settings))
     return app
 

@@ -48,8 +48,12 @@ def merge(base: dict[str, Any], fragments: list[tuple[str, str, dict[str, Any]]]
         for path, item in (fragment.get("paths") or {}).items():
             if not path.startswith("/v1/"):
                 raise FragmentError(f"{name}: path {path} is not under /v1/")
-            if path in doc["paths"]:
-                raise FragmentError(f"{name}: path {path} is already defined")
+            # Two services may serve different methods of one path (billing lists a user's
+            # calls, routing places one); a method or path-level item defined twice is refused.
+            existing = doc["paths"].get(path, {})
+            for key in item:
+                if key in existing and existing[key] != item[key]:
+                    raise FragmentError(f"{name}: path {path} {key} is already defined")
             for method in HTTP_METHODS:
                 op = item.get(method)
                 if op is None:
@@ -71,7 +75,7 @@ def merge(base: dict[str, Any], fragments: list[tuple[str, str, dict[str, Any]]]
                 if "tenant" in path and not path.startswith("/v1/tenants"):
                     raise FragmentError(f"{where}: tenant resources live under /v1/tenants")
                 op["x-ringwise-service"] = service
-            doc["paths"][path] = item
+            doc["paths"][path] = {**existing, **item}
         for section, entries in (fragment.get("components") or {}).items():
             target = doc.setdefault("components", {}).setdefault(section, {})
             for key, value in (entries or {}).items():

@@ -39,6 +39,7 @@ from ringwise_kit.ari import (
     AriError,
     AriEvent,
     AriNotFound,
+    Channel,
     ChannelDestroyed,
     ChannelDtmfReceived,
     Dial,
@@ -70,7 +71,7 @@ from ringwise_routing.plans.outbound import (
     OutboundPlan,
     plan_outbound,
 )
-from ringwise_routing.profiles.source import ProfileSource, UserReply
+from ringwise_routing.profiles.source import ProfileSource, UserReply, UserRouting
 
 log = get_logger(__name__)
 
@@ -162,20 +163,31 @@ def _channel_of(event: AriEvent) -> str | None:
     return channel.id if channel is not None else None
 
 
-class _Ended(Exception):
+class OutboundEnded(Exception):
     """The call is over (refused, cut, or the far end hung up): nothing more to do."""
 
 
-class OutboundCall:
+class OutboundSteps:
+    """The steps of an outbound call, shared by its two entry points: a call placed by a
+    phone (OutboundCall below) and a call placed through the API (click_to_dial/call.py,
+    which rings the user first). `caller_id` is the user's channel; `_place()` makes the plan
+    and runs it with `_execute()`."""
+
     def __init__(
         self,
-        start: StasisStart,
         services: OutboundServices,
-        register_channel: Callable[[str, OutboundCall], None],
+        register_channel: Callable[[str, OutboundSteps], None],
+        *,
+        call_id: str,
+        caller_id: str,
+        dialled: str,
+        record: CallRecord,
+        start: StasisStart | None,
     ) -> None:
-        self.call_id = uuid.uuid4().hex
-        self.caller_id = start.channel.id
+        self.call_id = call_id
+        self.caller_id = caller_id
         self.channels: set[str] = {self.caller_id}
+        # The user's channel as it entered Stasis (a click-to-dial call's once it answered).
         self._start = start
         self._s = services
         self._ari = services.ari
@@ -189,6 +201,7 @@ class OutboundCall:
         self._reserved = False  # billing holds funds for this call (release if never answered)
         self._publish_cdr = True
         self._handed_over = False
+        self.internal_call_id = ""  # the internal call's own id once handed over
         self._fail_open = False
         # Digits keyed while something else was awaited (over a prompt): the PIN reads them.
         self._typed: list[str] = []
@@ -197,15 +210,8 @@ class OutboundCall:
         self._pending: list[call_pb2.CallStarted | call_pb2.CallRouted] = []
         self._ringback: str | None = None  # the in-band ringback tone's playback id
         self._started = False
-        self.dialled = start.channel.dialplan.exten
-        channel = start.channel
-        self.record = CallRecord(
-            call_id=self.call_id,
-            from_number=channel.caller.number,
-            to_number=self.dialled,
-            started_at=channel.creationtime or start.timestamp,
-            direction=call_pb2.DIRECTION_OUTBOUND,
-        )
+        self.dialled = dialled
+        self.record = record
 
     def feed(self, event: AriEvent) -> None:
         self._events.put_nowait(event)
@@ -217,7 +223,7 @@ class OutboundCall:
                 type="ChannelDestroyed",
                 timestamp=_now(),
                 cause=policy.CAUSE_NORMAL_CLEARING,
-                channel=self._start.channel,
+                channel=self._start.channel if self._start else Channel(id=self.caller_id),
             )
         )
 
@@ -254,7 +260,7 @@ class OutboundCall:
         with bind_call(self.call_id, channel_id=self.caller_id):
             try:
                 await self._place()
-            except _Ended:
+            except OutboundEnded:
                 pass
             except CallerHungUp as gone:
                 self._caller_left(gone)
@@ -276,45 +282,26 @@ class OutboundCall:
             self._finish()
 
     async def _place(self) -> None:
+        """Find the user, make the plan, run it (`_execute`); OutboundEnded when refused."""
+        raise NotImplementedError
+
+    async def _execute(self, routing: UserRouting, plan: OutboundPlan, user: UserReply) -> None:
+        """Publish the plan (CallStarted, CallRouted) and run its steps for `user`."""
         record = self.record
-        device = endpoint_name(self._start.channel.name)
-        user = await self._s.users.by_sip_username(device) if device else None
-        if isinstance(user, policy.LookupFailed):
-            log.warning("outbound_directory_unavailable", device=device, reason=user.reason)
-            record.disposition = call_pb2.DISPOSITION_FAILED
-            await self._refuse(PROMPT_TRY_LATER, policy.CAUSE_PLATFORM_FAILURE, "directory")
-        if user is None or user.status != resolve_pb2.ResolveNumberReply.STATUS_FOUND:
-            log.warning("outbound_unknown_device", device=device, channel=self._start.channel.name)
-            record.disposition = call_pb2.DISPOSITION_FAILED
-            await self._refuse(PROMPT_UNKNOWN_DEVICE, CAUSE_OUTGOING_BARRED, "unknown_device")
-        record.tenant_id, record.user_id = user.tenant_id, user.user_id
-        record.device_id = user.device_id
-        with bind_call(self.call_id, tenant_id=user.tenant_id):
-            if feature_codes.is_feature_code(self.dialled):
-                self._publish_cdr = False  # nobody was called: nothing to rate or report
-                await self._feature_code(user)
-                return
-            try:
-                routing = await self._s.profiles.routing_for(user)
-            except Exception as exc:
-                log.error("outbound_profile_unavailable", error=repr(exc))
-                record.disposition = call_pb2.DISPOSITION_FAILED
-                await self._refuse(PROMPT_TRY_LATER, policy.CAUSE_PLATFORM_FAILURE, "profile")
-            self._fail_open = routing.dialling.credit_fail_open
-            plan = plan_outbound(routing.outbound, routing.dialling, self.dialled)
-            record.from_number = routing.outbound.smartnumber or record.from_number
-            internal = False
-            for step in plan.steps:
-                if isinstance(step, Connect):
-                    record.from_number = step.presented_cli
-                    record.to_number = step.destination
-                    internal = step.number_class is NumberClass.EXTENSION
-            if internal:
-                record.direction = call_pb2.DIRECTION_INTERNAL
-            self._started_and_routed(plan)
-            if not internal:
-                self._flush_events()
-            await self._run_plan(plan, user)
+        self._fail_open = routing.dialling.credit_fail_open
+        record.from_number = routing.outbound.smartnumber or record.from_number
+        internal = False
+        for step in plan.steps:
+            if isinstance(step, Connect):
+                record.from_number = step.presented_cli
+                record.to_number = step.destination
+                internal = step.number_class is NumberClass.EXTENSION
+        if internal:
+            record.direction = call_pb2.DIRECTION_INTERNAL
+        self._started_and_routed(plan)
+        if not internal:
+            self._flush_events()
+        await self._run_plan(plan, user)
 
     def _call_started(self) -> call_pb2.CallStarted:
         record = self.record
@@ -325,7 +312,7 @@ class OutboundCall:
             from_number=record.from_number,
             to_number=record.to_number,
             channel_id=self.caller_id,
-            asterisk_id=self._start.asterisk_id,
+            asterisk_id=self._start.asterisk_id if self._start else "",
         )
 
     def _flush_events(self) -> None:
@@ -374,57 +361,6 @@ class OutboundCall:
                 await self._extension(step, user)
             else:
                 await self._connect(step, talk_time)
-
-    # -- feature codes -----------------------------------------------------------------------
-
-    async def _feature_code(self, user: UserReply) -> None:
-        code = feature_codes.feature_code(self.dialled)
-        if code is None:
-            log.info("feature_code_unknown", dialled=self.dialled)
-            OUTBOUND_CALLS.labels("feature_code_unknown").inc()
-            await self._announce_and_hang_up(
-                feature_codes.PROMPT_UNKNOWN_CODE, CAUSE_INVALID_NUMBER, answer=True
-            )
-            return
-        calling = next((d for d in user.devices if d.device_id == user.device_id), None)
-        phone = feature_codes.CallingPhone(
-            device_id=user.device_id,
-            number=calling.number if calling is not None and calling.kind == "external" else "",
-            # The device as this phone's own endpoint: rings it wherever it registered.
-            dial_string=(calling.dial_string if calling is not None else "")
-            or f"PJSIP/{endpoint_name(self._start.channel.name)}",
-        )
-        refused: list[str] = []
-
-        def change(profile: RoutingProfile) -> RoutingProfile:
-            result = code.change(profile, phone)
-            if isinstance(result, list):
-                refused.extend(f"{e.field}: {e.message}" for e in result)
-                raise FeatureCodeRefused("; ".join(refused))
-            return result
-
-        try:
-            await self._s.profiles.change(user, change, origin="feature_code")
-        except FeatureCodeRefused as exc:
-            log.info("feature_code_refused", code=code.code, errors=str(exc))
-            OUTBOUND_CALLS.labels("feature_code_refused").inc()
-            await self._announce_and_hang_up(
-                feature_codes.PROMPT_REFUSED, CAUSE_OUTGOING_BARRED, answer=True
-            )
-            return
-        except Exception as exc:
-            # A refusal the store found (validation) or a store that cannot be reached.
-            log.warning("feature_code_not_applied", code=code.code, error=repr(exc))
-            OUTBOUND_CALLS.labels("feature_code_failed").inc()
-            await self._announce_and_hang_up(
-                feature_codes.PROMPT_UNAVAILABLE, policy.CAUSE_PLATFORM_FAILURE, answer=True
-            )
-            return
-        log.info("feature_code_applied", code=code.code, meaning=code.meaning)
-        OUTBOUND_CALLS.labels("feature_code").inc()
-        await self._announce_and_hang_up(
-            code.confirmation, policy.CAUSE_NORMAL_CLEARING, answer=True
-        )
 
     # -- plan steps --------------------------------------------------------------------------
 
@@ -544,9 +480,12 @@ class OutboundCall:
                 cause = getattr(event, "cause", 0) or policy.CAUSE_NORMAL_CLEARING
                 raise CallerHungUp(event.timestamp, cause)
         OUTBOUND_CALLS.labels("extension").inc()
+        if self._start is None:
+            raise RuntimeError("the user's channel never entered Stasis")
         self._handed_over = True
         self._pending.clear()
-        self._s.hand_over_internal(self._start, user, callee)
+        handed = self._s.hand_over_internal(self._start, user, callee)
+        self.internal_call_id = handed if isinstance(handed, str) else ""
 
     async def _connect(self, step: Connect, talk_time: TalkTime) -> None:
         record = self.record
@@ -754,7 +693,7 @@ class OutboundCall:
         log.info("outbound_not_answered", dialstatus=dialstatus)
         OUTBOUND_CALLS.labels(f"not_answered_{dialstatus.lower()}").inc()
         await self._announce_and_hang_up((), treatment.hangup_cause)
-        raise _Ended()
+        raise OutboundEnded()
 
     # -- prompts and hang-ups ----------------------------------------------------------------
 
@@ -762,7 +701,7 @@ class OutboundCall:
         if outcome is not None:
             OUTBOUND_CALLS.labels(outcome).inc()
         await self._announce_and_hang_up(prompt, cause)
-        raise _Ended()
+        raise OutboundEnded()
 
     async def _answer_caller(self) -> None:
         if not self._answered_caller:
@@ -861,6 +800,114 @@ class OutboundCall:
             billable_seconds=cdr.billable_seconds,
             hangup_by=record.hangup_by,
             hangup_cause=record.hangup_cause,
+        )
+
+
+class OutboundCall(OutboundSteps):
+    """A call placed by a user's phone: StasisStart args ["outbound"]."""
+
+    def __init__(
+        self,
+        start: StasisStart,
+        services: OutboundServices,
+        register_channel: Callable[[str, OutboundSteps], None],
+    ) -> None:
+        channel = start.channel
+        call_id = uuid.uuid4().hex
+        super().__init__(
+            services,
+            register_channel,
+            call_id=call_id,
+            caller_id=channel.id,
+            dialled=channel.dialplan.exten,
+            record=CallRecord(
+                call_id=call_id,
+                from_number=channel.caller.number,
+                to_number=channel.dialplan.exten,
+                started_at=channel.creationtime or start.timestamp,
+                direction=call_pb2.DIRECTION_OUTBOUND,
+            ),
+            start=start,
+        )
+        self._phone = start
+
+    async def _place(self) -> None:
+        record = self.record
+        device = endpoint_name(self._phone.channel.name)
+        user = await self._s.users.by_sip_username(device) if device else None
+        if isinstance(user, policy.LookupFailed):
+            log.warning("outbound_directory_unavailable", device=device, reason=user.reason)
+            record.disposition = call_pb2.DISPOSITION_FAILED
+            await self._refuse(PROMPT_TRY_LATER, policy.CAUSE_PLATFORM_FAILURE, "directory")
+        if user is None or user.status != resolve_pb2.ResolveNumberReply.STATUS_FOUND:
+            log.warning("outbound_unknown_device", device=device, channel=self._phone.channel.name)
+            record.disposition = call_pb2.DISPOSITION_FAILED
+            await self._refuse(PROMPT_UNKNOWN_DEVICE, CAUSE_OUTGOING_BARRED, "unknown_device")
+        record.tenant_id, record.user_id = user.tenant_id, user.user_id
+        record.device_id = user.device_id
+        with bind_call(self.call_id, tenant_id=user.tenant_id):
+            if feature_codes.is_feature_code(self.dialled):
+                self._publish_cdr = False  # nobody was called: nothing to rate or report
+                await self._feature_code(user)
+                return
+            try:
+                routing = await self._s.profiles.routing_for(user)
+            except Exception as exc:
+                log.error("outbound_profile_unavailable", error=repr(exc))
+                record.disposition = call_pb2.DISPOSITION_FAILED
+                await self._refuse(PROMPT_TRY_LATER, policy.CAUSE_PLATFORM_FAILURE, "profile")
+            plan = plan_outbound(routing.outbound, routing.dialling, self.dialled)
+            await self._execute(routing, plan, user)
+
+    # -- feature codes -----------------------------------------------------------------------
+
+    async def _feature_code(self, user: UserReply) -> None:
+        code = feature_codes.feature_code(self.dialled)
+        if code is None:
+            log.info("feature_code_unknown", dialled=self.dialled)
+            OUTBOUND_CALLS.labels("feature_code_unknown").inc()
+            await self._announce_and_hang_up(
+                feature_codes.PROMPT_UNKNOWN_CODE, CAUSE_INVALID_NUMBER, answer=True
+            )
+            return
+        calling = next((d for d in user.devices if d.device_id == user.device_id), None)
+        phone = feature_codes.CallingPhone(
+            device_id=user.device_id,
+            number=calling.number if calling is not None and calling.kind == "external" else "",
+            # The device as this phone's own endpoint: rings it wherever it registered.
+            dial_string=(calling.dial_string if calling is not None else "")
+            or f"PJSIP/{endpoint_name(self._phone.channel.name)}",
+        )
+        refused: list[str] = []
+
+        def change(profile: RoutingProfile) -> RoutingProfile:
+            result = code.change(profile, phone)
+            if isinstance(result, list):
+                refused.extend(f"{e.field}: {e.message}" for e in result)
+                raise FeatureCodeRefused("; ".join(refused))
+            return result
+
+        try:
+            await self._s.profiles.change(user, change, origin="feature_code")
+        except FeatureCodeRefused as exc:
+            log.info("feature_code_refused", code=code.code, errors=str(exc))
+            OUTBOUND_CALLS.labels("feature_code_refused").inc()
+            await self._announce_and_hang_up(
+                feature_codes.PROMPT_REFUSED, CAUSE_OUTGOING_BARRED, answer=True
+            )
+            return
+        except Exception as exc:
+            # A refusal the store found (validation) or a store that cannot be reached.
+            log.warning("feature_code_not_applied", code=code.code, error=repr(exc))
+            OUTBOUND_CALLS.labels("feature_code_failed").inc()
+            await self._announce_and_hang_up(
+                feature_codes.PROMPT_UNAVAILABLE, policy.CAUSE_PLATFORM_FAILURE, answer=True
+            )
+            return
+        log.info("feature_code_applied", code=code.code, meaning=code.meaning)
+        OUTBOUND_CALLS.labels("feature_code").inc()
+        await self._announce_and_hang_up(
+            code.confirmation, policy.CAUSE_NORMAL_CLEARING, answer=True
         )
 
 

@@ -1,7 +1,8 @@
 """Hands every ARI event of our Stasis app to the call it belongs to.
 
 New inbound channels (StasisStart with args ["inbound"]) start a CallSession, calls placed
-by phones (args ["outbound"]) an OutboundCall (outbound_call.py); a phone calling another
+by phones (args ["outbound"]) an OutboundCall (outbound_call.py), calls placed through the
+API start here too (start_callback, click_to_dial/call.py); a phone calling another
 user's extension is handed from there to start_internal_call(); every other event is
 routed by channel id (or a playback's target channel). After an ARI (re)connect, reconcile()
 compares what Asterisk has with what we track, and adopts or ends the calls an earlier
@@ -37,8 +38,12 @@ from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.session import CallServices, CallSession, InternalCall
 from ringwise_routing.calls.voicemail_step import VoicemailStep
+from ringwise_routing.click_to_dial.call import CallbackCall
+from ringwise_routing.click_to_dial.status import CallStatusStore
+from ringwise_routing.plans.model import Terminal
+from ringwise_routing.plans.outbound import OutboundPlan
 from ringwise_routing.profiles.defaults import DefaultProfiles
-from ringwise_routing.profiles.source import ProfileSource
+from ringwise_routing.profiles.source import ProfileSource, UserReply, UserRouting
 
 log = get_logger(__name__)
 
@@ -188,6 +193,41 @@ class CallRouter:
         )
         self._track(session)
         return session.call_id
+
+    @property
+    def ari_connected(self) -> bool:
+        return self._ari.connected
+
+    def start_callback(
+        self,
+        *,
+        call_id: str,
+        user: UserReply,
+        routing: UserRouting,
+        plan: OutboundPlan,
+        terminal: Terminal,
+        dialled: str,
+        status: CallStatusStore,
+    ) -> bool:
+        """Start a click-to-dial call (click_to_dial/call.py): the user's terminal rings
+        first, then the plan runs like a phone's outbound call. False when calls placed by
+        users are not wired here."""
+        if self._outbound is None:
+            return False
+        self._track(
+            CallbackCall(
+                self._outbound,
+                self._register,
+                call_id=call_id,
+                user=user,
+                routing=routing,
+                plan=plan,
+                terminal=terminal,
+                dialled=dialled,
+                status=status,
+            )
+        )
+        return True
 
     def _track(self, session: Tracked) -> None:
         self._register(session.caller_id, session)

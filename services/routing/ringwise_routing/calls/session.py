@@ -181,7 +181,8 @@ class CallSession:
         self._recording: recording.CallRecording | None = None
         # What the plan's run has learnt so far.
         self._caller: Caller = Caller(start.channel.caller.number or None)
-        self._caller_answered = False
+        # Up already: a click-to-dial user who answered their callback (in-band ringback).
+        self._caller_answered = start.channel.state == "Up"
         self._ringback_playback: str | None = None
         self._screen_name: str | None = None  # the caller's recorded name (screening)
         self._last_status = "CHANUNAVAIL"  # of the last ring step; nobody rung = unreachable
