@@ -105,6 +105,16 @@ def test_barred_or_undialable_targets_stay_a_reject_with_its_reasons(dialled: st
     assert refusal_detail(plan)
 
 
+@pytest.mark.parametrize("dialled", ["999", "112"])
+def test_emergency_numbers_are_refused_through_the_api(dialled: str) -> None:
+    phone_plan = plan_outbound(OutboundProfile("u1", "+442079460000"), TenantDialling(), dialled)
+    assert isinstance(phone_plan.steps[-1], Connect)  # from a phone they always connect
+    plan = callback_plan(phone_plan)
+    assert [type(step) for step in plan.steps] == [Reject]
+    assert plan.reasons[-1].code == "emergency.api"
+    assert "emergency" in refusal_detail(plan)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [

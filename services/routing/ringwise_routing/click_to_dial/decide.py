@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ringwise_routing.plans.engine import Reason, Reject, resolve_state
-from ringwise_routing.plans.model import DeviceStatus, RoutingProfile, Terminal
-from ringwise_routing.plans.outbound import CollectPin, OutboundPlan
+from ringwise_routing.plans.model import CAUSE_CALL_REJECTED, DeviceStatus, RoutingProfile, Terminal
+from ringwise_routing.plans.outbound import CollectPin, Connect, NumberClass, OutboundPlan
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,17 @@ def user_terminal(
 
 def callback_plan(plan: OutboundPlan) -> OutboundPlan:
     """The plan a phone would run, without the dialling PIN: the user authenticated to the
-    API. A Reject plan is returned as it is (the API refuses it)."""
+    API. A Reject plan is returned as it is (the API refuses it). An emergency number becomes
+    a Reject: emergency calls are made from a phone, where the caller is and can speak, never
+    by a web request that rings the user's phone first."""
     if any(isinstance(step, Reject) for step in plan.steps):
         return plan
+    if any(
+        isinstance(step, Connect) and step.number_class is NumberClass.EMERGENCY
+        for step in plan.steps
+    ):
+        reason = Reason("emergency.api", "emergency numbers are dialled from a phone, not the API")
+        return OutboundPlan((Reject(CAUSE_CALL_REJECTED),), (*plan.reasons, reason))
     steps = tuple(step for step in plan.steps if not isinstance(step, CollectPin))
     if len(steps) == len(plan.steps):
         return plan
