@@ -22,9 +22,9 @@ from ringwise_routing.calls.outbound_call import OutboundServices
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.recording import RecordingPolicies
 from ringwise_routing.calls.router import CallRouter
-from ringwise_routing.calls.session import CallerHungUp
 from ringwise_routing.calls.user_lookup import UserLookup
 from ringwise_routing.calls.voicemail_step import VoicemailStep
+from ringwise_routing.calls.waiting import CallerHungUp
 from ringwise_routing.click_to_dial.http import routes as click_to_dial_routes
 from ringwise_routing.click_to_dial.status import CallStatusStore
 from ringwise_routing.profiles.document import verify_secret

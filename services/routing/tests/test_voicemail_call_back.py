@@ -7,8 +7,8 @@ from typing import Any, cast
 
 import pytest
 from ringwise.directory.v1 import resolve_pb2
-from ringwise_routing.calls.session import CallerHungUp
 from ringwise_routing.calls.voicemail_step import VoicemailStep
+from ringwise_routing.calls.waiting import CallerHungUp
 from ringwise_routing.settings import RoutingSettings
 
 TRUNK = RoutingSettings(pstn_trunk_address="203.0.113.9:5060")

@@ -22,8 +22,6 @@ from ringwise_kit.ari import (
     AriClient,
     AriEvent,
     Channel,
-    ChannelDestroyed,
-    ChannelHangupRequest,
     StasisEnd,
     calls,
 )
@@ -34,10 +32,9 @@ from ringwise_routing.calls import policy
 from ringwise_routing.calls.call_state import CallStateStore, StoredCall
 from ringwise_routing.calls.cdr import call_ended
 from ringwise_routing.calls.publisher import EventPublisher
+from ringwise_routing.calls.waiting import HANGUP_EVENTS
 
 log = get_logger(__name__)
-
-HANGUP_EVENTS = (ChannelHangupRequest, StasisEnd, ChannelDestroyed)
 
 
 class AdoptedCall:

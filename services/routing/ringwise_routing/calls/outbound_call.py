@@ -56,9 +56,9 @@ from ringwise_routing.calls.call_state import CallStateStore
 from ringwise_routing.calls.cdr import CallRecord, call_ended
 from ringwise_routing.calls.credit_client import AuthoriseReply, CreditClient
 from ringwise_routing.calls.publisher import EventPublisher
-from ringwise_routing.calls.session import HANGUP_EVENTS, CallerHungUp
 from ringwise_routing.calls.talk_time import TalkTime
 from ringwise_routing.calls.user_lookup import UserLookup
+from ringwise_routing.calls.waiting import HANGUP_EVENTS, CallerHungUp, channel_of, next_event
 from ringwise_routing.plans.engine import Reject
 from ringwise_routing.plans.model import RoutingProfile
 from ringwise_routing.plans.outbound import (
@@ -158,11 +158,6 @@ def _refusal_prompt(cause: int) -> tuple[str, ...]:
     return PROMPT_INVALID if cause == CAUSE_INVALID_NUMBER else PROMPT_BARRED
 
 
-def _channel_of(event: AriEvent) -> str | None:
-    channel = getattr(event, "channel", None)
-    return channel.id if channel is not None else None
-
-
 class OutboundEnded(Exception):
     """The call is over (refused, cut, or the far end hung up): nothing more to do."""
 
@@ -233,26 +228,22 @@ class OutboundSteps:
         self, match: Callable[[AriEvent], bool], timeout_s: float
     ) -> AriEvent | None:
         """Next event matching; None on timeout. Raises CallerHungUp when the phone hangs up."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            try:
-                async with asyncio.timeout(remaining):
-                    event = await self._events.get()
-            except TimeoutError:
-                return None
-            if isinstance(event, HANGUP_EVENTS) and _channel_of(event) == self._callee_id:
-                self._callee_gone = True
-            if match(event):
-                return event
-            if isinstance(event, ChannelDtmfReceived) and event.channel.id == self.caller_id:
-                self._typed.append(event.digit)
-            if isinstance(event, HANGUP_EVENTS) and _channel_of(event) == self.caller_id:
-                cause = getattr(event, "cause", 0) or policy.CAUSE_NORMAL_CLEARING
-                raise CallerHungUp(event.timestamp, cause)
+        return await next_event(
+            self._events,
+            match,
+            timeout_s,
+            caller_id=self.caller_id,
+            seen=self._note_callee_gone,
+            unmatched=self._note_typed_ahead,
+        )
+
+    def _note_callee_gone(self, event: AriEvent) -> None:
+        if isinstance(event, HANGUP_EVENTS) and channel_of(event) == self._callee_id:
+            self._callee_gone = True
+
+    def _note_typed_ahead(self, event: AriEvent) -> None:
+        if isinstance(event, ChannelDtmfReceived) and event.channel.id == self.caller_id:
+            self._typed.append(event.digit)
 
     # -- the call ----------------------------------------------------------------------------
 
@@ -476,7 +467,7 @@ class OutboundSteps:
         # hand over (the new owner would never hear of that hang-up).
         while not self._events.empty():
             event = self._events.get_nowait()
-            if isinstance(event, HANGUP_EVENTS) and _channel_of(event) == self.caller_id:
+            if isinstance(event, HANGUP_EVENTS) and channel_of(event) == self.caller_id:
                 cause = getattr(event, "cause", 0) or policy.CAUSE_NORMAL_CLEARING
                 raise CallerHungUp(event.timestamp, cause)
         OUTBOUND_CALLS.labels("extension").inc()
@@ -619,7 +610,7 @@ class OutboundSteps:
             return cut_at if talk_time.ask_at_s is None else min(talk_time.ask_at_s, cut_at)
 
         def callee_gone(event: AriEvent) -> bool:
-            return isinstance(event, HANGUP_EVENTS) and _channel_of(event) == callee_id
+            return isinstance(event, HANGUP_EVENTS) and channel_of(event) == callee_id
 
         while True:
             talked = loop.time() - answered

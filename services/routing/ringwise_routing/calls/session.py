@@ -41,12 +41,10 @@ from ringwise_kit.ari import (
     AriNotFound,
     ChannelDestroyed,
     ChannelDtmfReceived,
-    ChannelHangupRequest,
     Dial,
     PlaybackFinished,
     RecordingFailed,
     RecordingFinished,
-    StasisEnd,
     StasisStart,
     calls,
 )
@@ -59,6 +57,7 @@ from ringwise_routing.calls.cdr import CallRecord, call_ended
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.voicemail_step import Deposit, Keys
+from ringwise_routing.calls.waiting import HANGUP_EVENTS, CallerHungUp, channel_of, next_event
 from ringwise_routing.plans.engine import (
     CallPlan,
     Divert,
@@ -98,25 +97,12 @@ ROUTE_SECONDS = Histogram(
 FINAL_DIAL_STATUSES = frozenset(
     {"ANSWER", "BUSY", "NOANSWER", "CANCEL", "CONGESTION", "CHANUNAVAIL", "DONTCALL", "TORTURE"}
 )
-HANGUP_EVENTS = (ChannelHangupRequest, StasisEnd, ChannelDestroyed)
 PROMPT_TIMEOUT_S = 30.0
 HANGUP_CONFIRM_TIMEOUT_S = 2.0
 CHANNEL_CREATE_TIMEOUT_S = 2.0
 WHISPER_TIMEOUT_S = 20.0  # the whole "call from <name>, press star" plus the wait for a key
 
 UserReply = resolve_pb2.ResolveNumberReply
-
-
-class CallerHungUp(Exception):
-    def __init__(self, at: datetime, cause: int) -> None:
-        super().__init__(f"caller hung up (cause {cause})")
-        self.at = at
-        self.cause = cause
-
-
-def _channel_of(event: AriEvent) -> str | None:
-    channel = getattr(event, "channel", None)
-    return channel.id if channel is not None else None
 
 
 @dataclass(frozen=True)
@@ -232,27 +218,15 @@ class CallSession:
         self, match: Callable[[AriEvent], bool], timeout_s: float
     ) -> AriEvent | None:
         """Next event matching; None on timeout. Raises CallerHungUp whenever the caller goes."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            # asyncio.timeout, not wait_for: no extra task per event on the hot path.
-            try:
-                async with asyncio.timeout(remaining):
-                    event = await self._events.get()
-            except TimeoutError:
-                return None
-            if isinstance(event, HANGUP_EVENTS):
-                leg = self._legs.get(_channel_of(event) or "")
-                if leg is not None:
-                    leg.gone = True
-            if match(event):
-                return event
-            if isinstance(event, HANGUP_EVENTS) and _channel_of(event) == self.caller_id:
-                cause = getattr(event, "cause", 0) or policy.CAUSE_NORMAL_CLEARING
-                raise CallerHungUp(event.timestamp, cause)
+        return await next_event(
+            self._events, match, timeout_s, caller_id=self.caller_id, seen=self._note_leg_gone
+        )
+
+    def _note_leg_gone(self, event: AriEvent) -> None:
+        if isinstance(event, HANGUP_EVENTS):
+            leg = self._legs.get(channel_of(event) or "")
+            if leg is not None:
+                leg.gone = True
 
     async def wait_for(
         self, match: Callable[[AriEvent], bool], timeout_s: float
@@ -495,7 +469,7 @@ class CallSession:
         await self._ari.play(leg.channel_id, list(media), playback_id)
 
         def answered(event: AriEvent) -> bool:
-            if _channel_of(event) != leg.channel_id:
+            if channel_of(event) != leg.channel_id:
                 return False
             return isinstance(event, (ChannelDtmfReceived, *HANGUP_EVENTS))
 
@@ -564,13 +538,13 @@ class CallSession:
         entering = set(ringing)
         while entering:
             entered = await self._wait_for(
-                lambda e: _channel_of(e) in entering
+                lambda e: channel_of(e) in entering
                 and isinstance(e, StasisStart | ChannelDestroyed),
                 CHANNEL_CREATE_TIMEOUT_S,
             )
             if entered is None:
                 break
-            channel_id = _channel_of(entered) or ""
+            channel_id = channel_of(entered) or ""
             entering.discard(channel_id)
             if isinstance(entered, ChannelDestroyed):
                 ringing.pop(channel_id).status = "CHANUNAVAIL"
@@ -845,7 +819,7 @@ class CallSession:
         def callee_gone(event: AriEvent) -> bool:
             if isinstance(event, ChannelDtmfReceived) and self._recording is not None:
                 self._recording.on_dtmf(event.channel.id, event.digit)  # feature codes
-            return isinstance(event, HANGUP_EVENTS) and _channel_of(event) == callee_id
+            return isinstance(event, HANGUP_EVENTS) and channel_of(event) == callee_id
 
         # A bridged call lasts as long as the parties want; no timeout here.
         while True:
@@ -878,7 +852,7 @@ class CallSession:
             match: Callable[[AriEvent], bool], timeout_s: float
         ) -> AriEvent | None:
             def callee_left(event: AriEvent) -> bool:
-                return isinstance(event, HANGUP_EVENTS) and _channel_of(event) == callee_id
+                return isinstance(event, HANGUP_EVENTS) and channel_of(event) == callee_id
 
             event = await self._wait_for(lambda e: match(e) or callee_left(e), timeout_s)
             if event is not None and not match(event):

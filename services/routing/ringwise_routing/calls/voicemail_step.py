@@ -129,7 +129,7 @@ class VoicemailStep:
         self._find_user = find_user
         # For "call back the sender": the dial string of a PSTN number ("" = no trunk).
         self._trunk_dial = trunk_dial or (lambda number: "")
-        # session.CallerHungUp: what call.wait_for raises when the caller hangs up.
+        # waiting.CallerHungUp: what call.wait_for raises when the caller hangs up.
         self._caller_gone = caller_gone
         self._timeout_s = timeout_s
 

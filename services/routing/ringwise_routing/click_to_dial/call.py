@@ -30,7 +30,7 @@ from ringwise_routing.calls.outbound_call import (
     OutboundServices,
     OutboundSteps,
 )
-from ringwise_routing.calls.session import CallerHungUp
+from ringwise_routing.calls.waiting import CallerHungUp
 from ringwise_routing.click_to_dial import status as states
 from ringwise_routing.click_to_dial.status import CallStatusStore
 from ringwise_routing.plans.model import Terminal
