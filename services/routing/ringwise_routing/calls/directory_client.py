@@ -131,20 +131,14 @@ class NumberDirectory:
             reply.ParseFromString(cached if isinstance(cached, bytes) else cached.encode())
             self._remember(number, reply)
             return reply
-        try:
-            reply = await bus.request(
-                self._nc,
-                subjects.DIRECTORY_RESOLVE_NUMBER,
-                resolve_pb2.ResolveNumberRequest(number=number),
-                Reply,
-                timeout_s=self._timeout_s,
-            )
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-            LOOKUPS.labels("failed").inc()
-            return LookupFailed(type(exc).__name__)
-        except bus.RemoteError as exc:
-            LOOKUPS.labels("failed").inc()
-            return LookupFailed(f"directory error {exc}")
+        answer = await self._ask(
+            subjects.DIRECTORY_RESOLVE_NUMBER,
+            resolve_pb2.ResolveNumberRequest(number=number),
+            Reply,
+        )
+        if isinstance(answer, LookupFailed):
+            return answer
+        reply = answer
         LOOKUPS.labels("directory").inc()
         self._remember(number, reply)
         ttl = self._ttl_s if reply.status == Reply.STATUS_FOUND else self._negative_ttl_s
@@ -173,11 +167,20 @@ class NumberDirectory:
         )
 
     async def _ask(self, subject: str, request: Message, reply: type[M]) -> M | LookupFailed:
-        try:
-            return await bus.request(self._nc, subject, request, reply, timeout_s=self._timeout_s)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        answer = await ask_directory(self._nc, subject, request, reply, self._timeout_s)
+        if isinstance(answer, LookupFailed):
             LOOKUPS.labels("failed").inc()
-            return LookupFailed(type(exc).__name__)
-        except bus.RemoteError as exc:
-            LOOKUPS.labels("failed").inc()
-            return LookupFailed(f"directory error {exc}")
+        return answer
+
+
+async def ask_directory(
+    nc: NatsClient, subject: str, request: Message, reply: type[M], timeout_s: float
+) -> M | LookupFailed:
+    """One request to the directory; its absence or its error is a LookupFailed (not the
+    caller's fault), never an exception, so every call treats it the same way."""
+    try:
+        return await bus.request(nc, subject, request, reply, timeout_s=timeout_s)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        return LookupFailed(type(exc).__name__)
+    except bus.RemoteError as exc:
+        return LookupFailed(f"directory error {exc}")

@@ -5,12 +5,12 @@ outbound call asks once."""
 
 from __future__ import annotations
 
-import nats.errors
 from nats.aio.client import Client as NatsClient
 from prometheus_client import Counter
 from ringwise.directory.v1 import resolve_pb2
-from ringwise_kit import bus, subjects
+from ringwise_kit import subjects
 
+from ringwise_routing.calls.directory_client import ask_directory
 from ringwise_routing.calls.policy import Lookup, LookupFailed
 
 LOOKUPS = Counter(
@@ -36,20 +36,16 @@ class UserLookup:
         )
 
     async def _resolve(self, key: str, request: resolve_pb2.ResolveUserRequest) -> Lookup:
-        try:
-            reply = await bus.request(
-                self._nc,
-                subjects.DIRECTORY_RESOLVE_USER,
-                request,
-                resolve_pb2.ResolveNumberReply,
-                timeout_s=self._timeout_s,
-            )
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+        reply = await ask_directory(
+            self._nc,
+            subjects.DIRECTORY_RESOLVE_USER,
+            request,
+            resolve_pb2.ResolveNumberReply,
+            self._timeout_s,
+        )
+        if isinstance(reply, LookupFailed):
             LOOKUPS.labels(key, "failed").inc()
-            return LookupFailed(type(exc).__name__)
-        except bus.RemoteError as exc:
-            LOOKUPS.labels(key, "failed").inc()
-            return LookupFailed(f"directory error {exc}")
+            return reply
         found = reply.status == resolve_pb2.ResolveNumberReply.STATUS_FOUND
         LOOKUPS.labels(key, "found" if found else "not_found").inc()
         return reply
