@@ -182,6 +182,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
         await provisioner.stop()
         await ari.close()
         await router.abandon()
+        await call_state.close()  # what the calls left up noted last, for the next instance
         await recording_policies.close()
         await publisher.stop(settings.shutdown_grace_s / 2)
         await directory.stop()

@@ -93,8 +93,7 @@ class AdoptedCall:
             record.disposition = call_pb2.DISPOSITION_ANSWERED
             self._publisher.publish(call_ended(record))
             log.info("call_ended", disposition="DISPOSITION_ANSWERED", hangup_by=record.hangup_by)
-            with contextlib.suppress(Exception):
-                await self._store.forget(self.call_id)
+            self._store.forget(self.call_id)
 
 
 async def end_orphaned(
@@ -147,7 +146,7 @@ async def end_orphaned(
             channels_hung_up=len(left),
             disposition=call_pb2.Disposition.Name(record.disposition),
         )
-        await store.forget(record.call_id)
+        store.forget(record.call_id)
 
 
 def adoptable(stored: StoredCall, present: set[str], bridged: Callable[[str], bool]) -> bool:

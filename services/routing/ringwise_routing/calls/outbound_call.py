@@ -522,7 +522,7 @@ class OutboundSteps:
         try:
             if isinstance(created, AriError):
                 raise created
-            await self._save_state()
+            self._save_state()
             entered = await self._wait_for(
                 lambda e: isinstance(e, StasisStart) and e.channel.id == callee_id,
                 CHANNEL_CREATE_TIMEOUT_S,
@@ -582,7 +582,7 @@ class OutboundSteps:
             await self._join_bridge(callee_id)
         await self._answer_caller()
         record.disposition = call_pb2.DISPOSITION_ANSWERED
-        await self._save_state()
+        self._save_state()
         self._s.publisher.publish(
             call_pb2.CallAnswered(
                 header=event_header(
@@ -758,20 +758,16 @@ class OutboundSteps:
         if self._reserved and self.record.answered_at is None:
             await self._s.credit.release(tenant_id=self.record.tenant_id, call_id=self.call_id)
         if self._s.call_state is not None and self._callee_id is not None:
-            with contextlib.suppress(Exception):
-                await self._s.call_state.forget(self.call_id)
+            self._s.call_state.forget(self.call_id)
 
-    async def _save_state(self) -> None:
+    def _save_state(self) -> None:
         """The trunk leg (and, once answered, the bridge) in Redis for a new instance."""
         store = self._s.call_state
         if store is None or self._callee_id is None:
             return
         # The bridge counts as a conversation (adopted after a restart) only once answered.
         bridge = self._bridge_id if self.record.answered_at is not None else None
-        try:
-            await store.save(self.record, self.caller_id, [self._callee_id], bridge)
-        except Exception as exc:
-            log.warning("call_state_not_saved", error=repr(exc))
+        store.save(self.record, self.caller_id, [self._callee_id], bridge)
 
     def _finish(self) -> None:
         record = self.record

@@ -337,7 +337,7 @@ class CallSession:
                 self._recording_policy = asyncio.create_task(
                     self._recording_policies.policy_for(record.tenant_id, record.user_id)
                 )
-            await self._save_state()
+            self._save_state()
             await self._run_plan(plan, context)
 
     async def _refuse(self, decision: policy.Decision) -> None:
@@ -533,7 +533,7 @@ class CallSession:
                 leg_call.status, leg_call.gone = "CHANUNAVAIL", True
             else:
                 ringing[leg_call.channel_id] = leg_call
-        await self._save_state()
+        self._save_state()
         # A new channel must be in our Stasis app before it can be dialled.
         entering = set(ringing)
         while entering:
@@ -813,7 +813,7 @@ class CallSession:
             )
         )
         log.info("call_answered", device_id=record.device_id)
-        await self._save_state(answered_leg=callee_id)
+        self._save_state(answered_leg=callee_id)
         await self._start_recording(bridge_id, callee_id)
 
         def callee_gone(event: AriEvent) -> bool:
@@ -953,8 +953,7 @@ class CallSession:
             with contextlib.suppress(Exception):
                 await self._ari.run_all(*leftovers)  # gone already (404) is fine
         if self._services.call_state is not None:
-            with contextlib.suppress(Exception):
-                await self._services.call_state.forget(self.call_id)
+            self._services.call_state.forget(self.call_id)
 
     def _publish_started(self) -> None:
         if self._started_event is not None:
@@ -990,7 +989,7 @@ class CallSession:
                 hangup_cause=record.hangup_cause,
             )
 
-    async def _save_state(self, answered_leg: str | None = None) -> None:
+    def _save_state(self, answered_leg: str | None = None) -> None:
         """The call's minimal state in Redis, so that a new routing instance can adopt it."""
         store = self._services.call_state
         if store is None:
@@ -1000,12 +999,7 @@ class CallSession:
             if answered_leg
             else [leg.channel_id for leg in self._legs.values() if not leg.gone]
         )
-        try:
-            await store.save(
-                self.record, self.caller_id, legs, self._bridge_id, self._start.asterisk_id
-            )
-        except Exception as exc:
-            log.warning("call_state_not_saved", error=repr(exc))
+        store.save(self.record, self.caller_id, legs, self._bridge_id, self._start.asterisk_id)
 
 
 def missed_reason(record: CallRecord, *, rejected: bool) -> str:
