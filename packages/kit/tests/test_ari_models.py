@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
-from ringwise_kit.ari import AriEvent, Dial, StasisStart, parse_event
+import pytest
+from pydantic import ValidationError
+from ringwise_kit.ari import AriEvent, Dial, StasisStart, parse_event, parse_event_json
 
 CHANNEL = {
     "id": "1732536000.17",
@@ -66,3 +70,37 @@ def test_unknown_event_types_parse_as_the_base_event() -> None:
     )
     assert type(event) is AriEvent
     assert event.type == "DeviceStateChanged"
+
+
+FRAMES: list[dict[str, Any]] = [
+    {
+        "type": "StasisStart",
+        "timestamp": "2026-11-25T12:00:00.125+0000",
+        "args": ["inbound"],
+        "channel": CHANNEL,
+        "asterisk_id": "02:42:ac:11:00:02",
+        "application": "ringwise",
+    },
+    {"type": "Dial", "timestamp": "2026-11-25T12:00:03.000+0000", "peer": CHANNEL},
+    {
+        "type": "ChannelDestroyed",
+        "timestamp": "2026-11-25T12:00:09.5-0130",
+        "cause": 16,
+        "channel": CHANNEL,
+    },
+    {"type": "DeviceStateChanged", "timestamp": "2026-11-25T12:00:00.000+0000", "x": 1},
+]
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=[str(f["type"]) for f in FRAMES])
+def test_a_frame_parses_from_its_text_exactly_as_from_its_dict(frame: dict[str, Any]) -> None:
+    from_text = parse_event_json(json.dumps(frame))
+    assert type(from_text) is type(parse_event(frame))
+    assert from_text == parse_event(frame)
+
+
+def test_a_known_event_with_a_bad_field_is_refused_not_taken_for_an_unknown_one() -> None:
+    with pytest.raises(ValidationError):
+        parse_event_json(json.dumps({"type": "Dial", "timestamp": "yesterday", "peer": CHANNEL}))
+    with pytest.raises(ValidationError):
+        parse_event_json(json.dumps({"type": "StasisStart", "timestamp": FRAMES[0]["timestamp"]}))

@@ -12,6 +12,7 @@ instance left in Redis (calls/adopted.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
@@ -146,14 +147,15 @@ class CallRouter:
         if session is None and isinstance(event, RecordingFinished | RecordingFailed):
             # A call recording's track is registered by name too (its target may be gone).
             session = self._by_channel.get(event.recording.name)
-        log.debug(
-            "ari_event",
-            type=event.type,
-            channel_id=channel_id,
-            call_id=session.call_id if session else None,
-            dialstatus=getattr(event, "dialstatus", None),
-            cause=getattr(event, "cause", None),
-        )
+        if log.is_enabled_for(logging.DEBUG):  # its arguments cost more than the lookup
+            log.debug(
+                "ari_event",
+                type=event.type,
+                channel_id=channel_id,
+                call_id=session.call_id if session else None,
+                dialstatus=getattr(event, "dialstatus", None),
+                cause=getattr(event, "cause", None),
+            )
         if session is not None:
             session.feed(event)
 

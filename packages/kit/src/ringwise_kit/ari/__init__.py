@@ -33,6 +33,7 @@ from ringwise_kit.ari.models import (
     StasisEnd,
     StasisStart,
     parse_event,
+    parse_event_json,
 )
 
 __all__ = [
@@ -63,4 +64,5 @@ __all__ = [
     "ari_url_for",
     "is_instance_name",
     "parse_event",
+    "parse_event_json",
 ]

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from ringwise_kit.ari import calls
 from ringwise_kit.ari.calls import RestCall
 from ringwise_kit.ari.http import HttpError, KeepAliveHttp
-from ringwise_kit.ari.models import AriEvent, Bridge, Channel, Playback, parse_event
+from ringwise_kit.ari.models import AriEvent, Bridge, Channel, Playback, parse_event_json
 from ringwise_kit.logs import get_logger
 
 log = get_logger("ringwise_kit.ari")
@@ -216,22 +216,20 @@ class AriClient:
         )
 
     async def _on_frame(self, text: str) -> None:
+        # Asterisk sends only the types someone handles (the event filter), so every frame is
+        # validated straight from its text, without a json.loads first.
         try:
-            data = json.loads(text)
-            kind = str(data.get("type", ""))
-            counter = self._event_counters.get(kind)
-            if counter is None:
-                counter = self._event_counters[kind] = ARI_EVENTS.labels(kind)
-            counter.inc()
-            # Most events (ChannelVarset, ChannelDialplan...) interest nobody: skip the
-            # validation cost of those.
-            if not self._any_handlers and kind not in self._handlers:
-                return
-            event = parse_event(data)
+            event = parse_event_json(text)
         except Exception as exc:
             log.warning("ari_event_unparsable", error=repr(exc))
             return
-        await self._dispatch(event)
+        kind = event.type
+        counter = self._event_counters.get(kind)
+        if counter is None:
+            counter = self._event_counters[kind] = ARI_EVENTS.labels(kind)
+        counter.inc()
+        if self._any_handlers or kind in self._handlers:
+            await self._dispatch(event)
 
     # -- REST --------------------------------------------------------------------------------
 

@@ -1,23 +1,19 @@
 """Typed models for the ARI resources and events Ringwise uses (Asterisk 22 ARI).
 
 Only the fields we read are declared; unknown fields are ignored so newer Asterisk versions
-parse too. Unknown event types parse as the base AriEvent.
+parse too. Unknown event types parse as the base AriEvent. An event frame is validated
+straight from its JSON text by one discriminated union (pydantic's core parses the JSON, picks
+the model by "type" and reads ARI's '2026-11-25T12:00:00.123+0000' timestamps itself), which
+costs a third of json.loads + model_validate with a Python timestamp parser.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-
-
-def parse_ari_time(value: Any) -> Any:
-    """ARI writes '2026-11-25T12:00:00.123+0000' (fromisoformat: 60x faster than strptime)."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
-AriTime = Annotated[datetime, BeforeValidator(parse_ari_time)]
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 
 class _Model(BaseModel):
@@ -45,7 +41,7 @@ class Channel(_Model):
     caller: CallerId = CallerId()
     connected: CallerId = CallerId()
     dialplan: DialplanCep = DialplanCep()
-    creationtime: AriTime | None = None
+    creationtime: datetime | None = None
     language: str = "en"
     channelvars: dict[str, Any] = Field(default_factory=dict)
 
@@ -70,36 +66,42 @@ class AriEvent(_Model):
     type: str
     application: str = ""
     asterisk_id: str = ""
-    timestamp: AriTime
+    timestamp: datetime
 
 
 class StasisStart(AriEvent):
+    type: Literal["StasisStart"] = "StasisStart"
     args: list[str] = Field(default_factory=list)
     channel: Channel
     replace_channel: Channel | None = None
 
 
 class StasisEnd(AriEvent):
+    type: Literal["StasisEnd"] = "StasisEnd"
     channel: Channel
 
 
 class ChannelStateChange(AriEvent):
+    type: Literal["ChannelStateChange"] = "ChannelStateChange"
     channel: Channel
 
 
 class ChannelDestroyed(AriEvent):
+    type: Literal["ChannelDestroyed"] = "ChannelDestroyed"
     cause: int = 0
     cause_txt: str = ""
     channel: Channel
 
 
 class ChannelHangupRequest(AriEvent):
+    type: Literal["ChannelHangupRequest"] = "ChannelHangupRequest"
     cause: int = 0
     soft: bool = False
     channel: Channel
 
 
 class ChannelDtmfReceived(AriEvent):
+    type: Literal["ChannelDtmfReceived"] = "ChannelDtmfReceived"
     digit: str
     duration_ms: int = 0
     channel: Channel
@@ -109,6 +111,7 @@ class Dial(AriEvent):
     """Progress of a dial: dialstatus is '', RINGING, PROGRESS, ANSWER, BUSY, NOANSWER,
     CANCEL, CONGESTION, CHANUNAVAIL..."""
 
+    type: Literal["Dial"] = "Dial"
     dialstatus: str = ""
     dialstring: str = ""
     peer: Channel
@@ -116,10 +119,12 @@ class Dial(AriEvent):
 
 
 class PlaybackStarted(AriEvent):
+    type: Literal["PlaybackStarted"] = "PlaybackStarted"
     playback: Playback
 
 
 class PlaybackFinished(AriEvent):
+    type: Literal["PlaybackFinished"] = "PlaybackFinished"
     playback: Playback
 
 
@@ -135,28 +140,34 @@ class LiveRecording(_Model):
 
 
 class RecordingStarted(AriEvent):
+    type: Literal["RecordingStarted"] = "RecordingStarted"
     recording: LiveRecording
 
 
 class RecordingFinished(AriEvent):
+    type: Literal["RecordingFinished"] = "RecordingFinished"
     recording: LiveRecording
 
 
 class RecordingFailed(AriEvent):
+    type: Literal["RecordingFailed"] = "RecordingFailed"
     recording: LiveRecording
 
 
 class ChannelEnteredBridge(AriEvent):
+    type: Literal["ChannelEnteredBridge"] = "ChannelEnteredBridge"
     bridge: Bridge
     channel: Channel
 
 
 class ChannelLeftBridge(AriEvent):
+    type: Literal["ChannelLeftBridge"] = "ChannelLeftBridge"
     bridge: Bridge
     channel: Channel
 
 
 class BridgeDestroyed(AriEvent):
+    type: Literal["BridgeDestroyed"] = "BridgeDestroyed"
     bridge: Bridge
 
 
@@ -182,6 +193,39 @@ EVENT_TYPES: dict[str, type[AriEvent]] = {
 }
 
 
+KnownEvent = Annotated[
+    StasisStart
+    | StasisEnd
+    | ChannelStateChange
+    | ChannelDestroyed
+    | ChannelHangupRequest
+    | ChannelDtmfReceived
+    | Dial
+    | PlaybackStarted
+    | PlaybackFinished
+    | RecordingStarted
+    | RecordingFinished
+    | RecordingFailed
+    | ChannelEnteredBridge
+    | ChannelLeftBridge
+    | BridgeDestroyed,
+    Field(discriminator="type"),
+]
+# mypy does not take an Annotated union for a type form (PEP 747 is not in mypy yet).
+_KNOWN_EVENT: TypeAdapter[AriEvent] = TypeAdapter(KnownEvent)  # type: ignore[arg-type]
+
+
 def parse_event(data: dict[str, Any]) -> AriEvent:
     model = EVENT_TYPES.get(str(data.get("type", "")), AriEvent)
     return model.model_validate(data)
+
+
+def parse_event_json(text: str | bytes) -> AriEvent:
+    """One event frame as ARI sent it; an unknown type as the base AriEvent."""
+    try:
+        event: AriEvent = _KNOWN_EVENT.validate_json(text)
+        return event
+    except ValidationError as exc:
+        if any(error["type"] != "union_tag_invalid" for error in exc.errors()):
+            raise
+    return AriEvent.model_validate(json.loads(text))
