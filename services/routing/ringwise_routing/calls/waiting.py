@@ -51,12 +51,15 @@ async def next_event(
         remaining = deadline - loop.time()
         if remaining <= 0:
             return None
-        # asyncio.timeout, not wait_for: no extra task per event on the hot path.
-        try:
-            async with asyncio.timeout(remaining):
-                event = await events.get()
-        except TimeoutError:
-            return None
+        if not events.empty():  # already here: no timer to arm and cancel
+            event = events.get_nowait()
+        else:
+            # asyncio.timeout, not wait_for: no extra task per event on the hot path.
+            try:
+                async with asyncio.timeout(remaining):
+                    event = await events.get()
+            except TimeoutError:
+                return None
         if seen is not None:
             seen(event)
         if match(event):

@@ -68,15 +68,14 @@ class KeepAliveHttp:
             connection.close()
         self._idle.clear()
 
-    async def _connection(self) -> _Connection:
+    def _idle_connection(self) -> _Connection | None:
         now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
             if now - connection.last_used < self._max_idle_s and not connection.reader.at_eof():
                 return connection
             connection.close()
-        reader, writer = await asyncio.open_connection(self._host, self._port)
-        return _Connection(reader, writer)
+        return None
 
     def _release(self, connection: _Connection) -> None:
         connection.last_used = time.monotonic()
@@ -113,27 +112,34 @@ class KeepAliveHttp:
         """Send the requests in one write (HTTP/1.1 pipelining) and read the responses in
         order. The server handles them one after the other, as if sent separately; each
         result is (status, body), or an HttpError when that response never came."""
-        label = ", ".join(f"{m} {p}" for m, p, _, _ in requests)
+        if self._slots.locked():  # only then can acquiring wait
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await self._slots.acquire()
+            except TimeoutError:
+                error = HttpError(
+                    f"{_label(requests)}: no free connection within {self._timeout_s} s"
+                )
+                return [error for _ in requests]
+        else:
+            await self._slots.acquire()
         try:
-            async with asyncio.timeout(self._timeout_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            error = HttpError(f"{label}: no free connection within {self._timeout_s} s")
-            return [error for _ in requests]
-        try:
-            return await self._pipeline(requests, label)
+            return await self._pipeline(requests)
         finally:
             self._slots.release()
 
     async def _pipeline(
-        self, requests: list[tuple[str, str, dict[str, str] | None, bytes | None]], label: str
+        self, requests: list[tuple[str, str, dict[str, str] | None, bytes | None]]
     ) -> list[tuple[int, bytes] | HttpError]:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                connection = await self._connection()
-        except (OSError, TimeoutError) as exc:
-            error = HttpError(f"{label}: cannot connect: {exc!r}")
-            return [error for _ in requests]
+        connection = self._idle_connection()
+        if connection is None:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    reader, writer = await asyncio.open_connection(self._host, self._port)
+            except (OSError, TimeoutError) as exc:
+                error = HttpError(f"{_label(requests)}: cannot connect: {exc!r}")
+                return [error for _ in requests]
+            connection = _Connection(reader, writer)
         results: list[tuple[int, bytes] | HttpError] = []
         keep = True
         try:
@@ -146,7 +152,7 @@ class KeepAliveHttp:
                     results.append((status, response))
         except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
             connection.close()
-            error = HttpError(f"{label}: {exc!r}")
+            error = HttpError(f"{_label(requests)}: {exc!r}")
             return results + [error for _ in requests[len(results) :]]
         except BaseException:
             connection.close()  # e.g. cancelled mid-response: the stream is out of step
@@ -156,6 +162,11 @@ class KeepAliveHttp:
         else:
             connection.close()
         return results
+
+
+def _label(requests: list[tuple[str, str, dict[str, str] | None, bytes | None]]) -> str:
+    """The requests, for an error message (built only when one is needed)."""
+    return ", ".join(f"{method} {path}" for method, path, _, _ in requests)
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
