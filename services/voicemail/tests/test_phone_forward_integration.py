@@ -11,12 +11,10 @@ import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import pytest_asyncio
-from nats.js import JetStreamContext
-from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 from ringwise.directory.v1 import resolve_pb2
 from ringwise.voicemail.v1 import deposit_pb2, mailbox_pb2
@@ -24,13 +22,11 @@ from ringwise_dev.infra import Infra
 from ringwise_dev.voicemail_testing import tone_wav
 from ringwise_kit import bus, subjects
 from ringwise_kit.ari import AriNotFound
-from ringwise_voicemail.mailbox.deposit import DepositLimits
 from ringwise_voicemail.mailbox.store import MailboxStore
-from ringwise_voicemail.messages.audio import AudioStore, message_key, wav_duration_s
-from ringwise_voicemail.messages.deposits import Asterisks, Voicemail, deposits_done, email_sends
+from ringwise_voicemail.messages.audio import message_key, wav_duration_s
 from ringwise_voicemail.messages.phone import PhoneMailbox, phone_sessions
 from ringwise_voicemail.messages.store import MessageStore
-from ringwise_voicemail.settings import VoicemailSettings
+from voicemail_harness import s3_audio, voicemail_on
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -114,11 +110,6 @@ class Directory:
         )
 
 
-class NoMailer:
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"no mailbox here has an email address ({name})")
-
-
 class Parts:
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], infra: Infra) -> None:
         self.run = next(_runs)
@@ -129,28 +120,18 @@ class Parts:
         self.messages = MessageStore(client, db)
         self.message_docs = client[db].messages
         self.mailboxes = MailboxStore(client, db)
-        self.audio = AudioStore(
-            VoicemailSettings(
-                s3_endpoint=infra.endpoints.s3_endpoint,
-                s3_access_key=infra.endpoints.s3_access_key,
-                s3_secret_key=SecretStr(infra.endpoints.s3_secret_key),
-                s3_bucket=f"vm-phone-forward-{self.run}",
-            )
-        )
-        self.vm = Voicemail(
+        self.audio = s3_audio(infra, f"vm-phone-forward-{self.run}")
+        # No mailbox here has an email address: the mailer stays unused.
+        self.vm = voicemail_on(
+            client,
+            db,
+            self.audio,
+            T0,
             mailboxes=self.mailboxes,
             messages=self.messages,
-            audio=self.audio,
-            mailer=cast(Any, NoMailer()),
-            asterisk=cast(Asterisks, self.asterisk),
-            js=cast(JetStreamContext, self.js),
-            done=deposits_done(client, db),
-            limits=DepositLimits(),
-            mail_from="voicemail@ringwise.invalid",
-            email_link_ttl_s=3600,
+            asterisk=self.asterisk,
+            js=self.js,
             directory=self.directory,
-            sends=email_sends(client, db),
-            clock=lambda: T0,
         )
         self.sessions = phone_sessions(client, db)
         self.phone = PhoneMailbox(self.vm, self.sessions)
