@@ -1,10 +1,11 @@
 """The mailbox by phone, walked by DTMF (RFC 4733 from sipp pcaps) on real Asterisk: the owner
 calls their own number, presses * during the greeting, enters the PIN, then saves, deletes
-and forwards (with a spoken introduction) their messages, calls a sender back and replies to
-one; wrong PINs lock the mailbox."""
+and forwards (with a spoken introduction) their messages to a colleague or to a team, calls a
+sender back and replies to one; wrong PINs lock the mailbox."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +15,7 @@ import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 from pymongo import AsyncMongoClient
 from ringwise.voicemail.v1 import alerts_pb2, deposit_pb2, mailbox_pb2
-from ringwise_dev.fixture import ALICE, CAROL, DAVE, TENANT
+from ringwise_dev.fixture import ALICE, BOB, CAROL, DAVE, TENANT
 from ringwise_dev.platform import LocalPlatform
 from ringwise_dev.sipp import PhoneKind, SippPhone
 from ringwise_dev.testing import StartPhone, new_caller
@@ -26,6 +27,7 @@ from ringwise_dev.voicemail_testing import (
     last_mwi,
     mails_to,
     place_recording,
+    recording_dir,
     sound_seconds,
     tone_wav,
 )
@@ -169,6 +171,96 @@ async def test_the_owner_plays_saves_deletes_and_forwards_messages_by_phone(
     finally:
         await mongo[DB].mailboxes.delete_many(
             {"_id": {"$in": [f"{TENANT}:{CAROL.user_id}", f"{TENANT}:{ALICE.user_id}"]}}
+        )
+
+
+async def test_the_owner_forwards_a_message_with_an_introduction_to_a_team_by_its_extension(
+    platform: LocalPlatform,
+    start_phone: StartPhone,
+    nc: NatsClient,
+    mongo: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    """Carol keys the team's extension: Alice and Bob (members with a mailbox) each get the
+    introduction then the message; Carol, a member too, and Dave, without a mailbox, none."""
+    await start_phone(PhoneKind.NOANSWER, CAROL)
+    messages = mongo[DB].messages
+    members = [ALICE.user_id, BOB.user_id, CAROL.user_id, DAVE.user_id]
+    extension = f"7{secrets.randbelow(1000):03d}"
+    status, team = await api(
+        nc,
+        "createTeam",
+        {"tenant_id": TENANT},
+        {
+            "name": "Forward to the team",
+            "extension": extension,
+            "ring_strategy": "simultaneous",
+            "members": members,
+        },
+        service="directory",
+    )
+    assert status == 201, team
+    try:
+        for person in (CAROL, ALICE, BOB):
+            await mailbox(nc, person.user_id)
+        await mongo[DB].mailboxes.delete_one({"_id": f"{TENANT}:{DAVE.user_id}"})
+        await messages.delete_many({"user_id": {"$in": members}})
+        message_id = await leave(platform, nc, CAROL.user_id, 3.0)
+
+        async def stored() -> bool:
+            return await messages.count_documents({"user_id": CAROL.user_id}) == 1
+
+        assert await eventually(stored)
+        scenario = keypad_scenario(
+            platform,
+            "ivr_team_forward.xml",
+            [
+                ("wait", 1500),
+                ("keys", "*"),  # during the greeting: my mailbox
+                ("wait", 2000),
+                ("keys", PIN + "#"),
+                ("wait", 4000),  # "you have 1 message", then it plays
+                ("keys", "8"),  # forward it...
+                ("wait", 2000),
+                ("keys", extension + "#"),  # ...to the team's extension
+                ("wait", 1500),  # beep
+                ("speak", 7300),  # the introduction
+                ("keys", "#"),
+            ],
+        )
+        result = await platform.sipp.call(
+            CAROL.number, caller=new_caller(), scenario=scenario, timeout_s=120
+        )
+        assert result.exit_code == 0, result.output_tail
+
+        async def forwarded() -> list[dict[str, Any]]:
+            found = await messages.find(
+                {"user_id": {"$in": members}, "_id": {"$ne": message_id}}
+            ).to_list()
+            emailed = [d for d in found if d.get("emailed_at") is not None]
+            return found if len(emailed) == 2 else []
+
+        copies = await eventually(forwarded)
+        assert sorted(d["user_id"] for d in copies) == [ALICE.user_id, BOB.user_id]
+        for copy in copies:
+            assert copy["caller_name"] == f"forwarded by {CAROL.user_id}"
+            assert copy["caller_number"] == "+441632960009"  # the message's caller
+            # The spoken introduction (about 7 s) comes before the 3 s message.
+            assert copy["duration_s"] == pytest.approx(3.0 + 7.3, abs=1.5)
+            inbox = mails_to(platform, f"{copy['user_id']}@acme.test")
+            assert [m for m in inbox if copy["_id"] in m["Message-ID"]]
+        # The forwarder kept her message and got no copy; nothing is left of the introduction.
+        owned = await messages.find({"user_id": CAROL.user_id}).to_list()
+        assert [d["_id"] for d in owned] == [message_id]
+        assert not list(recording_dir(platform).glob(f"vm-{TENANT}-fwd-*"))
+    finally:
+        await api(
+            nc,
+            "deleteTeam",
+            {"tenant_id": TENANT, "team_id": team["team_id"]},
+            service="directory",
+        )
+        await mongo[DB].mailboxes.delete_many(
+            {"_id": {"$in": [f"{TENANT}:{p.user_id}" for p in (CAROL, ALICE, BOB)]}}
         )
 
 

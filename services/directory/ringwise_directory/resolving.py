@@ -1,7 +1,8 @@
 """The directory's answers for calls: which active user (with their devices and numbers) a
 dialled number, a user id, an extension or a registering SIP device stands for, and which
-active users a team rings. resolve_number, resolve_user and resolve_team share one reply
-builder, so every way of reaching a user answers the same shape."""
+active users a team (by id, extension or assigned number) rings. resolve_number, resolve_user
+and resolve_team share one reply builder, so every way of reaching a user answers the same
+shape."""
 
 from __future__ import annotations
 
@@ -116,9 +117,18 @@ class Resolver:
         key = req.WhichOneof("key")
         if not req.tenant_id or key is None or not getattr(req, key):
             return TeamReply(status=NOT_FOUND)
+        team_key: Doc = {key: getattr(req, key)}
+        if key == "number":
+            # A routable number of this tenant assigned to a team names that team.
+            assigned = await self._db.numbers.find_one(
+                {"number": req.number, "tenant_id": req.tenant_id, "assignment.type": "team"}
+            )
+            if assigned is None or assigned.get("status", "active") not in ROUTABLE:
+                return TeamReply(status=NOT_FOUND)
+            team_key = {"team_id": assigned["assignment"]["id"]}
         tenant, team = await asyncio.gather(
             self._tenant(req.tenant_id),
-            self._db.teams.find_one({"tenant_id": req.tenant_id, key: getattr(req, key)}),
+            self._db.teams.find_one({"tenant_id": req.tenant_id, **team_key}),
         )
         if not _active(tenant) or team is None:
             return TeamReply(status=NOT_FOUND)

@@ -226,8 +226,21 @@ async def test_a_team_resolves_to_its_active_members_in_ring_order(harness: Harn
     reply = await resolve_team(harness, tenant_id=tenant, team_id=empty.body["team_id"])
     assert (reply.status, list(reply.member_user_ids)) == (Found.STATUS_FOUND, [])
 
+    # A routable number assigned to the team names it too (the mailbox IVR's forward).
+    number = "+442071119400"
+    body = {"number": number, "assignment": {"type": "team", "id": team_id}}
+    assert (await admin.op("reserveNumber", body)).status == 201
+    reserved = await resolve_team(harness, tenant_id=tenant, number=number)
+    assert reserved.status == Found.STATUS_NOT_FOUND  # reserved: not routed yet
+    assert (await admin.op("activateNumber", number=number)).status == 200
+    by_number = await resolve_team(harness, tenant_id=tenant, number=number)
+    assert (by_number.status, by_number.team_id) == (Found.STATUS_FOUND, team_id)
+    await active_number(admin, "+442071119401")  # assigned to nobody
+
     not_found = Found.STATUS_NOT_FOUND
     for key in (
+        {"tenant_id": tenant, "number": "+442071119401"},
+        {"tenant_id": "res-elsewhere", "number": number},
         {"tenant_id": tenant, "team_id": "tm_nobody"},
         {"tenant_id": tenant, "extension": "499"},
         {"tenant_id": "res-elsewhere", "team_id": team_id},
@@ -235,8 +248,12 @@ async def test_a_team_resolves_to_its_active_members_in_ring_order(harness: Harn
         {"tenant_id": tenant},
     ):
         assert (await resolve_team(harness, **key)).status == not_found, key
-    # A user's extension is not a team.
-    await harness.new_user(tenant, "dan@team.example", extension="402")
+    # A user's extension or number is not a team.
+    dan = await harness.new_user(tenant, "dan@team.example", extension="402")
     assert (await resolve_team(harness, tenant_id=tenant, extension="402")).status == not_found
+    await active_number(admin, "+442071119402", dan["user_id"])
+    assert (
+        await resolve_team(harness, tenant_id=tenant, number="+442071119402")
+    ).status == not_found
     await harness.operator.op("suspendTenant", tenant_id=tenant)
     assert (await resolve_team(harness, tenant_id=tenant, team_id=team_id)).status == not_found

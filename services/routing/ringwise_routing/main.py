@@ -132,6 +132,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             CallerHungUp,
             timeout_s=settings.voicemail_timeout_s,
             find_user=find_user,
+            find_team=directory.find_team,
             trunk_dial=settings.trunk_dial,
         )
         recording_policies = RecordingPolicies(app[service.NATS_KEY])

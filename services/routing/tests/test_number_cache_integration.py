@@ -186,3 +186,42 @@ async def test_a_directory_that_restarted_empties_the_cache(
     finally:
         await numbers.stop()
         await sub.unsubscribe()
+
+
+async def test_a_team_is_found_by_its_extension_else_by_its_number_within_the_tenant(
+    links: tuple[NatsClient, aioredis.Redis],
+) -> None:
+    """The mailbox's forward: digits keyed on a phone name a team of the owner's tenant."""
+    nc, redis = links
+    teams = {
+        ("acme", "extension", "700"): "tm_support",
+        ("acme", "number", "+15550700"): "tm_sales",
+    }
+    asked: list[tuple[str, str, str]] = []
+
+    async def directory(req: resolve_pb2.ResolveTeamRequest) -> resolve_pb2.ResolveTeamReply:
+        key = req.WhichOneof("key") or ""
+        asked.append((req.tenant_id, key, getattr(req, key) if key else ""))
+        team_id = teams.get(asked[-1])
+        if team_id is None:
+            return resolve_pb2.ResolveTeamReply(status=Reply.STATUS_NOT_FOUND)
+        return resolve_pb2.ResolveTeamReply(
+            status=Reply.STATUS_FOUND, tenant_id=req.tenant_id, team_id=team_id
+        )
+
+    numbers = NumberDirectory(nc, redis, timeout_s=0.5)
+    sub = await bus.serve(
+        nc, subjects.DIRECTORY_RESOLVE_TEAM, "directory", resolve_pb2.ResolveTeamRequest, directory
+    )
+    try:
+        assert await numbers.find_team("acme", "700") == "tm_support"
+        assert asked == [("acme", "extension", "700")]
+        asked.clear()
+        assert await numbers.find_team("acme", "15550700") == "tm_sales"
+        assert asked == [("acme", "extension", "15550700"), ("acme", "number", "+15550700")]
+        assert await numbers.find_team("globex", "700") is None
+        assert await numbers.find_team("acme", "") is None
+    finally:
+        await sub.unsubscribe()
+    # No directory: nobody, not an error.
+    assert await NumberDirectory(nc, redis, timeout_s=0.2).find_team("acme", "700") is None

@@ -13,21 +13,17 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from typing import Any, cast
+from typing import Any
 
 import pytest
 import pytest_asyncio
-from nats.js import JetStreamContext
-from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 from ringwise_dev.infra import Infra
-from ringwise_voicemail.mailbox.deposit import DepositLimits
 from ringwise_voicemail.mailbox.store import MailboxStore
-from ringwise_voicemail.messages.audio import AudioStore, message_key
-from ringwise_voicemail.messages.deposits import Asterisks, Voicemail, deposits_done, email_sends
+from ringwise_voicemail.messages.audio import message_key
 from ringwise_voicemail.messages.email import EmailNotSent, Mailer
 from ringwise_voicemail.messages.store import MessageStore
-from ringwise_voicemail.settings import VoicemailSettings
+from voicemail_harness import s3_audio, voicemail_on
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -75,13 +71,6 @@ class CrashingMessages(MessageStore):
         await super().mark(message_id, **fields)
 
 
-class NoAsterisk:
-    """The email step never reaches Asterisk; anything that does is a test failure."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"the email step used Asterisk ({name})")
-
-
 class Parts:
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], infra: Infra) -> None:
         run = next(_runs)
@@ -90,28 +79,16 @@ class Parts:
         self.mailer = CrashingMailer(infra.endpoints.smtp_host, infra.endpoints.smtp_port)
         self.messages = CrashingMessages(client, db)
         self.mailboxes = MailboxStore(client, db)
-        self.audio = AudioStore(
-            VoicemailSettings(
-                s3_endpoint=infra.endpoints.s3_endpoint,
-                s3_access_key=infra.endpoints.s3_access_key,
-                s3_secret_key=SecretStr(infra.endpoints.s3_secret_key),
-                s3_bucket=f"vm-email-ledger-{run}",
-            )
-        )
-        self.vm = Voicemail(
+        self.audio = s3_audio(infra, f"vm-email-ledger-{run}")
+        # The email step reaches neither Asterisk, JetStream nor the directory.
+        self.vm = voicemail_on(
+            client,
+            db,
+            self.audio,
+            T0,
             mailboxes=self.mailboxes,
             messages=self.messages,
-            audio=self.audio,
             mailer=self.mailer,
-            asterisk=cast(Asterisks, NoAsterisk()),
-            js=cast(JetStreamContext, NoAsterisk()),
-            done=deposits_done(client, db),
-            limits=DepositLimits(),
-            mail_from="voicemail@ringwise.invalid",
-            email_link_ttl_s=3600,
-            directory=cast(Any, NoAsterisk()),
-            sends=email_sends(client, db),
-            clock=lambda: T0,
         )
         self.run = run
 

@@ -10,16 +10,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 from ringwise_dev.infra import Infra
 from ringwise_voicemail.mailbox.greetings import Greeting, GreetingKind
 from ringwise_voicemail.mailbox.retention import Folder, RetentionPolicy
 from ringwise_voicemail.mailbox.store import MailboxStore
-from ringwise_voicemail.messages.audio import AudioStore, message_key
+from ringwise_voicemail.messages.audio import message_key
 from ringwise_voicemail.messages.retention_job import RetentionJob
 from ringwise_voicemail.messages.store import MessageStore
-from ringwise_voicemail.settings import VoicemailSettings
+from voicemail_harness import s3_audio
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -32,14 +31,7 @@ class Parts:
         db = f"voicemail_retention_{next(_dbs)}"
         self.mailboxes = MailboxStore(client, db)
         self.messages = MessageStore(client, db)
-        self.audio = AudioStore(
-            VoicemailSettings(
-                s3_endpoint=infra.endpoints.s3_endpoint,
-                s3_access_key=infra.endpoints.s3_access_key,
-                s3_secret_key=SecretStr(infra.endpoints.s3_secret_key),
-                s3_bucket=f"vm-retention-{db.rsplit('_', 1)[-1]}",
-            )
-        )
+        self.audio = s3_audio(infra, f"vm-retention-{db.rsplit('_', 1)[-1]}")
         self.refreshed: list[tuple[str, str]] = []
         self.job = RetentionJob(
             self.mailboxes,

@@ -71,8 +71,10 @@ async def api(
     principal: api_pb2.Principal | None = None,
     if_match: str = "",
     idempotency_key: str = "",
+    service: str = "voicemail",
 ) -> tuple[int, Any]:
-    """Call a voicemail operation as the gateway would (by default as an internal service)."""
+    """Call a service's operation (voicemail's unless told) as the gateway would (by default
+    as an internal service)."""
     principal = principal or service_principal("voicemail-tests")
     call = ApiCall(
         if_match=if_match,
@@ -84,7 +86,7 @@ async def api(
         request_id=new_request_id(),
         idempotency_key=idempotency_key,
     )
-    reply = await call_service(nc, "voicemail", call, timeout_s=10)
+    reply = await call_service(nc, service, call, timeout_s=10)
     return reply.status, (json.loads(reply.body) if reply.body else None)
 
 

@@ -23,7 +23,7 @@ from ringwise.directory.v1 import resolve_pb2
 from ringwise_kit import bus, subjects
 from ringwise_kit.logs import get_logger
 
-from ringwise_routing.calls.policy import Lookup, LookupFailed
+from ringwise_routing.calls.policy import Lookup, LookupFailed, normalize_number
 
 log = get_logger(__name__)
 
@@ -165,6 +165,25 @@ class NumberDirectory:
             resolve_pb2.ResolveTeamRequest(tenant_id=tenant_id, team_id=team_id),
             resolve_pb2.ResolveTeamReply,
         )
+
+    async def find_team(self, tenant_id: str, keyed: str) -> str | None:
+        """The team of this tenant that digits keyed on a phone name: its extension, else a
+        number assigned to it. None for nothing (or no answer from the directory)."""
+        if not keyed:
+            return None
+        for request in (
+            resolve_pb2.ResolveTeamRequest(tenant_id=tenant_id, extension=keyed),
+            resolve_pb2.ResolveTeamRequest(tenant_id=tenant_id, number=normalize_number(keyed)),
+        ):
+            answer = await self._ask(
+                subjects.DIRECTORY_RESOLVE_TEAM, request, resolve_pb2.ResolveTeamReply
+            )
+            if isinstance(answer, LookupFailed):
+                log.warning("team_lookup_failed", reason=answer.reason)
+                return None
+            if answer.status == Reply.STATUS_FOUND:
+                return answer.team_id
+        return None
 
     async def _ask(self, subject: str, request: Message, reply: type[M]) -> M | LookupFailed:
         answer = await ask_directory(self._nc, subject, request, reply, self._timeout_s)

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Protocol, TypeVar
@@ -95,6 +96,16 @@ def availability_for(greeting: str, dialstatus: str) -> deposit_pb2.Availability
 
 M = TypeVar("M", bound=Message)
 FindUser = Callable[[str], Awaitable[tuple[str, str] | None]]
+# (tenant, digits keyed on a phone) -> the id of the tenant's team they name, if any.
+FindTeam = Callable[[str, str], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class ForwardTarget:
+    """Whom a forwarded message goes to: a user, or every member of a team."""
+
+    user_id: str = ""
+    team_id: str = ""
 
 
 class Call(Protocol):
@@ -121,12 +132,15 @@ class VoicemailStep:
         *,
         timeout_s: float = 1.0,
         find_user: FindUser | None = None,
+        find_team: FindTeam | None = None,
         trunk_dial: Callable[[str], str] | None = None,
     ) -> None:
         self._nc = nc
         self._ari = ari
-        # For "forward to": the user a dialled number reaches (tenant, user), if any.
+        # For "forward to": the user a dialled number reaches (tenant, user), if any...
         self._find_user = find_user
+        # ... else the tenant's team the digits name (its extension or number).
+        self._find_team = find_team
         # For "call back the sender": the dial string of a PSTN number ("" = no trunk).
         self._trunk_dial = trunk_dial or (lambda number: "")
         # waiting.CallerHungUp: what call.wait_for raises when the caller hangs up.
@@ -418,6 +432,19 @@ class VoicemailStep:
             return
         # The recording stays in Asterisk's spool under its deposit name for an operator.
         log.error("voicemail_complete_failed", deposit_id=begin.deposit_id)
+
+    async def forward_target(self, tenant_id: str, keyed: str) -> ForwardTarget | None:
+        """Whom digits keyed in the mailbox's forward name in this tenant: the user a number
+        reaches, else a team by its extension or number. None for nothing there: no one, a
+        number of another tenant, or a directory that did not answer."""
+        if not keyed:
+            return None
+        found = await self._find_user(keyed) if self._find_user is not None else None
+        if found is not None:
+            tenant, user_id = found
+            return ForwardTarget(user_id=user_id) if tenant == tenant_id else None
+        team_id = await self._find_team(tenant_id, keyed) if self._find_team is not None else None
+        return ForwardTarget(team_id=team_id) if team_id else None
 
     # -- the mailbox's reply and call back (PhoneMenu.advanced) ------------------------------
 
@@ -859,25 +886,30 @@ class PhoneMenu:
         await self.keys.play(["sound:vm-passchanged" if ok else "sound:vm-invalid-password"])
 
     async def forward(self, message: mailbox_pb2.PhoneMessage) -> None:
-        """To the user a number reaches: the caller records an introduction first."""
-        number = await self.keys.number(["sound:vm-extension"])
-        found = await self.step._find_user(number) if self.step._find_user and number else None
-        if found is None or found[0] != self.tenant_id:
+        """To the user a number reaches, or to every member of a team (its extension or
+        number): the caller records an introduction first."""
+        keyed = await self.keys.number(["sound:vm-extension"])
+        target = await self.step.forward_target(self.tenant_id, keyed)
+        if target is None:
             await self.keys.play(["sound:vm-sorry"])
             return
         annotation = f"vm-{subjects.tenant_token(self.tenant_id)}-fwd-{uuid.uuid4().hex}"
         await self.keys.play(BEEP)
         await self.step.record_raw(self.call, annotation, ANNOTATION_MAX_S)
-        done = await self.act(
-            message,
-            mailbox_pb2.MailboxActionRequest.ACTION_FORWARD,
-            forward_to_user_id=found[1],
-            annotation_recording=annotation,
-        )
-        if done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE:
-            await self.keys.play(["sound:vm-msgforwarded"])
-        else:
-            await self.keys.play(["sound:vm-sorry"])
+        try:
+            done = await self.act(
+                message,
+                mailbox_pb2.MailboxActionRequest.ACTION_FORWARD,
+                forward_to_user_id=target.user_id,
+                forward_to_team_id=target.team_id,
+                annotation_recording=annotation,
+            )
+            ok = done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE
+        except Exception as exc:  # voicemail or the directory did not answer: say so
+            log.warning("mailbox_forward_failed", error=repr(exc))
+            ok = False
+        log.info("mailbox_forward", team_id=target.team_id or None, forwarded=ok)
+        await self.keys.play(["sound:vm-msgforwarded" if ok else "sound:vm-sorry"])
 
     # -- advanced options: reply, call back, envelope ------------------------------------------
 

@@ -479,6 +479,29 @@ def delivery_id(tenant_id: str, request_key: str, user_id: str) -> str:
     return digest[:32]
 
 
+@dataclass(frozen=True)
+class TeamRecipients:
+    """A team's active members (the directory's, in its order, each once) split by whether
+    they have a mailbox: the users a message to the team is deposited for."""
+
+    members: list[str]
+    with_mailbox: list[str]
+
+    @property
+    def without_mailbox(self) -> list[str]:
+        return [u for u in self.members if u not in self.with_mailbox]
+
+
+async def team_recipients(vm: Voicemail, tenant_id: str, team_id: str) -> TeamRecipients | None:
+    """None for no such team of the tenant; raises if the directory does not answer."""
+    team = await vm.directory.team(tenant_id, team_id)
+    if team is None:
+        return None
+    members = list(dict.fromkeys(team.member_user_ids))
+    with_mailbox = [u for u in members if await vm.mailboxes.get(tenant_id, u) is not None]
+    return TeamRecipients(members, with_mailbox)
+
+
 async def send_voice_message(
     vm: Voicemail,
     tenant_id: str,
@@ -495,7 +518,8 @@ async def send_voice_message(
     """A voice message to users (a team broadcast is one per member): the audio goes to S3
     first, then each delivery takes the deposit pipeline (stored, emailed, alerted, MWI).
     With a request_key the message ids derive from it, so sending again (a retry after a
-    timeout or a crash halfway) delivers nothing twice. Returns message id per user."""
+    timeout or a crash halfway) delivers nothing twice, and a copy's audio is the first
+    attempt's. Returns message id per user."""
     sent: dict[str, str] = {}
     for user_id in dict.fromkeys(to_user_ids):
         message_id = (
@@ -504,7 +528,11 @@ async def send_voice_message(
         sent[user_id] = message_id
         if request_key and await vm.done.find_one({"_id": message_id}, projection={"_id": 1}):
             continue  # delivered by the first attempt (and maybe deleted since)
-        await vm.audio.put(message_key(tenant_id, user_id, message_id, RECORDING_FORMAT), audio)
+        key = message_key(tenant_id, user_id, message_id, RECORDING_FORMAT)
+        # A retry may not have what the first attempt had (a phone forward's annotation is
+        # gone from Asterisk once used): the audio stored first is the copy's.
+        if not (request_key and await vm.audio.exists(key)):
+            await vm.audio.put(key, audio)
         deposit = deposit_pb2.DepositCompleteRequest(
             deposit_id=message_id,
             tenant_id=tenant_id,

@@ -14,7 +14,7 @@ from ringwise_kit.api import ApiCall, ApiError, ApiResult, ApiRouter, field_erro
 
 from ringwise_voicemail.mailbox.http import decode_audio
 from ringwise_voicemail.mailbox.retention import Folder
-from ringwise_voicemail.messages.deposits import Voicemail, send_voice_message
+from ringwise_voicemail.messages.deposits import Voicemail, send_voice_message, team_recipients
 
 Doc = dict[str, Any]
 MAX_BROADCAST = 200
@@ -167,16 +167,14 @@ def routes(vm: Voicemail) -> ApiRouter:
         skipped: list[str] = []
         if team_id is not None:
             try:
-                team = await vm.directory.team(call.tenant_id, team_id)
+                team = await team_recipients(vm, call.tenant_id, team_id)
             except Exception as exc:
                 raise ApiError(503, "Service Unavailable", "the directory did not answer") from exc
             if team is None:
                 raise not_found("team")
-            if not team.member_user_ids:
+            if not team.members:
                 raise field_error("/to_team_id", "the team has no active members")
-            members = list(dict.fromkeys(team.member_user_ids))
-            recipients = [u for u in members if await vm.mailboxes.get(call.tenant_id, u)]
-            skipped = [u for u in members if u not in recipients]
+            recipients, skipped = team.with_mailbox, team.without_mailbox
             if not recipients:
                 raise field_error("/to_team_id", "no member of the team has a mailbox")
         else:

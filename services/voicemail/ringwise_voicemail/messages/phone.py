@@ -1,6 +1,7 @@
 """The mailbox by phone (routing runs the IVR over ARI): PIN login with lockout and audit,
 the messages to play, and what the user does with each (save, delete, archive, urgent,
-forward with a recorded annotation, a recorded reply to an internal sender)."""
+forward with a recorded annotation to a user or a team, a recorded reply to an internal
+sender)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from ringwise_voicemail.mailbox import pin
 from ringwise_voicemail.mailbox.greetings import Greeting, GreetingKind
 from ringwise_voicemail.mailbox.retention import Folder
 from ringwise_voicemail.messages.audio import concat_wavs, greeting_key, wav_duration_s
-from ringwise_voicemail.messages.deposits import Voicemail, send_voice_message
+from ringwise_voicemail.messages.deposits import Voicemail, send_voice_message, team_recipients
 
 log = get_logger(__name__)
 
@@ -278,37 +279,67 @@ class PhoneMailbox:
     async def _forward(
         self, tenant_id: str, user_id: str, doc: Doc, req: mailbox_pb2.MailboxActionRequest
     ) -> str | None:
+        """The message with the owner's annotation in front, to a user or to each member of a
+        team who has a mailbox (the owner excluded). Returns the (first) copy's id; None when
+        there is no target mailbox. The copies' ids derive from the annotation's name (one per
+        forward), so a retried request delivers each copy once."""
         vm = self.vm
-        target = req.forward_to_user_id
-        if not target or await vm.mailboxes.get(tenant_id, target) is None:
+        if req.forward_to_user_id and req.forward_to_team_id:
+            raise ValueError("forward to a user or to a team, not both")
+        annotation_name = req.annotation_recording
+        if annotation_name and not annotation_name.startswith(
+            f"vm-{subjects.tenant_token(tenant_id)}-"
+        ):
+            raise ValueError("the annotation is not this tenant's recording")
+        targets = await self._forward_targets(tenant_id, user_id, req)
+        asterisk = await vm.asterisk.client(req.asterisk_instance) if annotation_name else None
+        if not targets:
+            if asterisk is not None:
+                await asterisk.delete_stored_recording(annotation_name)
             return None
         audio = await vm.audio.get(doc["audio_key"])
-        if req.annotation_recording:
-            if not req.annotation_recording.startswith(f"vm-{subjects.tenant_token(tenant_id)}-"):
-                raise ValueError("the annotation is not this tenant's recording")
-            asterisk = await vm.asterisk.client(req.asterisk_instance)
+        if asterisk is not None:
             try:
-                annotation = await asterisk.stored_recording_file(req.annotation_recording)
+                annotation = await asterisk.stored_recording_file(annotation_name)
             except AriNotFound:
-                annotation = b""
+                annotation = b""  # never recorded, or used by the first try of this request
             if annotation:
                 audio = concat_wavs(annotation, audio)
         duration = wav_duration_s(audio) or float(doc["duration_s"])
         sent = await send_voice_message(
             vm,
             tenant_id,
-            [target],
+            list(targets),
             audio,
             duration,
             sender_number=doc["caller_number"],
             sender_name=f"forwarded by {user_id}",
             urgent=bool(doc.get("urgent")),
+            request_key=f"forward:{annotation_name}" if annotation_name else "",
         )
-        if req.annotation_recording:
-            await (await vm.asterisk.client(req.asterisk_instance)).delete_stored_recording(
-                req.annotation_recording
-            )
-        return sent[target]
+        if asterisk is not None:
+            await asterisk.delete_stored_recording(annotation_name)
+        log.info(
+            "phone_mailbox_forwarded",
+            message_id=doc["_id"],
+            to_user_ids=targets,
+            team_id=req.forward_to_team_id or None,
+        )
+        return sent[targets[0]]
+
+    async def _forward_targets(
+        self, tenant_id: str, user_id: str, req: mailbox_pb2.MailboxActionRequest
+    ) -> tuple[str, ...]:
+        """Who gets a forwarded copy: the user (if they have a mailbox), or the team's active
+        members with a mailbox in the team's order, the forwarding owner left out."""
+        vm = self.vm
+        if req.forward_to_team_id:
+            team = await team_recipients(vm, tenant_id, req.forward_to_team_id)
+            return tuple(u for u in team.with_mailbox if u != user_id) if team else ()
+        target = req.forward_to_user_id
+        if target and await vm.mailboxes.get(tenant_id, target) is not None:
+            return (target,)
+        return ()
 
     async def sender_of(self, tenant_id: str, doc: Doc) -> str | None:
         """The user of this tenant who sent the message: recorded when a user sent it, else

@@ -197,7 +197,7 @@ Global___ResolveUserRequest: _TypeAlias = ResolveUserRequest  # noqa: Y015
 
 @_typing.final
 class ResolveTeamRequest(_message.Message):
-    """A team by id or extension: its members in ring order.
+    """A team by id, extension or number: its members in ring order.
     Subject: ringwise.v1.directory.resolve_team (request/reply, queue group "directory").
     """
 
@@ -206,21 +206,25 @@ class ResolveTeamRequest(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     TEAM_ID_FIELD_NUMBER: _builtins.int
     EXTENSION_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     team_id: _builtins.str
     extension: _builtins.str
+    number: _builtins.str
+    """E.164 with "+": a routable number of this tenant assigned to the team (type "team")."""
     def __init__(
         self,
         *,
         tenant_id: _builtins.str = ...,
         team_id: _builtins.str = ...,
         extension: _builtins.str = ...,
+        number: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["extension", b"extension", "key", b"key", "team_id", b"team_id"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["extension", b"extension", "key", b"key", "number", b"number", "team_id", b"team_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["extension", b"extension", "key", b"key", "team_id", b"team_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extension", b"extension", "key", b"key", "number", b"number", "team_id", b"team_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_key: _TypeAlias = _typing.Literal["team_id", "extension"]  # noqa: Y015
+    _WhichOneofReturnType_key: _TypeAlias = _typing.Literal["team_id", "extension", "number"]  # noqa: Y015
     _WhichOneofArgType_key: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_key) -> _WhichOneofReturnType_key | None: ...
 

@@ -243,7 +243,9 @@ class MailboxActionRequest(_message.Message):
         ACTION_ARCHIVE: MailboxActionRequest._Action.ValueType  # 3
         ACTION_MARK_URGENT: MailboxActionRequest._Action.ValueType  # 4
         ACTION_FORWARD: MailboxActionRequest._Action.ValueType  # 5
-        """to forward_to_user_id, the annotation played first"""
+        """To forward_to_user_id, or to every member of forward_to_team_id (one of the two):
+        the annotation played first, then the message.
+        """
         ACTION_SET_GREETING: MailboxActionRequest._Action.ValueType  # 6
         """greeting_kind from recording (no message_id)"""
         ACTION_SET_PIN: MailboxActionRequest._Action.ValueType  # 7
@@ -260,7 +262,9 @@ class MailboxActionRequest(_message.Message):
     ACTION_ARCHIVE: MailboxActionRequest.Action.ValueType  # 3
     ACTION_MARK_URGENT: MailboxActionRequest.Action.ValueType  # 4
     ACTION_FORWARD: MailboxActionRequest.Action.ValueType  # 5
-    """to forward_to_user_id, the annotation played first"""
+    """To forward_to_user_id, or to every member of forward_to_team_id (one of the two):
+    the annotation played first, then the message.
+    """
     ACTION_SET_GREETING: MailboxActionRequest.Action.ValueType  # 6
     """greeting_kind from recording (no message_id)"""
     ACTION_SET_PIN: MailboxActionRequest.Action.ValueType  # 7
@@ -279,12 +283,16 @@ class MailboxActionRequest(_message.Message):
     RECORDING_FIELD_NUMBER: _builtins.int
     NEW_PIN_FIELD_NUMBER: _builtins.int
     ASTERISK_INSTANCE_FIELD_NUMBER: _builtins.int
+    FORWARD_TO_TEAM_ID_FIELD_NUMBER: _builtins.int
     session: _builtins.str
     message_id: _builtins.str
     action: Global___MailboxActionRequest.Action.ValueType
     forward_to_user_id: _builtins.str
     annotation_recording: _builtins.str
-    """A recording in Asterisk's spool (routing recorded it) played before the forwarded message."""
+    """A recording in Asterisk's spool (routing recorded it) played before the forwarded message.
+    Its name is unique per forward: the forwarded copies' ids derive from it, so a retried
+    request delivers each copy once (and the first attempt's audio stays).
+    """
     greeting_kind: _builtins.str
     """permanent, busy, name, temporary (for today), extended_absence"""
     recording: _builtins.str
@@ -293,6 +301,14 @@ class MailboxActionRequest(_message.Message):
     asterisk_instance: _builtins.str
     """The Asterisk instance holding `recording` / `annotation_recording` (pod name; empty with
     one Asterisk).
+    """
+    forward_to_team_id: _builtins.str
+    """Forward to a team of the session's tenant (instead of forward_to_user_id): one forwarded
+    copy (the annotation first, then the message) in the mailbox of each active member
+    (directory resolve_team) that has one, the forwarding user excluded; each copy is a new
+    message like any other (MWI, email, alerts per recipient). The reply's new_message_id is
+    the first recipient's copy in the team's member order. STATUS_NO_TARGET when no such
+    member has a mailbox (or the team is unknown).
     """
     def __init__(
         self,
@@ -306,10 +322,11 @@ class MailboxActionRequest(_message.Message):
         recording: _builtins.str = ...,
         new_pin: _builtins.str = ...,
         asterisk_instance: _builtins.str = ...,
+        forward_to_team_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "annotation_recording", b"annotation_recording", "asterisk_instance", b"asterisk_instance", "forward_to_user_id", b"forward_to_user_id", "greeting_kind", b"greeting_kind", "message_id", b"message_id", "new_pin", b"new_pin", "recording", b"recording", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "annotation_recording", b"annotation_recording", "asterisk_instance", b"asterisk_instance", "forward_to_team_id", b"forward_to_team_id", "forward_to_user_id", b"forward_to_user_id", "greeting_kind", b"greeting_kind", "message_id", b"message_id", "new_pin", b"new_pin", "recording", b"recording", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -332,7 +349,7 @@ class MailboxActionReply(_message.Message):
         STATUS_NO_SESSION: MailboxActionReply._Status.ValueType  # 3
         """the session expired or never existed: log in again"""
         STATUS_NO_TARGET: MailboxActionReply._Status.ValueType  # 4
-        """forward: the target has no mailbox; reply: no internal sender"""
+        """forward: no target mailbox (see forward_to_team_id); reply: no internal sender"""
         STATUS_REJECTED: MailboxActionReply._Status.ValueType  # 5
         """a PIN breaking the rules, a recording that is unusable"""
 
@@ -344,7 +361,7 @@ class MailboxActionReply(_message.Message):
     STATUS_NO_SESSION: MailboxActionReply.Status.ValueType  # 3
     """the session expired or never existed: log in again"""
     STATUS_NO_TARGET: MailboxActionReply.Status.ValueType  # 4
-    """forward: the target has no mailbox; reply: no internal sender"""
+    """forward: no target mailbox (see forward_to_team_id); reply: no internal sender"""
     STATUS_REJECTED: MailboxActionReply.Status.ValueType  # 5
     """a PIN breaking the rules, a recording that is unusable"""
 
@@ -353,7 +370,7 @@ class MailboxActionReply(_message.Message):
     DETAIL_FIELD_NUMBER: _builtins.int
     status: Global___MailboxActionReply.Status.ValueType
     new_message_id: _builtins.str
-    """forward, reply: the target's message"""
+    """forward, reply: the target's message (a team: the first copy)"""
     detail: _builtins.str
     """why, for STATUS_REJECTED"""
     def __init__(
