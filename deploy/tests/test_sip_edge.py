@@ -66,7 +66,12 @@ def kamailio_check(kamailio_root: Path, config_dir: Path) -> subprocess.Complete
 def resolvable_here(config: str) -> str:
     """Kamailio resolves advertised names at start; the internal Service's cluster name does
     not resolve outside a cluster, so the checks use `localhost`, still a name (the edge must
-    recognise it as its own in Record-Route, through its alias)."""
+    recognise it as its own in Record-Route, through its alias). The edge pods' DMQ peers
+    (their headless Service, every edge pod's address) are this one edge: 127.0.0.1 (DMQ
+    takes the first address of a name, and `localhost` may be ::1)."""
+    config = re.sub(
+        r"[a-z0-9-]+-sip-edge-peers\.[a-z0-9.-]+\.svc\.[a-z0-9.-]+", "127.0.0.1", config
+    )
     return re.sub(
         r"[a-z0-9-]+-sip-edge-internal\.[a-z0-9.-]+\.svc\.[a-z0-9.-]+", "localhost", config
     )
@@ -192,6 +197,7 @@ EDGE_PHONES = TEST_PORTS.base + 88
 POD_A = TEST_PORTS.base + 89
 POD_B = TEST_PORTS.base + 90
 PHONE = TEST_PORTS.base + 91
+EDGE_DMQ = TEST_PORTS.base + 93
 MWI_BODY = "Messages-Waiting: yes\r\n"
 
 
@@ -259,6 +265,7 @@ def edge_config_for_here(
         .replace(":5080", f":{EDGE_PUBLIC}")
         .replace(":5090", f":{EDGE_CLUSTER}")
         .replace(":5091", f":{EDGE_PHONES}")
+        .replace(":5092", f":{EDGE_DMQ}")
         .replace("/etc/ringwise-sip-edge/dispatcher.list", str(directory / "dispatcher.list"))
     )
     config, probes = re.subn(
@@ -780,3 +787,148 @@ def test_a_phone_registers_through_the_edge_with_a_real_asterisk_and_is_called_b
         assert invite.startswith(f"INVITE sip:{user}@192.168.1.20:5060 "), invite
         assert source == ("127.0.0.1", EDGE_PUBLIC)
         phone.sendto(reply_to(invite, "486 Busy Here"), source)
+
+
+# --------------------------------------------------------------------------- location service
+# The edge keeps the bindings the pods accepted, so a pod that does not hold a phone's
+# registration reaches it at sip:<user>@<edge>:5091 (what routing and voicemail send with
+# RINGWISE_PHONES_VIA_EDGE).
+
+
+def to_phone_via_edge(method: str, user: str, n: int, host: str = "localhost") -> bytes:
+    """A request from another pod (POD_B) for user at the edge's phone socket, no Route."""
+    body = MWI_BODY if method == "NOTIFY" else ""
+    extra = (
+        "Event: message-summary\r\nSubscription-State: active\r\n"
+        "Content-Type: application/simple-message-summary\r\n"
+        if method == "NOTIFY"
+        else f"Contact: <sip:pod-b@127.0.0.1:{POD_B}>\r\n"
+    )
+    return (
+        f"{method} sip:{user}@{host}:{EDGE_PHONES} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{POD_B};branch=z9hG4bK-loc-{n}\r\n"
+        f"From: <sip:{user}@127.0.0.1>;tag=pod-b\r\nTo: <sip:{user}@{host}>\r\n"
+        f"Call-ID: loc-{n}\r\nCSeq: 1 {method}\r\n{extra}"
+        f"Max-Forwards: 70\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def register_answered(
+    phone: socket.socket, pod: socket.socket, user: str, cseq: int, code: str, expires: int = 120
+) -> str:
+    """The phone's REGISTER (Expires: expires) through the edge, answered `code` by the pod
+    (a 200 lists the contact the pod holds, none after a de-registration); returns what the
+    phone got."""
+    request = register(phone, user, cseq).decode().replace("Expires: 120", f"Expires: {expires}")
+    phone.sendto(request.encode(), ("127.0.0.1", EDGE_PUBLIC))
+    received = next_request(pod)
+    assert received is not None, "the pod got no REGISTER"
+    at_pod, source = received
+    extra = ""
+    if code.startswith("401"):
+        extra = 'WWW-Authenticate: Digest realm="asterisk",nonce="n1",algorithm=MD5\r\n'
+    elif code.startswith("200") and expires:
+        extra = f"Contact: <sip:{user}@192.168.1.20:5060>;expires={expires}\r\n"
+    pod.sendto(reply_to(at_pod, code, extra), source)
+    phone.settimeout(5)
+    return phone.recv(65535).decode()
+
+
+def final_reply(sock: socket.socket) -> str:
+    """The next final reply on sock, past any provisional (1xx) ones."""
+    while (message := next_message(sock)).startswith("SIP/2.0 1"):
+        pass
+    return message
+
+
+@pytest.mark.integration
+def test_any_pod_reaches_a_phone_through_the_edges_location_table(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    config = edge_config_for_here(
+        render, ci_values["minimal"], tmp_path, f"1 sip:127.0.0.1:{POD_A}\n", ping_interval_s=3600
+    )
+    user = "rw0b01"
+    with (
+        udp_socket(POD_A) as pod_a,
+        udp_socket(POD_B) as pod_b,
+        udp_socket(PHONE) as phone,
+        running_edge(kamailio_root, config) as edge_log,
+    ):
+        # Not registered: refused, nothing reaches the phone.
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 1), ("127.0.0.1", EDGE_PHONES))
+        assert next_message(pod_b).startswith("SIP/2.0 404")
+        # A challenged REGISTER (the pod's 401) leaves no binding behind.
+        assert register_answered(phone, pod_a, user, 1, "401 Unauthorized").startswith(
+            "SIP/2.0 401"
+        )
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 2), ("127.0.0.1", EDGE_PHONES))
+        assert next_message(pod_b).startswith("SIP/2.0 404")
+        assert next_request(phone, timeout_s=0.5) is None
+
+        # Accepted by pod A: pod B's NOTIFY goes to the address the REGISTER came from (not the
+        # private Contact), from the edge's public socket, record-routed.
+        assert register_answered(phone, pod_a, user, 2, "200 OK").startswith("SIP/2.0 200")
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 3), ("127.0.0.1", EDGE_PHONES))
+        received = next_request(phone)
+        assert received is not None, edge_log.read_text()[-3000:]
+        at_phone, source = received
+        assert at_phone.startswith(f"NOTIFY sip:{user}@192.168.1.20:5060 "), at_phone
+        assert at_phone.endswith(MWI_BODY)
+        assert source == ("127.0.0.1", EDGE_PUBLIC)
+        assert any(f"localhost:{EDGE_PHONES}" in rr for rr in sip_headers(at_phone)["record-route"])
+        phone.sendto(reply_to(at_phone, "200 OK"), source)
+        assert next_message(pod_b).startswith("SIP/2.0 200")
+
+        # A call from pod B the same way (what routing dials: PJSIP/<user>/sip:<user>@edge).
+        pod_b.sendto(to_phone_via_edge("INVITE", user, 4), ("127.0.0.1", EDGE_PHONES))
+        received = next_request(phone)
+        assert received is not None, edge_log.read_text()[-3000:]
+        invite, source = received
+        assert invite.startswith(f"INVITE sip:{user}@192.168.1.20:5060 "), invite
+        phone.sendto(reply_to(invite, "486 Busy Here"), source)
+        busy = final_reply(pod_b)
+        assert busy.startswith("SIP/2.0 486")
+        # Pod B acknowledges the 486 (same branch, the answer's To tag), as a UAC does.
+        ack = (
+            f"ACK sip:{user}@localhost:{EDGE_PHONES} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{POD_B};branch=z9hG4bK-loc-4\r\n"
+            f"From: <sip:{user}@127.0.0.1>;tag=pod-b\r\nTo: {sip_headers(busy)['to'][0]}\r\n"
+            "Call-ID: loc-4\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        pod_b.sendto(ack.encode(), ("127.0.0.1", EDGE_PHONES))
+        # The edge acknowledges the phone's final answer itself (hop by hop).
+        assert next_message(phone).startswith(f"ACK sip:{user}@192.168.1.20:5060 ")
+
+        # Only the edge's own users: a request for another domain is no relay (403), an
+        # unknown user of the edge is not found.
+        pod_b.sendto(
+            to_phone_via_edge("NOTIFY", user, 5, host="198.51.100.9"), ("127.0.0.1", EDGE_PHONES)
+        )
+        assert next_message(pod_b).startswith("SIP/2.0 403")
+        pod_b.sendto(to_phone_via_edge("NOTIFY", "rw0b99", 6), ("127.0.0.1", EDGE_PHONES))
+        assert next_message(pod_b).startswith("SIP/2.0 404")
+
+        # De-registered (Expires: 0, the pod's 200 lists no contact): gone from the table.
+        assert register_answered(phone, pod_a, user, 3, "200 OK", expires=0).startswith(
+            "SIP/2.0 200"
+        )
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 7), ("127.0.0.1", EDGE_PHONES))
+        assert next_message(pod_b).startswith("SIP/2.0 404")
+        assert next_request(phone, timeout_s=0.5) is None
+
+        # A binding lives as long as the pod granted (here 2 s), not longer.
+        assert register_answered(phone, pod_a, user, 4, "200 OK", expires=2).startswith(
+            "SIP/2.0 200"
+        )
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 8), ("127.0.0.1", EDGE_PHONES))
+        received = next_request(phone)
+        assert received is not None, edge_log.read_text()[-3000:]
+        phone.sendto(reply_to(received[0], "200 OK"), received[1])
+        assert next_message(pod_b).startswith("SIP/2.0 200")
+        time.sleep(3)
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 9), ("127.0.0.1", EDGE_PHONES))
+        assert next_message(pod_b).startswith("SIP/2.0 404")
