@@ -103,6 +103,18 @@ def test_rendered_kamailio_config_passes_kamailio_check(
     assert f"advertise {advertised[values_name]}" in result.stdout + result.stderr
 
 
+def test_one_edge_pods_config_without_dmq_passes_kamailio_check(
+    render: Render, ci_values: dict[str, dict[str, Any]], kamailio_root: Path, tmp_path: Path
+) -> None:
+    values = copy.deepcopy(ci_values["minimal"])
+    values["sipEdge"]["replicas"] = 1
+    data = edge_config(render(values))
+    assert 'loadmodule "registrar.so"' in data["kamailio.cfg"]
+    write_rendered(data, "127.0.0.1", tmp_path)
+    result = kamailio_check(kamailio_root, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_a_broken_config_is_caught_by_the_check(
     rendered: dict[str, list[Manifest]], kamailio_root: Path, tmp_path: Path
 ) -> None:
