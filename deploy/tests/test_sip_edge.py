@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,12 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploykit import REPO, Manifest, Render, container_asterisk, invite_final_code
+from deploykit import (
+    REPO,
+    ContainerAsterisk,
+    Manifest,
+    Render,
+    container_asterisk,
+    invite_final_code,
+)
 from ringwise.directory.v1 import devices_pb2
 from ringwise_dev import asterisk as dev_asterisk
 from ringwise_dev.ports import TEST_PORTS
 from ringwise_kit.ari.calls import RestCall
 from ringwise_routing.provisioning.pjsip import PjsipOptions, apply_calls
+from ringwise_voicemail.messages import mwi
 
 ENTRYPOINT = REPO / "deploy" / "sip-edge" / "entrypoint.sh"
 SCENARIOS = Path(__file__).parent / "sipp"
@@ -718,6 +727,27 @@ def digest_authorization(challenge: str, user: str, ha1: str, uri: str) -> str:
     return f"Authorization: Digest {fields},algorithm=MD5\r\n"
 
 
+def register_with_digest(phone: socket.socket, user: str, ha1: str) -> str:
+    """The phone's REGISTER through the edge, challenged by the Asterisk behind it and sent
+    again with its credentials; returns the answer to that second REGISTER."""
+    uri = f"sip:127.0.0.1:{EDGE_PUBLIC}"
+    phone.sendto(register(phone, user, 1), ("127.0.0.1", EDGE_PUBLIC))
+    phone.settimeout(5)
+    challenge = phone.recv(65535).decode()
+    assert challenge.startswith("SIP/2.0 401"), challenge
+    (www_authenticate,) = sip_headers(challenge)["www-authenticate"]
+    authorized = (
+        register(phone, user, 2)
+        .decode()
+        .replace(
+            "Expires: 120\r\n",
+            "Expires: 120\r\n" + digest_authorization(www_authenticate, user, ha1, uri),
+        )
+    )
+    phone.sendto(authorized.encode(), ("127.0.0.1", EDGE_PUBLIC))
+    return phone.recv(65535).decode()
+
+
 @pytest.mark.integration
 def test_a_phone_registers_through_the_edge_with_a_real_asterisk_and_is_called_back(
     render: Render,
@@ -759,23 +789,7 @@ def test_a_phone_registers_through_the_edge_with_a_real_asterisk_and_is_called_b
         # As the chart's routing sidecar provisions it (RINGWISE_PJSIP_REWRITE_CONTACT=false).
         for call in apply_calls(device, PjsipOptions(rewrite_contact=False)):
             ari_run(ASTERISK_ARI, call)
-        uri = f"sip:127.0.0.1:{EDGE_PUBLIC}"
-        request = register(phone, user, 1)
-        phone.sendto(request, ("127.0.0.1", EDGE_PUBLIC))
-        phone.settimeout(5)
-        challenge = phone.recv(65535).decode()
-        assert challenge.startswith("SIP/2.0 401"), challenge
-        (www_authenticate,) = sip_headers(challenge)["www-authenticate"]
-        authorized = (
-            register(phone, user, 2)
-            .decode()
-            .replace(
-                "Expires: 120\r\n",
-                "Expires: 120\r\n" + digest_authorization(www_authenticate, user, ha1, uri),
-            )
-        )
-        phone.sendto(authorized.encode(), ("127.0.0.1", EDGE_PUBLIC))
-        answer = phone.recv(65535).decode()
+        answer = register_with_digest(phone, user, ha1)
         assert answer.startswith("SIP/2.0 200"), answer + edge_log.read_text()[-2000:]
         # The contact as the phone wrote it, with the edge's Path to its source address.
         aor = asterisk.rx(f"pjsip show aor {user}")
@@ -944,3 +958,123 @@ def test_any_pod_reaches_a_phone_through_the_edges_location_table(
         time.sleep(3)
         pod_b.sendto(to_phone_via_edge("NOTIFY", user, 9), ("127.0.0.1", EDGE_PHONES))
         assert next_message(pod_b).startswith("SIP/2.0 404")
+
+
+ASTERISK_B_SIP = TEST_PORTS.base + 74
+ASTERISK_B_ARI = TEST_PORTS.base + 94
+ASTERISK_B_RTP = (TEST_PORTS.base + 940, TEST_PORTS.base + 959)
+
+
+def pod_env(name: str, sip: int, ari: int, rtp: tuple[int, int]) -> dict[str, str]:
+    """An Asterisk pod's settings as the chart renders them (trunk: the edge's trunk socket)."""
+    return {
+        "HOSTNAME": name,
+        "RINGWISE_ARI_PASSWORD": "edge-check",
+        "RINGWISE_PSTN_HOST": f"127.0.0.1:{EDGE_CLUSTER}/32",
+        "RINGWISE_SIP_PORT": str(sip),
+        "RINGWISE_ARI_PORT": str(ari),
+        "RINGWISE_RTP_START": str(rtp[0]),
+        "RINGWISE_RTP_END": str(rtp[1]),
+    }
+
+
+def registered_here(asterisk: ContainerAsterisk, user: str) -> bool:
+    return bool(re.search(rf"Contact:\s+{user}/sip:", asterisk.rx(f"pjsip show aor {user}")))
+
+
+@pytest.mark.integration
+def test_a_real_asterisk_without_the_registration_reaches_the_phone_through_the_edge(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    """Two Asterisk pods (the image's entrypoint and config, the phone provisioned on both
+    over ARI as routing does) behind the edge. The phone registers with the pod its name
+    hashes to; the other pod, which has no contact for it, calls it with the dial string
+    routing uses (PJSIP/<user>/sip:<user>@edge) and sends it an MWI NOTIFY with the variables
+    voicemail gives the ringwise-mwi dialplan: both arrive at the phone's source address."""
+    user, password = "rw00e2", "phone-secret"
+    ha1 = md5(f"{user}:asterisk:{password}")
+    edge_phones = f"127.0.0.1:{EDGE_PHONES}"
+    config = edge_config_for_here(
+        render,
+        ci_values["minimal"],
+        tmp_path,
+        f"1 sip:127.0.0.1:{ASTERISK_SIP}\n1 sip:127.0.0.1:{ASTERISK_B_SIP}\n",
+        3600,
+    )
+    # Asterisk resolves "localhost" to ::1 first (its transport is IPv4): an address here.
+    config.write_text(config.read_text().replace(f"localhost:{EDGE_PHONES}", edge_phones))
+    device = devices_pb2.SipDevice(
+        tenant_id="acme", device_id="d2", sip_username=user, md5_cred=ha1, realm="asterisk"
+    )
+    with (
+        container_asterisk(
+            f"edge-pod-a-{TEST_PORTS.base}",
+            pod_env("rw-ringwise-asterisk-0", ASTERISK_SIP, ASTERISK_ARI, ASTERISK_RTP),
+        ) as pod_a,
+        container_asterisk(
+            f"edge-pod-b-{TEST_PORTS.base}",
+            pod_env("rw-ringwise-asterisk-1", ASTERISK_B_SIP, ASTERISK_B_ARI, ASTERISK_B_RTP),
+        ) as pod_b,
+        udp_socket(PHONE) as phone,
+        running_edge(kamailio_root, config) as edge_log,
+    ):
+        ari_ports = {ASTERISK_ARI: pod_a, ASTERISK_B_ARI: pod_b}
+        for port in ari_ports:
+            for call in apply_calls(device, PjsipOptions(rewrite_contact=False)):
+                ari_run(port, call)
+        answer = register_with_digest(phone, user, ha1)
+        assert answer.startswith("SIP/2.0 200"), answer + edge_log.read_text()[-2000:]
+        # Exactly one pod holds the registration; the other is the one that must reach it.
+        (holder,) = [port for port, pod in ari_ports.items() if registered_here(pod, user)]
+        (other,) = [port for port in ari_ports if port != holder]
+        assert not registered_here(ari_ports[other], user)
+
+        # A call from the other pod, dialled as routing dials a phone through the edge.
+        dial_string = f"PJSIP/{user}/sip:{user}@{edge_phones}"
+        ari_run(
+            other,
+            RestCall(
+                "POST",
+                "/channels?"
+                + urllib.parse.urlencode(
+                    {
+                        "endpoint": dial_string,
+                        "context": "from-phones",
+                        "extension": "s",
+                        "timeout": "10",
+                    }
+                ),
+            ),
+        )
+        received = next_request(phone, timeout_s=10)
+        assert received is not None, edge_log.read_text()[-3000:]
+        invite, source = received
+        assert invite.startswith(f"INVITE sip:{user}@192.168.1.20:5060 "), invite
+        assert source == ("127.0.0.1", EDGE_PUBLIC)
+        phone.sendto(reply_to(invite, "486 Busy Here"), source)
+        assert next_message(phone).startswith("ACK ")
+
+        # Message waiting from the other pod: the ringwise-mwi dialplan finds no contact there
+        # and notifies sip:<user>@<edge> (MWI_EDGE), which the edge takes to the phone.
+        variables = mwi.notify_variables(
+            user, "sip:acme-alice@ringwise", new=2, old=1, urgent=0, phones_via_edge=edge_phones
+        )
+        query = urllib.parse.urlencode(
+            {
+                "endpoint": mwi.LOCAL_ENDPOINT,
+                "context": mwi.MWI_CONTEXT,
+                "extension": "done",
+                "timeout": "10",
+            }
+        )
+        ari_run(other, RestCall("POST", f"/channels?{query}", body={"variables": variables}))
+        received = next_request(phone, timeout_s=10)
+        assert received is not None, edge_log.read_text()[-3000:]
+        notify, source = received
+        assert notify.startswith(f"NOTIFY sip:{user}@192.168.1.20:5060 "), notify
+        assert "Messages-Waiting: yes" in notify
+        assert "Voice-Message: 2/1" in notify
+        phone.sendto(reply_to(notify, "200 OK"), source)
