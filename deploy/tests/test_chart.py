@@ -367,7 +367,11 @@ def test_several_edge_pods_share_their_location_tables_over_dmq(
         f'modparam("dmq", "notification_address", "sip:{peers}.{NAMESPACE}.svc.cluster.local:5092")'
         in config
     )
-    assert "dmq_is_from_node()" in config
+    # KDMQ only from the cluster's own networks (asterisk.network.localNets).
+    assert (
+        'if (is_method("KDMQ") && (is_in_subnet("$si", "10.0.0.0/8") || '
+        'is_in_subnet("$si", "172.16.0.0/12") || is_in_subnet("$si", "192.168.0.0/16")))'
+    ) in config
     (service,) = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == peers]
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["publishNotReadyAddresses"] is True

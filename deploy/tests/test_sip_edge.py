@@ -222,18 +222,18 @@ EDGE_DMQ = TEST_PORTS.base + 93
 MWI_BODY = "Messages-Waiting: yes\r\n"
 
 
-def options_answered(port: int) -> bool:
+def options_answered(port: int, address: str = "127.0.0.1") -> bool:
     """An OPTIONS ping to the edge itself is answered 200 (load balancers' health checks)."""
     request = (
-        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{port + 1000};branch=z9hG4bK-edge-check\r\n"
-        "From: <sip:check@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\n"
+        f"OPTIONS sip:{address}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {address}:{port + 1000};branch=z9hG4bK-edge-check\r\n"
+        f"From: <sip:check@{address}>;tag=1\r\nTo: <sip:{address}>\r\n"
         "Call-ID: edge-check\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.5)
-        sock.bind(("127.0.0.1", port + 1000))
-        sock.sendto(request.encode(), ("127.0.0.1", port))
+        sock.bind((address, port + 1000))
+        sock.sendto(request.encode(), (address, port))
         try:
             return sock.recv(4096).startswith(b"SIP/2.0 200")
         except TimeoutError:
@@ -299,8 +299,9 @@ def edge_config_for_here(
 
 
 @contextmanager
-def running_edge(kamailio_root: Path, config: Path) -> Iterator[Path]:
-    """Kamailio on config until the block ends; yields the path of its log."""
+def running_edge(kamailio_root: Path, config: Path, address: str = "127.0.0.1") -> Iterator[Path]:
+    """Kamailio on config (listening on address) until the block ends; yields the path of
+    its log."""
     libdir = kamailio_root / "usr" / "lib" / "x86_64-linux-gnu" / "kamailio"
     run_dir = config.parent / "run"
     run_dir.mkdir()
@@ -324,7 +325,7 @@ def running_edge(kamailio_root: Path, config: Path) -> Iterator[Path]:
         )
         try:
             deadline = time.monotonic() + 15
-            while not options_answered(EDGE_PUBLIC):
+            while not options_answered(EDGE_PUBLIC, address):
                 assert edge.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "the edge did not answer OPTIONS in 15 s"
             yield log_path
@@ -937,6 +938,17 @@ def test_any_pod_reaches_a_phone_through_the_edges_location_table(
         assert next_message(pod_b).startswith("SIP/2.0 403")
         pod_b.sendto(to_phone_via_edge("NOTIFY", "rw0b99", 6), ("127.0.0.1", EDGE_PHONES))
         assert next_message(pod_b).startswith("SIP/2.0 404")
+        # Nor can anyone outside the cluster's networks (here: loopback is not one) write into
+        # the table through the edge pods' DMQ socket.
+        kdmq = (
+            f"KDMQ sip:usrloc@127.0.0.1:{EDGE_DMQ} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{POD_B};branch=z9hG4bK-kdmq-1\r\n"
+            f"From: <sip:usrloc@127.0.0.1:{POD_B}>;tag=rogue\r\n"
+            f"To: <sip:usrloc@127.0.0.1:{EDGE_DMQ}>\r\n"
+            "Call-ID: kdmq-1\r\nCSeq: 1 KDMQ\r\nMax-Forwards: 1\r\nContent-Length: 0\r\n\r\n"
+        )
+        pod_b.sendto(kdmq.encode(), ("127.0.0.1", EDGE_DMQ))
+        assert next_message(pod_b).startswith("SIP/2.0 403")
 
         # De-registered (Expires: 0, the pod's 200 lists no contact): gone from the table.
         assert register_answered(phone, pod_a, user, 3, "200 OK", expires=0).startswith(
@@ -1078,3 +1090,97 @@ def test_a_real_asterisk_without_the_registration_reaches_the_phone_through_the_
         assert "Messages-Waiting: yes" in notify
         assert "Voice-Message: 2/1" in notify
         phone.sendto(reply_to(notify, "200 OK"), source)
+
+
+@pytest.mark.integration
+def test_edge_pods_copy_their_location_tables_to_each_other_over_dmq(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    """Two edge pods (the chart's config for sipEdge.replicas: 2, DMQ on): one on 127.0.0.1,
+    the other on 127.0.0.2 with the same ports. Both name 127.0.0.1 as their DMQ peer (in a
+    cluster: the peers' headless Service, every edge pod). The phone registers through the
+    first; pod B's request through the second reaches it, and its de-registration reaches
+    the second too. A third edge started later receives the table in its initial sync."""
+    user = "rw0d01"
+
+    def edge_at(address: str) -> Path:
+        directory = tmp_path / address
+        directory.mkdir()
+        # The edges' own network here is loopback (a pod network in a cluster).
+        values = copy.deepcopy(ci_values["minimal"])
+        values["asterisk"]["network"] = {"localNets": ["127.0.0.0/8"]}
+        config = edge_config_for_here(render, values, directory, f"1 sip:127.0.0.1:{POD_A}\n", 3600)
+        text = config.read_text()
+        assert f'modparam("dmq", "notification_address", "sip:127.0.0.1:{EDGE_DMQ}")' in text
+        # This edge's own sockets and names (the chart's @POD_IP@ and advertised names).
+        for name in ("localhost", "127.0.0.1"):
+            text = text.replace(f"advertise {name}:", f"advertise {address}:")
+            text = text.replace(f"alias={name}:", f"alias={address}:")
+            text = text.replace(f"udp:{name}:", f"udp:{address}:")
+            text = text.replace(f"tcp:{name}:", f"tcp:{address}:")
+        text = text.replace(
+            '"server_address", "sip:127.0.0.1:', f'"server_address", "sip:{address}:'
+        )
+        # ...but the DMQ peer stays the first edge.
+        assert f'"notification_address", "sip:127.0.0.1:{EDGE_DMQ}"' in text
+        config.write_text(text)
+        return config
+
+    def notify_through(address: str, n: int) -> str:
+        """Pod B's NOTIFY for the user at the edge on address; the final answer pod B gets
+        (the phone, if reached, answers 200)."""
+        request = to_phone_via_edge("NOTIFY", user, n, host=address)
+        pod_b.sendto(request, (address, EDGE_PHONES))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for sock in (pod_b, phone):
+                received = next_request(sock, timeout_s=0.1)
+                if received is None:
+                    continue
+                message, source = received
+                if sock is phone:
+                    assert message.startswith(f"NOTIFY sip:{user}@192.168.1.20:5060 "), message
+                    # Sent from that edge's public socket.
+                    assert source == (address, EDGE_PUBLIC)
+                    phone.sendto(reply_to(message, "200 OK"), source)
+                elif not message.startswith("SIP/2.0 1"):
+                    return message.split("\r\n", 1)[0]
+        raise AssertionError(f"no answer through {address}")
+
+    def eventually(address: str, status: str, first: int) -> None:
+        """Replication is asynchronous: the answer through address becomes status within 3 s."""
+        answers = []
+        for n in range(first, first + 6):
+            answers.append(notify_through(address, n))
+            if answers[-1] == status:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{address}: {answers}")
+
+    first, second, third = edge_at("127.0.0.1"), edge_at("127.0.0.2"), edge_at("127.0.0.3")
+    with (
+        udp_socket(POD_A) as pod_a,
+        udp_socket(POD_B) as pod_b,
+        udp_socket(PHONE) as phone,
+        running_edge(kamailio_root, first) as first_log,
+        running_edge(kamailio_root, second, "127.0.0.2") as second_log,
+    ):
+        assert notify_through("127.0.0.2", 1) == "SIP/2.0 404 Not registered here"
+        assert register_answered(phone, pod_a, user, 1, "200 OK").startswith("SIP/2.0 200")
+        assert notify_through("127.0.0.1", 2) == "SIP/2.0 200 OK"
+        eventually("127.0.0.2", "SIP/2.0 200 OK", 10)
+
+        # An edge pod that starts later (a rollout, a scale-up) asks its peers for the table.
+        with running_edge(kamailio_root, third, "127.0.0.3"):
+            eventually("127.0.0.3", "SIP/2.0 200 OK", 20)
+
+        # De-registered through the first edge: gone from the second too.
+        assert register_answered(phone, pod_a, user, 2, "200 OK", expires=0).startswith(
+            "SIP/2.0 200"
+        )
+        eventually("127.0.0.2", "SIP/2.0 404 Not registered here", 30)
+        for log in (first_log, second_log):
+            assert "BUG" not in log.read_text()
