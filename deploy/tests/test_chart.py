@@ -374,7 +374,9 @@ def test_several_edge_pods_share_their_location_tables_over_dmq(
     ) in config
     (service,) = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == peers]
     assert service["spec"]["clusterIP"] == "None"
-    assert service["spec"]["publishNotReadyAddresses"] is True
+    # Only ready pods: one notified before it listens would be taken for gone (DMQ).
+    assert service["spec"]["publishNotReadyAddresses"] is False
+    assert 'modparam("dmq", "ping_interval", 15)' in config
     (deployment,) = [
         o
         for o in objects

@@ -12,7 +12,10 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
+import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -23,6 +26,8 @@ from typing import Any
 
 import pytest
 from deploykit import (
+    NAMESPACE,
+    RELEASE,
     REPO,
     ContainerAsterisk,
     Manifest,
@@ -299,27 +304,47 @@ def edge_config_for_here(
 
 
 @contextmanager
-def running_edge(kamailio_root: Path, config: Path, address: str = "127.0.0.1") -> Iterator[Path]:
+def running_edge(
+    kamailio_root: Path,
+    config: Path,
+    address: str = "127.0.0.1",
+    resolv_conf: Path | None = None,
+) -> Iterator[Path]:
     """Kamailio on config (listening on address) until the block ends; yields the path of
-    its log."""
+    its log. With resolv_conf, Kamailio runs in a mount namespace of its own where that file
+    is /etc/resolv.conf (its DNS server), as a pod has the cluster's."""
     libdir = kamailio_root / "usr" / "lib" / "x86_64-linux-gnu" / "kamailio"
     run_dir = config.parent / "run"
     run_dir.mkdir()
     log_path = config.parent / "kamailio.log"
+    command = [
+        str(kamailio_root / "usr" / "sbin" / "kamailio"),
+        "-DD",
+        "-E",
+        "-f",
+        str(config),
+        "-L",
+        str(libdir / "modules"),
+        "-Y",
+        str(run_dir),
+    ]
+    if resolv_conf is not None:
+        # unshare and sh exec in turn: the process stopped below is Kamailio itself.
+        command = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+            str(resolv_conf),
+            *command,
+        ]
     with log_path.open("w") as log:
         edge = subprocess.Popen(
-            [
-                str(kamailio_root / "usr" / "sbin" / "kamailio"),
-                "-DD",
-                "-E",
-                "-f",
-                str(config),
-                "-L",
-                str(libdir / "modules"),
-                "-Y",
-                str(run_dir),
-            ],
-            env={"LD_LIBRARY_PATH": str(libdir)},
+            command,
+            env={"LD_LIBRARY_PATH": str(libdir), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -1092,6 +1117,53 @@ def test_a_real_asterisk_without_the_registration_reaches_the_phone_through_the_
         phone.sendto(reply_to(notify, "200 OK"), source)
 
 
+EDGE_PEERS = f"{RELEASE}-ringwise-sip-edge-peers.{NAMESPACE}.svc.cluster.local"
+
+
+@contextmanager
+def cluster_dns(name: str, addresses: list[str]) -> Iterator[Path]:
+    """A DNS server answering name with addresses (A records, as the list is at each query),
+    as the cluster's DNS answers a headless Service with its ready pods, and nothing else
+    (NXDOMAIN); yields a resolv.conf naming it. It listens on port 53 of a loopback address
+    of this port block."""
+    server = f"127.53.{TEST_PORTS.base // 256 % 256}.{TEST_PORTS.base % 256}"
+    stop = threading.Event()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((server, 53))
+    sock.settimeout(0.2)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                query, source = sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            qid = struct.unpack("!H", query[:2])[0]
+            end, labels = 12, []
+            while query[end]:
+                labels.append(query[end + 1 : end + 1 + query[end]].decode().lower())
+                end += 1 + query[end]
+            qtype = struct.unpack("!H", query[end + 1 : end + 3])[0]
+            question = query[12 : end + 5]
+            found = ".".join(labels) == name
+            answers = [socket.inet_aton(a) for a in addresses] if found and qtype == 1 else []
+            header = struct.pack("!HHHHHH", qid, 0x8180 if found else 0x8183, 1, len(answers), 0, 0)
+            records = b"".join(struct.pack("!HHHIH", 0xC00C, 1, 1, 5, 4) + a for a in answers)
+            sock.sendto(header + question + records, source)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    resolv_conf = Path(tempfile.mkdtemp()) / "resolv.conf"
+    resolv_conf.write_text(f"nameserver {server}\noptions timeout:1 attempts:1\n")
+    try:
+        yield resolv_conf
+    finally:
+        stop.set()
+        thread.join()
+        sock.close()
+        shutil.rmtree(resolv_conf.parent, ignore_errors=True)
+
+
 @pytest.mark.integration
 def test_edge_pods_copy_their_location_tables_to_each_other_over_dmq(
     render: Render,
@@ -1099,12 +1171,14 @@ def test_edge_pods_copy_their_location_tables_to_each_other_over_dmq(
     kamailio_root: Path,
     tmp_path: Path,
 ) -> None:
-    """Two edge pods (the chart's config for sipEdge.replicas: 2, DMQ on): one on 127.0.0.1,
-    the other on 127.0.0.2 with the same ports. Both name 127.0.0.1 as their DMQ peer (in a
-    cluster: the peers' headless Service, every edge pod). The phone registers through the
-    first; pod B's request through the second reaches it, and its de-registration reaches
-    the second too. A third edge started later receives the table in its initial sync."""
+    """Edge pods with the chart's config for sipEdge.replicas > 1 (DMQ on), on 127.0.0.1,
+    .2 and .3 with the same ports. Each finds the others as in a cluster: the peers' headless
+    Service name, which a DNS server here answers with all three addresses (the pods, ready
+    or not). The phone registers through the first; pod B's request through the second
+    reaches it; a third started later receives the table in its initial sync; the
+    de-registration reaches the second too."""
     user = "rw0d01"
+    edges = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
 
     def edge_at(address: str) -> Path:
         directory = tmp_path / address
@@ -1114,7 +1188,6 @@ def test_edge_pods_copy_their_location_tables_to_each_other_over_dmq(
         values["asterisk"]["network"] = {"localNets": ["127.0.0.0/8"]}
         config = edge_config_for_here(render, values, directory, f"1 sip:127.0.0.1:{POD_A}\n", 3600)
         text = config.read_text()
-        assert f'modparam("dmq", "notification_address", "sip:127.0.0.1:{EDGE_DMQ}")' in text
         # This edge's own sockets and names (the chart's @POD_IP@ and advertised names).
         for name in ("localhost", "127.0.0.1"):
             text = text.replace(f"advertise {name}:", f"advertise {address}:")
@@ -1124,8 +1197,10 @@ def test_edge_pods_copy_their_location_tables_to_each_other_over_dmq(
         text = text.replace(
             '"server_address", "sip:127.0.0.1:', f'"server_address", "sip:{address}:'
         )
-        # ...but the DMQ peer stays the first edge.
-        assert f'"notification_address", "sip:127.0.0.1:{EDGE_DMQ}"' in text
+        # The peers by the Service's name, as rendered (resolvable_here put an address there).
+        peers = f'modparam("dmq", "notification_address", "sip:{{}}:{EDGE_DMQ}")'
+        assert peers.format("127.0.0.1") in text
+        text = text.replace(peers.format("127.0.0.1"), peers.format(EDGE_PEERS))
         config.write_text(text)
         return config
 
@@ -1147,7 +1222,9 @@ def test_edge_pods_copy_their_location_tables_to_each_other_over_dmq(
                     assert source == (address, EDGE_PUBLIC)
                     phone.sendto(reply_to(message, "200 OK"), source)
                 elif not message.startswith("SIP/2.0 1"):
-                    return message.split("\r\n", 1)[0]
+                    # The answer to this request (not a late copy of an earlier one's).
+                    if sip_headers(message)["call-id"] == [f"loc-{n}"]:
+                        return message.split("\r\n", 1)[0]
         raise AssertionError(f"no answer through {address}")
 
     def eventually(address: str, status: str, first: int) -> None:
@@ -1160,27 +1237,35 @@ def test_edge_pods_copy_their_location_tables_to_each_other_over_dmq(
             time.sleep(0.5)
         raise AssertionError(f"{address}: {answers}")
 
-    first, second, third = edge_at("127.0.0.1"), edge_at("127.0.0.2"), edge_at("127.0.0.3")
+    first, second, third = (edge_at(address) for address in edges)
+    # The peers' Service lists the edge pods that are ready (they answer on 5080).
+    ready: list[str] = []
     with (
+        cluster_dns(EDGE_PEERS, ready) as resolv_conf,
         udp_socket(POD_A) as pod_a,
         udp_socket(POD_B) as pod_b,
         udp_socket(PHONE) as phone,
-        running_edge(kamailio_root, first) as first_log,
-        running_edge(kamailio_root, second, "127.0.0.2") as second_log,
+        running_edge(kamailio_root, first, resolv_conf=resolv_conf) as first_log,
     ):
-        assert notify_through("127.0.0.2", 1) == "SIP/2.0 404 Not registered here"
-        assert register_answered(phone, pod_a, user, 1, "200 OK").startswith("SIP/2.0 200")
-        assert notify_through("127.0.0.1", 2) == "SIP/2.0 200 OK"
-        eventually("127.0.0.2", "SIP/2.0 200 OK", 10)
+        ready.append("127.0.0.1")
+        with running_edge(kamailio_root, second, "127.0.0.2", resolv_conf) as second_log:
+            ready.append("127.0.0.2")
+            assert notify_through("127.0.0.2", 1) == "SIP/2.0 404 Not registered here"
+            assert register_answered(phone, pod_a, user, 1, "200 OK").startswith("SIP/2.0 200")
+            assert notify_through("127.0.0.1", 2) == "SIP/2.0 200 OK"
+            eventually("127.0.0.2", "SIP/2.0 200 OK", 10)
 
-        # An edge pod that starts later (a rollout, a scale-up) asks its peers for the table.
-        with running_edge(kamailio_root, third, "127.0.0.3"):
-            eventually("127.0.0.3", "SIP/2.0 200 OK", 20)
+            # An edge pod that starts later (a rollout, a scale-up) asks its peers for the
+            # table; then it goes away again.
+            with running_edge(kamailio_root, third, "127.0.0.3", resolv_conf):
+                ready.append("127.0.0.3")
+                eventually("127.0.0.3", "SIP/2.0 200 OK", 20)
+                ready.remove("127.0.0.3")
 
-        # De-registered through the first edge: gone from the second too.
-        assert register_answered(phone, pod_a, user, 2, "200 OK", expires=0).startswith(
-            "SIP/2.0 200"
-        )
-        eventually("127.0.0.2", "SIP/2.0 404 Not registered here", 30)
+            # De-registered through the first edge: gone from the second too.
+            assert register_answered(phone, pod_a, user, 2, "200 OK", expires=0).startswith(
+                "SIP/2.0 200"
+            )
+            eventually("127.0.0.2", "SIP/2.0 404 Not registered here", 30)
         for log in (first_log, second_log):
-            assert "BUG" not in log.read_text()
+            assert not re.search(r"\bBUG\b", log.read_text())
