@@ -1269,3 +1269,38 @@ def test_edge_pods_copy_their_location_tables_to_each_other_over_dmq(
             eventually("127.0.0.2", "SIP/2.0 404 Not registered here", 30)
         for log in (first_log, second_log):
             assert not re.search(r"\bBUG\b", log.read_text())
+
+
+@pytest.mark.integration
+def test_a_register_that_failed_over_past_a_dead_pod_is_in_the_location_table(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    """The binding is saved from the 200 of the branch the failure route opened to the next
+    pod, not only from the first branch's."""
+    config = edge_config_for_here(
+        render,
+        ci_values["minimal"],
+        tmp_path,
+        f"1 sip:127.0.0.1:{DEAD_POD}\n1 sip:127.0.0.1:{POD_A}\n",
+        ping_interval_s=3600,
+    )
+    user = "rw0000"  # hashes to the dead pod first
+    with (
+        udp_socket(POD_A) as pod_a,
+        udp_socket(POD_B) as pod_b,
+        udp_socket(PHONE) as phone,
+        running_edge(kamailio_root, config) as edge_log,
+    ):
+        assert register_answered(phone, pod_a, user, 1, "200 OK").startswith("SIP/2.0 200")
+        assert f"asterisk pod sip:127.0.0.1:{DEAD_POD} failed (408): marked down" in (
+            edge_log.read_text()
+        )
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 1), ("127.0.0.1", EDGE_PHONES))
+        received = next_request(phone)
+        assert received is not None, edge_log.read_text()[-3000:]
+        assert received[0].startswith(f"NOTIFY sip:{user}@192.168.1.20:5060 ")
+        phone.sendto(reply_to(received[0], "200 OK"), received[1])
+        assert final_reply(pod_b).startswith("SIP/2.0 200")
