@@ -210,6 +210,7 @@ BAD_VALUES = [
     ("asterisk.network.mode", "nodePort", "/asterisk/network/mode"),
     ("asterisk.replicas", 0, "/asterisk/replicas"),
     ("sipEdge.advertisedAddress", "", "/sipEdge/advertisedAddress"),
+    ("sipEdge.phonesViaEdge", "yes", "/sipEdge/phonesViaEdge"),
     ("services.billing.port", 80, "/services/billing/port"),
     # null deletes the chart's default (helm's rule): a container without resources.
     ("services.billing.resources", None, "'resources'"),
@@ -315,3 +316,88 @@ def test_inconsistent_network_values_fail_rendering_with_a_clear_message(
         with pytest.raises(helm.HelmError) as raised:
             chart.render(values, name=RELEASE, namespace=NAMESPACE)
     assert message in str(raised.value)
+
+
+EDGE_PHONES_SOCKET = f"{RELEASE}-ringwise-sip-edge-internal.{NAMESPACE}.svc.cluster.local:5091"
+
+
+def phones_via_edge_env(objects: list[Manifest]) -> dict[str, str | None]:
+    """RINGWISE_PHONES_VIA_EDGE of the routing sidecar and of voicemail."""
+    found: dict[str, str | None] = {}
+    for obj in objects:
+        if obj["kind"] not in {"StatefulSet", "Deployment"}:
+            continue
+        for container in obj["spec"]["template"]["spec"]["containers"]:
+            for env in container.get("env", []):
+                if env["name"] == "RINGWISE_PHONES_VIA_EDGE":
+                    found[container["name"]] = env.get("value")
+    return found
+
+
+def test_routing_and_voicemail_reach_phones_through_the_edges_location_table(
+    render: Render, ci_values: dict[str, dict[str, Any]]
+) -> None:
+    # On by default: the edge's phone socket (its internal Service) for both, nobody else.
+    assert phones_via_edge_env(render(ci_values["minimal"])) == {
+        "routing": EDGE_PHONES_SOCKET,
+        "voicemail": EDGE_PHONES_SOCKET,
+    }
+    # Off: empty, i.e. PJSIP/<user> and the sending pod's own contacts, as before.
+    off = with_change(ci_values["minimal"], "sipEdge.phonesViaEdge", False)
+    assert phones_via_edge_env(render(off)) == {"routing": "", "voicemail": ""}
+
+
+def test_several_edge_pods_share_their_location_tables_over_dmq(
+    render: Render, ci_values: dict[str, dict[str, Any]]
+) -> None:
+    peers = f"{RELEASE}-ringwise-sip-edge-peers"
+
+    def edge_objects(replicas: int) -> tuple[str, list[Manifest]]:
+        objects = render(with_change(ci_values["minimal"], "sipEdge.replicas", replicas))
+        (config_map,) = [
+            o
+            for o in objects
+            if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-sip-edge")
+        ]
+        return config_map["data"]["kamailio.cfg"], objects
+
+    config, objects = edge_objects(2)
+    assert 'loadmodule "dmq_usrloc.so"' in config
+    assert (
+        f'modparam("dmq", "notification_address", "sip:{peers}.{NAMESPACE}.svc.cluster.local:5092")'
+        in config
+    )
+    # KDMQ only from the cluster's own networks (asterisk.network.localNets).
+    assert (
+        'if (is_method("KDMQ") && (is_in_subnet("$si", "10.0.0.0/8") || '
+        'is_in_subnet("$si", "172.16.0.0/12") || is_in_subnet("$si", "192.168.0.0/16")))'
+    ) in config
+    (service,) = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == peers]
+    assert service["spec"]["clusterIP"] == "None"
+    # Only ready pods: one notified before it listens would be taken for gone (DMQ).
+    assert service["spec"]["publishNotReadyAddresses"] is False
+    assert 'modparam("dmq", "ping_interval", 15)' in config
+    (deployment,) = [
+        o
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-sip-edge")
+    ]
+    ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"name": "dmq", "containerPort": 5092, "protocol": "UDP"} in ports
+    # Only the edge pods may send to the DMQ port.
+    (policy,) = [
+        o
+        for o in objects
+        if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == f"{RELEASE}-ringwise-sip-edge"
+    ]
+    (dmq_rule,) = [
+        r for r in policy["spec"]["ingress"] if {"port": "dmq", "protocol": "UDP"} in r["ports"]
+    ]
+    assert dmq_rule["from"] == [
+        {"podSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}}
+    ]
+    # One edge pod: the location table without DMQ (nothing to copy to).
+    config, objects = edge_objects(1)
+    assert 'loadmodule "usrloc.so"' in config
+    assert "dmq" not in config
+    assert not [o for o in objects if o["metadata"]["name"] == peers]

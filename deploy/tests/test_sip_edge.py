@@ -12,8 +12,12 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
+import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,12 +25,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploykit import REPO, Manifest, Render, container_asterisk, invite_final_code
+from deploykit import (
+    NAMESPACE,
+    RELEASE,
+    REPO,
+    ContainerAsterisk,
+    Manifest,
+    Render,
+    container_asterisk,
+    invite_final_code,
+)
 from ringwise.directory.v1 import devices_pb2
 from ringwise_dev import asterisk as dev_asterisk
 from ringwise_dev.ports import TEST_PORTS
 from ringwise_kit.ari.calls import RestCall
 from ringwise_routing.provisioning.pjsip import PjsipOptions, apply_calls
+from ringwise_voicemail.messages import mwi
 
 ENTRYPOINT = REPO / "deploy" / "sip-edge" / "entrypoint.sh"
 SCENARIOS = Path(__file__).parent / "sipp"
@@ -66,7 +80,12 @@ def kamailio_check(kamailio_root: Path, config_dir: Path) -> subprocess.Complete
 def resolvable_here(config: str) -> str:
     """Kamailio resolves advertised names at start; the internal Service's cluster name does
     not resolve outside a cluster, so the checks use `localhost`, still a name (the edge must
-    recognise it as its own in Record-Route, through its alias)."""
+    recognise it as its own in Record-Route, through its alias). The edge pods' DMQ peers
+    (their headless Service, every edge pod's address) are this one edge: 127.0.0.1 (DMQ
+    takes the first address of a name, and `localhost` may be ::1)."""
+    config = re.sub(
+        r"[a-z0-9-]+-sip-edge-peers\.[a-z0-9.-]+\.svc\.[a-z0-9.-]+", "127.0.0.1", config
+    )
     return re.sub(
         r"[a-z0-9-]+-sip-edge-internal\.[a-z0-9.-]+\.svc\.[a-z0-9.-]+", "localhost", config
     )
@@ -96,6 +115,18 @@ def test_rendered_kamailio_config_passes_kamailio_check(
     # The public socket advertises the edge's public address and the SIP port carriers use.
     advertised = {"minimal": "203.0.113.5:5060", "production": "198.51.100.10:5060"}
     assert f"advertise {advertised[values_name]}" in result.stdout + result.stderr
+
+
+def test_one_edge_pods_config_without_dmq_passes_kamailio_check(
+    render: Render, ci_values: dict[str, dict[str, Any]], kamailio_root: Path, tmp_path: Path
+) -> None:
+    values = copy.deepcopy(ci_values["minimal"])
+    values["sipEdge"]["replicas"] = 1
+    data = edge_config(render(values))
+    assert 'loadmodule "registrar.so"' in data["kamailio.cfg"]
+    write_rendered(data, "127.0.0.1", tmp_path)
+    result = kamailio_check(kamailio_root, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_a_broken_config_is_caught_by_the_check(
@@ -192,21 +223,22 @@ EDGE_PHONES = TEST_PORTS.base + 88
 POD_A = TEST_PORTS.base + 89
 POD_B = TEST_PORTS.base + 90
 PHONE = TEST_PORTS.base + 91
+EDGE_DMQ = TEST_PORTS.base + 93
 MWI_BODY = "Messages-Waiting: yes\r\n"
 
 
-def options_answered(port: int) -> bool:
+def options_answered(port: int, address: str = "127.0.0.1") -> bool:
     """An OPTIONS ping to the edge itself is answered 200 (load balancers' health checks)."""
     request = (
-        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{port + 1000};branch=z9hG4bK-edge-check\r\n"
-        "From: <sip:check@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\n"
+        f"OPTIONS sip:{address}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {address}:{port + 1000};branch=z9hG4bK-edge-check\r\n"
+        f"From: <sip:check@{address}>;tag=1\r\nTo: <sip:{address}>\r\n"
         "Call-ID: edge-check\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.5)
-        sock.bind(("127.0.0.1", port + 1000))
-        sock.sendto(request.encode(), ("127.0.0.1", port))
+        sock.bind((address, port + 1000))
+        sock.sendto(request.encode(), (address, port))
         try:
             return sock.recv(4096).startswith(b"SIP/2.0 200")
         except TimeoutError:
@@ -259,6 +291,7 @@ def edge_config_for_here(
         .replace(":5080", f":{EDGE_PUBLIC}")
         .replace(":5090", f":{EDGE_CLUSTER}")
         .replace(":5091", f":{EDGE_PHONES}")
+        .replace(":5092", f":{EDGE_DMQ}")
         .replace("/etc/ringwise-sip-edge/dispatcher.list", str(directory / "dispatcher.list"))
     )
     config, probes = re.subn(
@@ -271,32 +304,53 @@ def edge_config_for_here(
 
 
 @contextmanager
-def running_edge(kamailio_root: Path, config: Path) -> Iterator[Path]:
-    """Kamailio on config until the block ends; yields the path of its log."""
+def running_edge(
+    kamailio_root: Path,
+    config: Path,
+    address: str = "127.0.0.1",
+    resolv_conf: Path | None = None,
+) -> Iterator[Path]:
+    """Kamailio on config (listening on address) until the block ends; yields the path of
+    its log. With resolv_conf, Kamailio runs in a mount namespace of its own where that file
+    is /etc/resolv.conf (its DNS server), as a pod has the cluster's."""
     libdir = kamailio_root / "usr" / "lib" / "x86_64-linux-gnu" / "kamailio"
     run_dir = config.parent / "run"
     run_dir.mkdir()
     log_path = config.parent / "kamailio.log"
+    command = [
+        str(kamailio_root / "usr" / "sbin" / "kamailio"),
+        "-DD",
+        "-E",
+        "-f",
+        str(config),
+        "-L",
+        str(libdir / "modules"),
+        "-Y",
+        str(run_dir),
+    ]
+    if resolv_conf is not None:
+        # unshare and sh exec in turn: the process stopped below is Kamailio itself.
+        command = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount --bind "$0" /etc/resolv.conf && exec "$@"',
+            str(resolv_conf),
+            *command,
+        ]
     with log_path.open("w") as log:
         edge = subprocess.Popen(
-            [
-                str(kamailio_root / "usr" / "sbin" / "kamailio"),
-                "-DD",
-                "-E",
-                "-f",
-                str(config),
-                "-L",
-                str(libdir / "modules"),
-                "-Y",
-                str(run_dir),
-            ],
-            env={"LD_LIBRARY_PATH": str(libdir)},
+            command,
+            env={"LD_LIBRARY_PATH": str(libdir), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         try:
             deadline = time.monotonic() + 15
-            while not options_answered(EDGE_PUBLIC):
+            while not options_answered(EDGE_PUBLIC, address):
                 assert edge.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "the edge did not answer OPTIONS in 15 s"
             yield log_path
@@ -699,6 +753,27 @@ def digest_authorization(challenge: str, user: str, ha1: str, uri: str) -> str:
     return f"Authorization: Digest {fields},algorithm=MD5\r\n"
 
 
+def register_with_digest(phone: socket.socket, user: str, ha1: str) -> str:
+    """The phone's REGISTER through the edge, challenged by the Asterisk behind it and sent
+    again with its credentials; returns the answer to that second REGISTER."""
+    uri = f"sip:127.0.0.1:{EDGE_PUBLIC}"
+    phone.sendto(register(phone, user, 1), ("127.0.0.1", EDGE_PUBLIC))
+    phone.settimeout(5)
+    challenge = phone.recv(65535).decode()
+    assert challenge.startswith("SIP/2.0 401"), challenge
+    (www_authenticate,) = sip_headers(challenge)["www-authenticate"]
+    authorized = (
+        register(phone, user, 2)
+        .decode()
+        .replace(
+            "Expires: 120\r\n",
+            "Expires: 120\r\n" + digest_authorization(www_authenticate, user, ha1, uri),
+        )
+    )
+    phone.sendto(authorized.encode(), ("127.0.0.1", EDGE_PUBLIC))
+    return phone.recv(65535).decode()
+
+
 @pytest.mark.integration
 def test_a_phone_registers_through_the_edge_with_a_real_asterisk_and_is_called_back(
     render: Render,
@@ -740,23 +815,7 @@ def test_a_phone_registers_through_the_edge_with_a_real_asterisk_and_is_called_b
         # As the chart's routing sidecar provisions it (RINGWISE_PJSIP_REWRITE_CONTACT=false).
         for call in apply_calls(device, PjsipOptions(rewrite_contact=False)):
             ari_run(ASTERISK_ARI, call)
-        uri = f"sip:127.0.0.1:{EDGE_PUBLIC}"
-        request = register(phone, user, 1)
-        phone.sendto(request, ("127.0.0.1", EDGE_PUBLIC))
-        phone.settimeout(5)
-        challenge = phone.recv(65535).decode()
-        assert challenge.startswith("SIP/2.0 401"), challenge
-        (www_authenticate,) = sip_headers(challenge)["www-authenticate"]
-        authorized = (
-            register(phone, user, 2)
-            .decode()
-            .replace(
-                "Expires: 120\r\n",
-                "Expires: 120\r\n" + digest_authorization(www_authenticate, user, ha1, uri),
-            )
-        )
-        phone.sendto(authorized.encode(), ("127.0.0.1", EDGE_PUBLIC))
-        answer = phone.recv(65535).decode()
+        answer = register_with_digest(phone, user, ha1)
         assert answer.startswith("SIP/2.0 200"), answer + edge_log.read_text()[-2000:]
         # The contact as the phone wrote it, with the edge's Path to its source address.
         aor = asterisk.rx(f"pjsip show aor {user}")
@@ -780,3 +839,468 @@ def test_a_phone_registers_through_the_edge_with_a_real_asterisk_and_is_called_b
         assert invite.startswith(f"INVITE sip:{user}@192.168.1.20:5060 "), invite
         assert source == ("127.0.0.1", EDGE_PUBLIC)
         phone.sendto(reply_to(invite, "486 Busy Here"), source)
+
+
+# --------------------------------------------------------------------------- location service
+# The edge keeps the bindings the pods accepted, so a pod that does not hold a phone's
+# registration reaches it at sip:<user>@<edge>:5091 (what routing and voicemail send with
+# RINGWISE_PHONES_VIA_EDGE).
+
+
+def to_phone_via_edge(method: str, user: str, n: int, host: str = "localhost") -> bytes:
+    """A request from another pod (POD_B) for user at the edge's phone socket, no Route."""
+    body = MWI_BODY if method == "NOTIFY" else ""
+    extra = (
+        "Event: message-summary\r\nSubscription-State: active\r\n"
+        "Content-Type: application/simple-message-summary\r\n"
+        if method == "NOTIFY"
+        else f"Contact: <sip:pod-b@127.0.0.1:{POD_B}>\r\n"
+    )
+    return (
+        f"{method} sip:{user}@{host}:{EDGE_PHONES} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{POD_B};branch=z9hG4bK-loc-{n}\r\n"
+        f"From: <sip:{user}@127.0.0.1>;tag=pod-b\r\nTo: <sip:{user}@{host}>\r\n"
+        f"Call-ID: loc-{n}\r\nCSeq: 1 {method}\r\n{extra}"
+        f"Max-Forwards: 70\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
+def register_answered(
+    phone: socket.socket, pod: socket.socket, user: str, cseq: int, code: str, expires: int = 120
+) -> str:
+    """The phone's REGISTER (Expires: expires) through the edge, answered `code` by the pod
+    (a 200 lists the contact the pod holds, none after a de-registration); returns what the
+    phone got."""
+    request = register(phone, user, cseq).decode().replace("Expires: 120", f"Expires: {expires}")
+    phone.sendto(request.encode(), ("127.0.0.1", EDGE_PUBLIC))
+    received = next_request(pod)
+    assert received is not None, "the pod got no REGISTER"
+    at_pod, source = received
+    extra = ""
+    if code.startswith("401"):
+        extra = 'WWW-Authenticate: Digest realm="asterisk",nonce="n1",algorithm=MD5\r\n'
+    elif code.startswith("200") and expires:
+        extra = f"Contact: <sip:{user}@192.168.1.20:5060>;expires={expires}\r\n"
+    pod.sendto(reply_to(at_pod, code, extra), source)
+    phone.settimeout(5)
+    return phone.recv(65535).decode()
+
+
+def final_reply(sock: socket.socket) -> str:
+    """The next final reply on sock, past any provisional (1xx) ones."""
+    while (message := next_message(sock)).startswith("SIP/2.0 1"):
+        pass
+    return message
+
+
+@pytest.mark.integration
+def test_any_pod_reaches_a_phone_through_the_edges_location_table(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    config = edge_config_for_here(
+        render, ci_values["minimal"], tmp_path, f"1 sip:127.0.0.1:{POD_A}\n", ping_interval_s=3600
+    )
+    user = "rw0b01"
+    with (
+        udp_socket(POD_A) as pod_a,
+        udp_socket(POD_B) as pod_b,
+        udp_socket(PHONE) as phone,
+        running_edge(kamailio_root, config) as edge_log,
+    ):
+        # Not registered: refused, nothing reaches the phone.
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 1), ("127.0.0.1", EDGE_PHONES))
+        assert next_message(pod_b).startswith("SIP/2.0 404")
+        # A challenged REGISTER (the pod's 401) leaves no binding behind.
+        assert register_answered(phone, pod_a, user, 1, "401 Unauthorized").startswith(
+            "SIP/2.0 401"
+        )
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 2), ("127.0.0.1", EDGE_PHONES))
+        assert next_message(pod_b).startswith("SIP/2.0 404")
+        assert next_request(phone, timeout_s=0.5) is None
+
+        # Accepted by pod A: pod B's NOTIFY goes to the address the REGISTER came from (not the
+        # private Contact), from the edge's public socket, record-routed.
+        assert register_answered(phone, pod_a, user, 2, "200 OK").startswith("SIP/2.0 200")
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 3), ("127.0.0.1", EDGE_PHONES))
+        received = next_request(phone)
+        assert received is not None, edge_log.read_text()[-3000:]
+        at_phone, source = received
+        assert at_phone.startswith(f"NOTIFY sip:{user}@192.168.1.20:5060 "), at_phone
+        assert at_phone.endswith(MWI_BODY)
+        assert source == ("127.0.0.1", EDGE_PUBLIC)
+        assert any(f"localhost:{EDGE_PHONES}" in rr for rr in sip_headers(at_phone)["record-route"])
+        phone.sendto(reply_to(at_phone, "200 OK"), source)
+        assert next_message(pod_b).startswith("SIP/2.0 200")
+
+        # A call from pod B the same way (what routing dials: PJSIP/<user>/sip:<user>@edge).
+        pod_b.sendto(to_phone_via_edge("INVITE", user, 4), ("127.0.0.1", EDGE_PHONES))
+        received = next_request(phone)
+        assert received is not None, edge_log.read_text()[-3000:]
+        invite, source = received
+        assert invite.startswith(f"INVITE sip:{user}@192.168.1.20:5060 "), invite
+        phone.sendto(reply_to(invite, "486 Busy Here"), source)
+        busy = final_reply(pod_b)
+        assert busy.startswith("SIP/2.0 486")
+        # Pod B acknowledges the 486 (same branch, the answer's To tag), as a UAC does.
+        ack = (
+            f"ACK sip:{user}@localhost:{EDGE_PHONES} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{POD_B};branch=z9hG4bK-loc-4\r\n"
+            f"From: <sip:{user}@127.0.0.1>;tag=pod-b\r\nTo: {sip_headers(busy)['to'][0]}\r\n"
+            "Call-ID: loc-4\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        pod_b.sendto(ack.encode(), ("127.0.0.1", EDGE_PHONES))
+        # The edge acknowledges the phone's final answer itself (hop by hop).
+        assert next_message(phone).startswith(f"ACK sip:{user}@192.168.1.20:5060 ")
+
+        # Only the edge's own users: a request for another domain is no relay (403), an
+        # unknown user of the edge is not found.
+        pod_b.sendto(
+            to_phone_via_edge("NOTIFY", user, 5, host="198.51.100.9"), ("127.0.0.1", EDGE_PHONES)
+        )
+        assert next_message(pod_b).startswith("SIP/2.0 403")
+        pod_b.sendto(to_phone_via_edge("NOTIFY", "rw0b99", 6), ("127.0.0.1", EDGE_PHONES))
+        assert next_message(pod_b).startswith("SIP/2.0 404")
+        # Nor can anyone outside the cluster's networks (here: loopback is not one) write into
+        # the table through the edge pods' DMQ socket.
+        kdmq = (
+            f"KDMQ sip:usrloc@127.0.0.1:{EDGE_DMQ} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{POD_B};branch=z9hG4bK-kdmq-1\r\n"
+            f"From: <sip:usrloc@127.0.0.1:{POD_B}>;tag=rogue\r\n"
+            f"To: <sip:usrloc@127.0.0.1:{EDGE_DMQ}>\r\n"
+            "Call-ID: kdmq-1\r\nCSeq: 1 KDMQ\r\nMax-Forwards: 1\r\nContent-Length: 0\r\n\r\n"
+        )
+        pod_b.sendto(kdmq.encode(), ("127.0.0.1", EDGE_DMQ))
+        assert next_message(pod_b).startswith("SIP/2.0 403")
+
+        # De-registered (Expires: 0, the pod's 200 lists no contact): gone from the table.
+        assert register_answered(phone, pod_a, user, 3, "200 OK", expires=0).startswith(
+            "SIP/2.0 200"
+        )
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 7), ("127.0.0.1", EDGE_PHONES))
+        assert next_message(pod_b).startswith("SIP/2.0 404")
+        assert next_request(phone, timeout_s=0.5) is None
+
+        # A binding lives as long as the pod granted (here 2 s), not longer.
+        assert register_answered(phone, pod_a, user, 4, "200 OK", expires=2).startswith(
+            "SIP/2.0 200"
+        )
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 8), ("127.0.0.1", EDGE_PHONES))
+        received = next_request(phone)
+        assert received is not None, edge_log.read_text()[-3000:]
+        phone.sendto(reply_to(received[0], "200 OK"), received[1])
+        assert next_message(pod_b).startswith("SIP/2.0 200")
+        time.sleep(3)
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 9), ("127.0.0.1", EDGE_PHONES))
+        assert next_message(pod_b).startswith("SIP/2.0 404")
+
+
+ASTERISK_B_SIP = TEST_PORTS.base + 74
+ASTERISK_B_ARI = TEST_PORTS.base + 94
+ASTERISK_B_RTP = (TEST_PORTS.base + 940, TEST_PORTS.base + 959)
+
+
+def pod_env(name: str, sip: int, ari: int, rtp: tuple[int, int]) -> dict[str, str]:
+    """An Asterisk pod's settings as the chart renders them (trunk: the edge's trunk socket)."""
+    return {
+        "HOSTNAME": name,
+        "RINGWISE_ARI_PASSWORD": "edge-check",
+        "RINGWISE_PSTN_HOST": f"127.0.0.1:{EDGE_CLUSTER}/32",
+        "RINGWISE_SIP_PORT": str(sip),
+        "RINGWISE_ARI_PORT": str(ari),
+        "RINGWISE_RTP_START": str(rtp[0]),
+        "RINGWISE_RTP_END": str(rtp[1]),
+    }
+
+
+def registered_here(asterisk: ContainerAsterisk, user: str) -> bool:
+    return bool(re.search(rf"Contact:\s+{user}/sip:", asterisk.rx(f"pjsip show aor {user}")))
+
+
+@pytest.mark.integration
+def test_a_real_asterisk_without_the_registration_reaches_the_phone_through_the_edge(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    """Two Asterisk pods (the image's entrypoint and config, the phone provisioned on both
+    over ARI as routing does) behind the edge. The phone registers with the pod its name
+    hashes to; the other pod, which has no contact for it, calls it with the dial string
+    routing uses (PJSIP/<user>/sip:<user>@edge) and sends it an MWI NOTIFY with the variables
+    voicemail gives the ringwise-mwi dialplan: both arrive at the phone's source address."""
+    user, password = "rw00e2", "phone-secret"
+    ha1 = md5(f"{user}:asterisk:{password}")
+    edge_phones = f"127.0.0.1:{EDGE_PHONES}"
+    config = edge_config_for_here(
+        render,
+        ci_values["minimal"],
+        tmp_path,
+        f"1 sip:127.0.0.1:{ASTERISK_SIP}\n1 sip:127.0.0.1:{ASTERISK_B_SIP}\n",
+        3600,
+    )
+    # Asterisk resolves "localhost" to ::1 first (its transport is IPv4): an address here.
+    config.write_text(config.read_text().replace(f"localhost:{EDGE_PHONES}", edge_phones))
+    device = devices_pb2.SipDevice(
+        tenant_id="acme", device_id="d2", sip_username=user, md5_cred=ha1, realm="asterisk"
+    )
+    with (
+        container_asterisk(
+            f"edge-pod-a-{TEST_PORTS.base}",
+            pod_env("rw-ringwise-asterisk-0", ASTERISK_SIP, ASTERISK_ARI, ASTERISK_RTP),
+        ) as pod_a,
+        container_asterisk(
+            f"edge-pod-b-{TEST_PORTS.base}",
+            pod_env("rw-ringwise-asterisk-1", ASTERISK_B_SIP, ASTERISK_B_ARI, ASTERISK_B_RTP),
+        ) as pod_b,
+        udp_socket(PHONE) as phone,
+        running_edge(kamailio_root, config) as edge_log,
+    ):
+        ari_ports = {ASTERISK_ARI: pod_a, ASTERISK_B_ARI: pod_b}
+        for port in ari_ports:
+            for call in apply_calls(device, PjsipOptions(rewrite_contact=False)):
+                ari_run(port, call)
+        answer = register_with_digest(phone, user, ha1)
+        assert answer.startswith("SIP/2.0 200"), answer + edge_log.read_text()[-2000:]
+        # Exactly one pod holds the registration; the other is the one that must reach it.
+        (holder,) = [port for port, pod in ari_ports.items() if registered_here(pod, user)]
+        (other,) = [port for port in ari_ports if port != holder]
+        assert not registered_here(ari_ports[other], user)
+
+        # A call from the other pod, dialled as routing dials a phone through the edge.
+        dial_string = f"PJSIP/{user}/sip:{user}@{edge_phones}"
+        ari_run(
+            other,
+            RestCall(
+                "POST",
+                "/channels?"
+                + urllib.parse.urlencode(
+                    {
+                        "endpoint": dial_string,
+                        "context": "from-phones",
+                        "extension": "s",
+                        "timeout": "10",
+                    }
+                ),
+            ),
+        )
+        received = next_request(phone, timeout_s=10)
+        assert received is not None, edge_log.read_text()[-3000:]
+        invite, source = received
+        assert invite.startswith(f"INVITE sip:{user}@192.168.1.20:5060 "), invite
+        assert source == ("127.0.0.1", EDGE_PUBLIC)
+        phone.sendto(reply_to(invite, "486 Busy Here"), source)
+        assert next_message(phone).startswith("ACK ")
+
+        # Message waiting from the other pod: the ringwise-mwi dialplan finds no contact there
+        # and notifies sip:<user>@<edge> (MWI_EDGE), which the edge takes to the phone.
+        variables = mwi.notify_variables(
+            user, "sip:acme-alice@ringwise", new=2, old=1, urgent=0, phones_via_edge=edge_phones
+        )
+        query = urllib.parse.urlencode(
+            {
+                "endpoint": mwi.LOCAL_ENDPOINT,
+                "context": mwi.MWI_CONTEXT,
+                "extension": "done",
+                "timeout": "10",
+            }
+        )
+        ari_run(other, RestCall("POST", f"/channels?{query}", body={"variables": variables}))
+        received = next_request(phone, timeout_s=10)
+        assert received is not None, edge_log.read_text()[-3000:]
+        notify, source = received
+        assert notify.startswith(f"NOTIFY sip:{user}@192.168.1.20:5060 "), notify
+        assert "Messages-Waiting: yes" in notify
+        assert "Voice-Message: 2/1" in notify
+        phone.sendto(reply_to(notify, "200 OK"), source)
+
+
+EDGE_PEERS = f"{RELEASE}-ringwise-sip-edge-peers.{NAMESPACE}.svc.cluster.local"
+
+
+@contextmanager
+def cluster_dns(name: str, addresses: list[str]) -> Iterator[Path]:
+    """A DNS server answering name with addresses (A records, as the list is at each query),
+    as the cluster's DNS answers a headless Service with its ready pods, and nothing else
+    (NXDOMAIN); yields a resolv.conf naming it. It listens on port 53 of a loopback address
+    of this port block."""
+    server = f"127.53.{TEST_PORTS.base // 256 % 256}.{TEST_PORTS.base % 256}"
+    stop = threading.Event()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((server, 53))
+    sock.settimeout(0.2)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                query, source = sock.recvfrom(512)
+            except TimeoutError:
+                continue
+            qid = struct.unpack("!H", query[:2])[0]
+            end, labels = 12, []
+            while query[end]:
+                labels.append(query[end + 1 : end + 1 + query[end]].decode().lower())
+                end += 1 + query[end]
+            qtype = struct.unpack("!H", query[end + 1 : end + 3])[0]
+            question = query[12 : end + 5]
+            found = ".".join(labels) == name
+            answers = [socket.inet_aton(a) for a in addresses] if found and qtype == 1 else []
+            header = struct.pack("!HHHHHH", qid, 0x8180 if found else 0x8183, 1, len(answers), 0, 0)
+            records = b"".join(struct.pack("!HHHIH", 0xC00C, 1, 1, 5, 4) + a for a in answers)
+            sock.sendto(header + question + records, source)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    resolv_conf = Path(tempfile.mkdtemp()) / "resolv.conf"
+    resolv_conf.write_text(f"nameserver {server}\noptions timeout:1 attempts:1\n")
+    try:
+        yield resolv_conf
+    finally:
+        stop.set()
+        thread.join()
+        sock.close()
+        shutil.rmtree(resolv_conf.parent, ignore_errors=True)
+
+
+@pytest.mark.integration
+def test_edge_pods_copy_their_location_tables_to_each_other_over_dmq(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    """Edge pods with the chart's config for sipEdge.replicas > 1 (DMQ on), on 127.0.0.1,
+    .2 and .3 with the same ports. Each finds the others as in a cluster: the peers' headless
+    Service name, which a DNS server here answers with all three addresses (the pods, ready
+    or not). The phone registers through the first; pod B's request through the second
+    reaches it; a third started later receives the table in its initial sync; the
+    de-registration reaches the second too."""
+    user = "rw0d01"
+    edges = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+
+    def edge_at(address: str) -> Path:
+        directory = tmp_path / address
+        directory.mkdir()
+        # The edges' own network here is loopback (a pod network in a cluster).
+        values = copy.deepcopy(ci_values["minimal"])
+        values["asterisk"]["network"] = {"localNets": ["127.0.0.0/8"]}
+        config = edge_config_for_here(render, values, directory, f"1 sip:127.0.0.1:{POD_A}\n", 3600)
+        text = config.read_text()
+        # This edge's own sockets and names (the chart's @POD_IP@ and advertised names).
+        for name in ("localhost", "127.0.0.1"):
+            text = text.replace(f"advertise {name}:", f"advertise {address}:")
+            text = text.replace(f"alias={name}:", f"alias={address}:")
+            text = text.replace(f"udp:{name}:", f"udp:{address}:")
+            text = text.replace(f"tcp:{name}:", f"tcp:{address}:")
+        text = text.replace(
+            '"server_address", "sip:127.0.0.1:', f'"server_address", "sip:{address}:'
+        )
+        # The peers by the Service's name, as rendered (resolvable_here put an address there).
+        peers = f'modparam("dmq", "notification_address", "sip:{{}}:{EDGE_DMQ}")'
+        assert peers.format("127.0.0.1") in text
+        text = text.replace(peers.format("127.0.0.1"), peers.format(EDGE_PEERS))
+        config.write_text(text)
+        return config
+
+    def notify_through(address: str, n: int) -> str:
+        """Pod B's NOTIFY for the user at the edge on address; the final answer pod B gets
+        (the phone, if reached, answers 200)."""
+        request = to_phone_via_edge("NOTIFY", user, n, host=address)
+        pod_b.sendto(request, (address, EDGE_PHONES))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for sock in (pod_b, phone):
+                received = next_request(sock, timeout_s=0.1)
+                if received is None:
+                    continue
+                message, source = received
+                if sock is phone:
+                    assert message.startswith(f"NOTIFY sip:{user}@192.168.1.20:5060 "), message
+                    # Sent from that edge's public socket.
+                    assert source == (address, EDGE_PUBLIC)
+                    phone.sendto(reply_to(message, "200 OK"), source)
+                elif not message.startswith("SIP/2.0 1"):
+                    # The answer to this request (not a late copy of an earlier one's).
+                    if sip_headers(message)["call-id"] == [f"loc-{n}"]:
+                        return message.split("\r\n", 1)[0]
+        raise AssertionError(f"no answer through {address}")
+
+    def eventually(address: str, status: str, first: int) -> None:
+        """Replication is asynchronous: the answer through address becomes status within 3 s."""
+        answers = []
+        for n in range(first, first + 6):
+            answers.append(notify_through(address, n))
+            if answers[-1] == status:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{address}: {answers}")
+
+    first, second, third = (edge_at(address) for address in edges)
+    # The peers' Service lists the edge pods that are ready (they answer on 5080).
+    ready: list[str] = []
+    with (
+        cluster_dns(EDGE_PEERS, ready) as resolv_conf,
+        udp_socket(POD_A) as pod_a,
+        udp_socket(POD_B) as pod_b,
+        udp_socket(PHONE) as phone,
+        running_edge(kamailio_root, first, resolv_conf=resolv_conf) as first_log,
+    ):
+        ready.append("127.0.0.1")
+        with running_edge(kamailio_root, second, "127.0.0.2", resolv_conf) as second_log:
+            ready.append("127.0.0.2")
+            assert notify_through("127.0.0.2", 1) == "SIP/2.0 404 Not registered here"
+            assert register_answered(phone, pod_a, user, 1, "200 OK").startswith("SIP/2.0 200")
+            assert notify_through("127.0.0.1", 2) == "SIP/2.0 200 OK"
+            eventually("127.0.0.2", "SIP/2.0 200 OK", 10)
+
+            # An edge pod that starts later (a rollout, a scale-up) asks its peers for the
+            # table; then it goes away again.
+            with running_edge(kamailio_root, third, "127.0.0.3", resolv_conf):
+                ready.append("127.0.0.3")
+                eventually("127.0.0.3", "SIP/2.0 200 OK", 20)
+                ready.remove("127.0.0.3")
+
+            # De-registered through the first edge: gone from the second too.
+            assert register_answered(phone, pod_a, user, 2, "200 OK", expires=0).startswith(
+                "SIP/2.0 200"
+            )
+            eventually("127.0.0.2", "SIP/2.0 404 Not registered here", 30)
+        for log in (first_log, second_log):
+            assert not re.search(r"\bBUG\b", log.read_text())
+
+
+@pytest.mark.integration
+def test_a_register_that_failed_over_past_a_dead_pod_is_in_the_location_table(
+    render: Render,
+    ci_values: dict[str, dict[str, Any]],
+    kamailio_root: Path,
+    tmp_path: Path,
+) -> None:
+    """The binding is saved from the 200 of the branch the failure route opened to the next
+    pod, not only from the first branch's."""
+    config = edge_config_for_here(
+        render,
+        ci_values["minimal"],
+        tmp_path,
+        f"1 sip:127.0.0.1:{DEAD_POD}\n1 sip:127.0.0.1:{POD_A}\n",
+        ping_interval_s=3600,
+    )
+    user = "rw0000"  # hashes to the dead pod first
+    with (
+        udp_socket(POD_A) as pod_a,
+        udp_socket(POD_B) as pod_b,
+        udp_socket(PHONE) as phone,
+        running_edge(kamailio_root, config) as edge_log,
+    ):
+        assert register_answered(phone, pod_a, user, 1, "200 OK").startswith("SIP/2.0 200")
+        assert f"asterisk pod sip:127.0.0.1:{DEAD_POD} failed (408): marked down" in (
+            edge_log.read_text()
+        )
+        pod_b.sendto(to_phone_via_edge("NOTIFY", user, 1), ("127.0.0.1", EDGE_PHONES))
+        received = next_request(phone)
+        assert received is not None, edge_log.read_text()[-3000:]
+        assert received[0].startswith(f"NOTIFY sip:{user}@192.168.1.20:5060 ")
+        phone.sendto(reply_to(received[0], "200 OK"), received[1])
+        assert final_reply(pod_b).startswith("SIP/2.0 200")

@@ -31,6 +31,7 @@ from ringwise_routing.profiles.document import verify_secret
 from ringwise_routing.profiles.http import routes as profile_routes
 from ringwise_routing.profiles.service import StoredProfiles
 from ringwise_routing.profiles.store import ProfileStore
+from ringwise_routing.provisioning.edge import PhonesViaEdge
 from ringwise_routing.provisioning.pjsip import PjsipOptions
 from ringwise_routing.provisioning.provisioner import Provisioner
 from ringwise_routing.settings import RoutingSettings
@@ -126,6 +127,8 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
                 return lookup.tenant_id, lookup.user_id
             return None
 
+        # Which endpoints are phones is learnt by the provisioner (below).
+        phones = PhonesViaEdge(settings.phones_via_edge)
         voicemail = VoicemailStep(
             app[service.NATS_KEY],
             ari,
@@ -134,6 +137,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             find_user=find_user,
             find_team=directory.find_team,
             trunk_dial=settings.trunk_dial,
+            phones=phones,
         )
         recording_policies = RecordingPolicies(app[service.NATS_KEY])
         await recording_policies.watch()
@@ -149,6 +153,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             ring_timeout_s=settings.outbound_ring_timeout_s,
             max_call_s=settings.outbound_max_call_s,
             call_state=call_state,
+            phones=phones,
         )
         router = CallRouter(
             ari,
@@ -160,6 +165,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             outbound=outbound,
             trunk_dial=settings.trunk_dial,
             call_state=call_state,
+            phones=phones,
         )
         app[ROUTER_KEY] = router
         provisioner = Provisioner(
@@ -171,6 +177,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
                 rewrite_contact=settings.pjsip_rewrite_contact,
             ),
             resync_s=settings.pjsip_resync_s,
+            phones_via_edge=phones,
         )
         app[PROVISIONER_KEY] = provisioner
         await provisioner.start()

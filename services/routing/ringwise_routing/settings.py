@@ -19,6 +19,10 @@ class RoutingSettings(KitSettings, RedisSettings, MongoSettings, AriSettings):
     # answering on another port).
     pjsip_rewrite_contact: bool = True
     pjsip_transport: str = "transport-udp"
+    # host:port of the SIP edge's phone socket (Kubernetes: the sip-edge-internal Service,
+    # 5091): phones are dialled through the edge's location table, so every Asterisk pod
+    # reaches a phone registered with another (provisioning/edge.py). Empty: PJSIP/<user>.
+    phones_via_edge: str = ""
     # host:port of the PSTN carrier's SIP side: outbound calls, external terminals (mobile,
     # home) and redirects to external numbers are dialled there through the "pstn" endpoint.
     # Empty: no outbound trunk; such terminals are skipped and outbound PSTN calls refused.

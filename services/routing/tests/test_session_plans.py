@@ -46,6 +46,7 @@ from ringwise_routing.plans.model import (
 )
 from ringwise_routing.plans.outbound import OutboundProfile, TenantDialling
 from ringwise_routing.profiles.source import UserRouting
+from ringwise_routing.provisioning.edge import PhonesViaEdge
 
 Reply = resolve_pb2.ResolveNumberReply
 CALLER = "caller-chan"
@@ -227,7 +228,7 @@ def profile(
 
 
 async def run_call(
-    routing: RoutingProfile,
+    routing: RoutingProfile, phones: PhonesViaEdge | None = None
 ) -> tuple[ScriptedAsterisk, Published, CallSession, Callable[[str], str]]:
     asterisk = ScriptedAsterisk()
     published = Published()
@@ -237,6 +238,7 @@ async def run_call(
         publisher=cast(Any, published),
         profiles=cast(Any, Profiles(routing)),
         trunk_dial=lambda _number: "",
+        phones=phones or PhonesViaEdge(),
     )
     start = StasisStart(
         type="StasisStart",
@@ -292,6 +294,23 @@ async def test_a_busy_or_unreachable_leg_does_not_end_the_ring_while_another_rin
     [missed] = published.of(call_pb2.CallMissed)
     assert missed.reason == "no_answer"
     assert ("caller-chan", ["sound:number-not-answering"]) in asterisk.played
+
+
+async def test_with_the_edges_location_service_a_phone_is_dialled_through_the_edge() -> None:
+    """Kubernetes: the pod that takes the call need not hold the phone's registration, so the
+    phone's leg goes to the edge (its endpoint still applies); a trunk keeps its dial string."""
+    edge = "rw-ringwise-sip-edge-internal.telephony.svc.cluster.local:5091"
+    via_edge = PhonesViaEdge(edge)
+    via_edge.phone_provisioned("rw00a1")
+    phones = {"desk": "PJSIP/rw00a1", "pbx": "PJSIP/rw00b2"}
+    asterisk, published, _, phone_of = await run_call(
+        profile(phones, RingMode.SIMULTANEOUS), via_edge
+    )
+    assert sorted(phone_of(c) for c in asterisk.dialled) == [
+        f"PJSIP/rw00a1/sip:rw00a1@{edge}",
+        "PJSIP/rw00b2",
+    ]
+    assert cdr(published).disposition == call_pb2.DISPOSITION_ANSWERED
 
 
 async def test_one_by_one_each_leg_rings_only_after_the_previous_one_ended() -> None:

@@ -62,6 +62,7 @@ def voicemail_ctx(settings: VoicemailSettings) -> service.CleanupCtx:
             directory=Directory(nc, settings.directory_timeout_s),
             sends=email_sends(client, settings.voicemail_db),
             audio_url_ttl_s=settings.audio_url_ttl_s,
+            phones_via_edge=settings.phones_via_edge,
         )
         app[VOICEMAIL_KEY] = voicemail
         phone = PhoneMailbox(voicemail, phone_sessions(client, settings.voicemail_db))

@@ -39,6 +39,10 @@ class VoicemailSettings(KitSettings, MongoSettings, AriSettings):
     deposit_min_seconds: float = 2.0
     # The directory's answers (MWI targets, team members, reply senders).
     directory_timeout_s: float = 2.0
+    # host:port of the SIP edge's phone socket (Kubernetes): a phone registered with another
+    # Asterisk pod than the one sending its MWI NOTIFY is reached through the edge's location
+    # table (messages/mwi.py). Empty: only the sending pod's registered contacts.
+    phones_via_edge: str = ""
     # Retention job: how often it runs.
     retention_interval_s: float = 3600.0
 

@@ -145,6 +145,9 @@ routing: [nats, redis, mongo]
 {{- if eq $name "voicemail" }}
 - name: RINGWISE_S3_BUCKET
   value: {{ $root.Values.s3.voicemailBucket | quote }}
+# MWI to a phone registered with another Asterisk pod: through the edge's location table.
+- name: RINGWISE_PHONES_VIA_EDGE
+  value: {{ include "ringwise.phonesViaEdge" $root | quote }}
 {{- end }}
 {{- if has "s3" $deps }}
 - name: RINGWISE_S3_ENDPOINT
@@ -245,3 +248,14 @@ form Asterisk's identify `match` takes for "this network, this source port". */}
 {{- end -}}
 {{- join "," $out -}}
 {{- end -}}
+
+{{/*
+The SIP edge's phone socket (its internal Service, 5091) when phones are reached through the
+edge's location table (sipEdge.phonesViaEdge), else "": RINGWISE_PHONES_VIA_EDGE of routing
+and voicemail.
+*/}}
+{{- define "ringwise.phonesViaEdge" -}}
+{{- if .Values.sipEdge.phonesViaEdge -}}
+{{- printf "%s.%s.svc.%s:5091" (include "ringwise.componentName" (list . "sip-edge-internal")) .Release.Namespace .Values.clusterDomain -}}
+{{- end -}}
+{{- end }}

@@ -27,7 +27,7 @@ import contextlib
 import hmac
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -72,6 +72,7 @@ from ringwise_routing.plans.outbound import (
     plan_outbound,
 )
 from ringwise_routing.profiles.source import ProfileSource, UserReply, UserRouting
+from ringwise_routing.provisioning.edge import PhonesViaEdge
 
 log = get_logger(__name__)
 
@@ -144,6 +145,8 @@ class OutboundServices:
     # The call's state in Redis while it is up, so that a new routing instance adopts a
     # bridged call and publishes its CDR (calls/adopted.py).
     call_state: CallStateStore | None = None
+    # Phones dialled through the SIP edge when it has a location service (Kubernetes).
+    phones: PhonesViaEdge = field(default_factory=PhonesViaEdge)
 
 
 def endpoint_name(channel_name: str) -> str:
@@ -510,7 +513,7 @@ class OutboundSteps:
             *ringing,
             calls.create_channel(
                 self._ari.app,
-                dial_string,
+                self._s.phones.dial_string(dial_string),
                 channel_id=callee_id,
                 app_args=("dialed", self.call_id),
                 originator=self.caller_id,

@@ -45,6 +45,7 @@ from ringwise_routing.plans.model import Terminal
 from ringwise_routing.plans.outbound import OutboundPlan
 from ringwise_routing.profiles.defaults import DefaultProfiles
 from ringwise_routing.profiles.source import ProfileSource, UserReply, UserRouting
+from ringwise_routing.provisioning.edge import PhonesViaEdge
 
 log = get_logger(__name__)
 
@@ -106,6 +107,7 @@ class CallRouter:
         outbound: OutboundServices | None = None,
         trunk_dial: Callable[[str], str] = lambda _number: "",
         call_state: CallStateStore | None = None,
+        phones: PhonesViaEdge | None = None,
     ) -> None:
         self._ari = ari
         self._publisher = publisher
@@ -124,6 +126,7 @@ class CallRouter:
             voicemail=voicemail,
             recording_policies=recording_policies,
             call_state=call_state,
+            phones=phones or PhonesViaEdge(),
         )
         self._by_channel: dict[str, Tracked] = {}
         self._tasks: set[asyncio.Task[None]] = set()

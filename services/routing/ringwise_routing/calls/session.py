@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -80,6 +80,7 @@ from ringwise_routing.profiles.source import (
     device_dial_string,
     leg_timeout,
 )
+from ringwise_routing.provisioning.edge import PhonesViaEdge
 
 if TYPE_CHECKING:
     from ringwise_routing.calls.call_state import CallStateStore
@@ -117,6 +118,8 @@ class CallServices:
     voicemail: VoicemailStep | None = None
     recording_policies: recording.RecordingPolicies | None = None
     call_state: CallStateStore | None = None
+    # Phones dialled through the SIP edge when it has a location service (Kubernetes).
+    phones: PhonesViaEdge = field(default_factory=PhonesViaEdge)
 
 
 @dataclass(frozen=True)
@@ -509,7 +512,7 @@ class CallSession:
             creates.append(
                 calls.create_channel(
                     self._ari.app,
-                    leg.dial_string,
+                    self._services.phones.dial_string(leg.dial_string),
                     channel_id=leg_call.channel_id,
                     app_args=("dialed", self.call_id),
                     originator=self.caller_id,

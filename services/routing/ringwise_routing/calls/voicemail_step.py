@@ -43,6 +43,7 @@ from ringwise_kit.events import to_timestamp
 from ringwise_kit.logs import get_logger
 
 from ringwise_routing.calls.cdr import CallRecord
+from ringwise_routing.provisioning.edge import PhonesViaEdge
 
 log = get_logger(__name__)
 
@@ -134,8 +135,11 @@ class VoicemailStep:
         find_user: FindUser | None = None,
         find_team: FindTeam | None = None,
         trunk_dial: Callable[[str], str] | None = None,
+        phones: PhonesViaEdge | None = None,
     ) -> None:
         self._nc = nc
+        # Phones dialled through the SIP edge when it has a location service (Kubernetes).
+        self._phones = phones or PhonesViaEdge()
         self._ari = ari
         # For "forward to": the user a dialled number reaches (tenant, user), if any...
         self._find_user = find_user
@@ -534,7 +538,7 @@ class VoicemailStep:
                 await self._ari.call(
                     calls.create_channel(
                         self._ari.app,
-                        dial_string,
+                        self._phones.dial_string(dial_string),
                         channel_id=leg_id,
                         app_args=("dialed", call.call_id),
                         originator=call.caller_id,

@@ -128,7 +128,7 @@ class CallbackCall(OutboundSteps):
             await self._ari.call(
                 calls.create_channel(
                     self._ari.app,
-                    terminal.dial_string,
+                    self._s.phones.dial_string(terminal.dial_string),
                     channel_id=self.caller_id,
                     app_args=("callback", self.call_id),
                     variables=identity,

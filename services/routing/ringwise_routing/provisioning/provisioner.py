@@ -24,7 +24,8 @@ from ringwise_kit.ari import AriClient
 from ringwise_kit.ari.client import AriError, AriNotFound
 from ringwise_kit.logs import get_logger
 
-from ringwise_routing.provisioning.pjsip import PjsipOptions, apply_calls, delete_calls
+from ringwise_routing.provisioning.edge import PhonesViaEdge
+from ringwise_routing.provisioning.pjsip import TRUNK, PjsipOptions, apply_calls, delete_calls
 
 log = get_logger(__name__)
 
@@ -44,8 +45,11 @@ class Provisioner:
         *,
         resync_s: float = 300.0,
         directory_timeout_s: float = 3.0,
+        phones_via_edge: PhonesViaEdge | None = None,
     ) -> None:
         self.nc = nc
+        # Learns which endpoints are phones (the ones dialled through the SIP edge, if any).
+        self.phones_via_edge = phones_via_edge or PhonesViaEdge()
         self.redis = redis
         self.ari = ari
         self.options = options
@@ -140,6 +144,10 @@ class Provisioner:
             APPLIED.labels("failed").inc()
             raise failures[0]
         await self.redis.sadd(APPLIED_SET, device.sip_username)
+        if device.kind == TRUNK:
+            self.phones_via_edge.not_a_phone(device.sip_username)
+        else:
+            self.phones_via_edge.phone_provisioned(device.sip_username)
         APPLIED.labels("applied").inc()
         log.info(
             "pjsip_device_applied",
@@ -157,6 +165,7 @@ class Provisioner:
             APPLIED.labels("failed").inc()
             raise failures[0]
         await self.redis.srem(APPLIED_SET, sip_username)
+        self.phones_via_edge.not_a_phone(sip_username)
         APPLIED.labels("removed").inc()
         log.info("pjsip_device_removed", sip_username=sip_username)
 

@@ -125,6 +125,8 @@ class Voicemail:
     # The email send ledger: per message, when the end of DATA went out and when it was sent.
     sends: AsyncCollection[Doc]
     audio_url_ttl_s: int = 900
+    # The SIP edge's phone socket (messages/mwi.py); empty: no location service.
+    phones_via_edge: str = ""
     clock: Clock = utc_now
 
     # -- media URIs ---------------------------------------------------------------------------
@@ -405,14 +407,15 @@ class Voicemail:
         counts = await self.messages.counts(tenant_id, user_id)
         await mwi.send_counts(
             # The default Asterisk (RINGWISE_ARI_URL; in Kubernetes any pod): a SIP URI target
-            # is reached from any of them, an endpoint's registered contacts only from the pod
-            # holding them (docs/operations.md, known gaps).
+            # is reached from any of them, an endpoint's registered contacts from the pod
+            # holding them, or through the SIP edge's location table from the others.
             await self.asterisk.client(),
             targets,
             f"sip:{mwi_mailbox(tenant_id, user_id)}",
             new=counts.new,
             old=counts.saved,
             urgent=counts.new_urgent,
+            phones_via_edge=self.phones_via_edge,
         )
 
     async def refresh_counts(self, tenant_id: str, user_id: str) -> None:

@@ -5,6 +5,11 @@ through ARI another way: an originated Local channel runs the dialplan context r
 (asterisk/etc/extensions.conf), whose PJSIPNotify sends the message-summary NOTIFY to each
 target (a PJSIP endpoint name: each of its registered contacts; or a SIP URI). The counts
 themselves are sent, never increments, so a repeat after a crash is harmless.
+
+In Kubernetes the pod the NOTIFY leaves from may not hold the phone's registration: with the
+SIP edge's phone socket given (RINGWISE_PHONES_VIA_EDGE), an endpoint without contacts on that
+pod is notified at sip:<endpoint>@<edge>, which the edge's location table takes to the phone.
+A trunk's static contact is on every pod, so it never needs the edge.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ def valid_target(target: str) -> bool:
     return bool(_TARGET.match(target))
 
 
-def notify_variables(target: str, account: str, new: int, old: int, urgent: int) -> dict[str, str]:
+def notify_variables(
+    target: str, account: str, new: int, old: int, urgent: int, phones_via_edge: str = ""
+) -> dict[str, str]:
     return {
         # PJSIPNotify takes URIs only: the dialplan sends an endpoint's NOTIFY to each of its
         # registered contacts.
@@ -51,6 +58,8 @@ def notify_variables(target: str, account: str, new: int, old: int, urgent: int)
         "MWI_NEW": str(new),
         "MWI_OLD": str(old),
         "MWI_NEW_URGENT": str(urgent),
+        # An endpoint with no contact on the sending pod: notified through the edge.
+        "MWI_EDGE": phones_via_edge,
     }
 
 
@@ -62,6 +71,7 @@ async def send_counts(
     new: int,
     old: int,
     urgent: int,
+    phones_via_edge: str = "",
 ) -> None:
     for target in targets:
         if not valid_target(target):
@@ -72,5 +82,5 @@ async def send_counts(
             context=MWI_CONTEXT,
             extension="done",
             channel_id=f"mwi-{uuid.uuid4().hex}",
-            variables=notify_variables(target, account, new, old, urgent),
+            variables=notify_variables(target, account, new, old, urgent, phones_via_edge),
         )
