@@ -20,3 +20,14 @@ def test_impossible_stream_replicas_are_refused(
     monkeypatch.setenv("RINGWISE_STREAM_REPLICAS", replicas)
     with pytest.raises(ValidationError, match="stream_replicas"):
         KitSettings()
+
+
+def test_services_run_on_uvloop_unless_told_to_use_asyncio(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert KitSettings().event_loop == "uvloop"
+    monkeypatch.setenv("RINGWISE_EVENT_LOOP", "asyncio")
+    assert KitSettings().event_loop == "asyncio"
+    monkeypatch.setenv("RINGWISE_EVENT_LOOP", "trio")
+    with pytest.raises(ValidationError, match="event_loop"):
+        KitSettings()

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
+import uvloop
 from aiohttp import web
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -44,9 +45,10 @@ def create_app(settings: KitSettings) -> web.Application:
 
 def run(app: web.Application, settings: KitSettings) -> None:
     """Serve until SIGTERM/SIGINT, then close every cleanup_ctx resource gracefully."""
-    log.info("service_starting", port=settings.http_port)
+    log.info("service_starting", port=settings.http_port, event_loop=settings.event_loop)
     web.run_app(
         app,
+        loop=uvloop.new_event_loop() if settings.event_loop == "uvloop" else None,
         host=settings.http_host,
         port=settings.http_port,
         print=None,
