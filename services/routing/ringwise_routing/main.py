@@ -135,6 +135,7 @@ def calls_ctx(settings: RoutingSettings) -> service.CleanupCtx:
             CallerHungUp,
             timeout_s=settings.voicemail_timeout_s,
             find_user=find_user,
+            find_colleague=directory.find_colleague,
             find_team=directory.find_team,
             trunk_dial=settings.trunk_dial,
             phones=phones,

@@ -225,3 +225,33 @@ async def test_a_team_is_found_by_its_extension_else_by_its_number_within_the_te
         await sub.unsubscribe()
     # No directory: nobody, not an error.
     assert await NumberDirectory(nc, redis, timeout_s=0.2).find_team("acme", "700") is None
+
+
+async def test_a_colleague_is_found_by_extension_within_the_tenant(
+    links: tuple[NatsClient, aioredis.Redis],
+) -> None:
+    """The mailbox's forward: digits keyed on a phone may be a colleague's extension."""
+    nc, redis = links
+    extensions = {("acme", "201"): "bob"}
+    asked: list[tuple[str, str]] = []
+
+    async def directory(req: resolve_pb2.ResolveUserRequest) -> Reply:
+        asked.append((req.tenant_id, req.extension))
+        user_id = extensions.get((req.tenant_id, req.extension))
+        if user_id is None:
+            return Reply(status=Reply.STATUS_NOT_FOUND)
+        return Reply(status=Reply.STATUS_FOUND, tenant_id=req.tenant_id, user_id=user_id)
+
+    numbers = NumberDirectory(nc, redis, timeout_s=0.5)
+    sub = await bus.serve(
+        nc, subjects.DIRECTORY_RESOLVE_USER, "directory", resolve_pb2.ResolveUserRequest, directory
+    )
+    try:
+        assert await numbers.find_colleague("acme", "201") == "bob"
+        assert await numbers.find_colleague("globex", "201") is None
+        assert await numbers.find_colleague("acme", "") is None
+        assert asked == [("acme", "201"), ("globex", "201")]
+    finally:
+        await sub.unsubscribe()
+    # No directory: nobody, not an error.
+    assert await NumberDirectory(nc, redis, timeout_s=0.2).find_colleague("acme", "201") is None

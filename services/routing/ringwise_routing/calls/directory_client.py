@@ -166,6 +166,23 @@ class NumberDirectory:
             resolve_pb2.ResolveTeamReply,
         )
 
+    async def find_colleague(self, tenant_id: str, keyed: str) -> str | None:
+        """The user of this tenant whose extension digits keyed on a phone are. None for
+        nobody (or no answer from the directory)."""
+        if not keyed:
+            return None
+        answer = await self._ask(
+            subjects.DIRECTORY_RESOLVE_USER,
+            resolve_pb2.ResolveUserRequest(tenant_id=tenant_id, extension=keyed),
+            Reply,
+        )
+        if isinstance(answer, LookupFailed):
+            log.warning("colleague_lookup_failed", reason=answer.reason)
+            return None
+        if answer.status == Reply.STATUS_FOUND and answer.tenant_id == tenant_id:
+            return answer.user_id
+        return None
+
     async def find_team(self, tenant_id: str, keyed: str) -> str | None:
         """The team of this tenant that digits keyed on a phone name: its extension, else a
         number assigned to it. None for nothing (or no answer from the directory)."""

@@ -97,8 +97,13 @@ def availability_for(greeting: str, dialstatus: str) -> deposit_pb2.Availability
 
 M = TypeVar("M", bound=Message)
 FindUser = Callable[[str], Awaitable[tuple[str, str] | None]]
-# (tenant, digits keyed on a phone) -> the id of the tenant's team they name, if any.
-FindTeam = Callable[[str, str], Awaitable[str | None]]
+# (tenant, digits keyed on a phone) -> the id of the tenant's user (by extension) or team
+# (by extension or number) they name, if any.
+FindInTenant = Callable[[str, str], Awaitable[str | None]]
+# The forward asks voicemail for one copy per recipient: a big team takes a while. A timed-out
+# forward is asked again once (the copies' ids derive from the annotation: no double copies).
+FORWARD_TIMEOUT_S = 10.0
+FORWARD_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,8 @@ class VoicemailStep:
         *,
         timeout_s: float = 1.0,
         find_user: FindUser | None = None,
-        find_team: FindTeam | None = None,
+        find_colleague: FindInTenant | None = None,
+        find_team: FindInTenant | None = None,
         trunk_dial: Callable[[str], str] | None = None,
         phones: PhonesViaEdge | None = None,
     ) -> None:
@@ -143,7 +149,9 @@ class VoicemailStep:
         self._ari = ari
         # For "forward to": the user a dialled number reaches (tenant, user), if any...
         self._find_user = find_user
-        # ... else the tenant's team the digits name (its extension or number).
+        # ... else the tenant's user whose extension they are, else the tenant's team they name
+        # (its extension or number).
+        self._find_colleague = find_colleague
         self._find_team = find_team
         # For "call back the sender": the dial string of a PSTN number ("" = no trunk).
         self._trunk_dial = trunk_dial or (lambda number: "")
@@ -439,14 +447,19 @@ class VoicemailStep:
 
     async def forward_target(self, tenant_id: str, keyed: str) -> ForwardTarget | None:
         """Whom digits keyed in the mailbox's forward name in this tenant: the user a number
-        reaches, else a team by its extension or number. None for nothing there: no one, a
-        number of another tenant, or a directory that did not answer."""
+        reaches, else a user by extension, else a team by its extension or number. None for
+        nothing there: no one, a number of another tenant, or a directory that did not
+        answer."""
         if not keyed:
             return None
         found = await self._find_user(keyed) if self._find_user is not None else None
         if found is not None:
             tenant, user_id = found
             return ForwardTarget(user_id=user_id) if tenant == tenant_id else None
+        if self._find_colleague is not None:
+            colleague = await self._find_colleague(tenant_id, keyed)
+            if colleague:
+                return ForwardTarget(user_id=colleague)
         team_id = await self._find_team(tenant_id, keyed) if self._find_team is not None else None
         return ForwardTarget(team_id=team_id) if team_id else None
 
@@ -759,8 +772,10 @@ def _count_prompt(count: int) -> list[str]:
     return ["sound:vm-youhave", f"number:{count}", "sound:vm-messages"]
 
 
-async def _mailbox_request(nc: NatsClient, subject: str, req: Message, reply: type[M]) -> M:
-    return await bus.request(nc, subject, req, reply, 2.0)
+async def _mailbox_request(
+    nc: NatsClient, subject: str, req: Message, reply: type[M], timeout_s: float = 2.0
+) -> M:
+    return await bus.request(nc, subject, req, reply, timeout_s)
 
 
 class PhoneMenu:
@@ -787,6 +802,7 @@ class PhoneMenu:
         self,
         message: mailbox_pb2.PhoneMessage | None,
         action: mailbox_pb2.MailboxActionRequest.Action.ValueType,
+        timeout_s: float = 2.0,
         **extra: str,
     ) -> mailbox_pb2.MailboxActionReply:
         return await _mailbox_request(
@@ -801,6 +817,7 @@ class PhoneMenu:
                 **extra,
             ),
             mailbox_pb2.MailboxActionReply,
+            timeout_s,
         )
 
     async def run(self, messages: list[mailbox_pb2.PhoneMessage]) -> None:
@@ -890,8 +907,8 @@ class PhoneMenu:
         await self.keys.play(["sound:vm-passchanged" if ok else "sound:vm-invalid-password"])
 
     async def forward(self, message: mailbox_pb2.PhoneMessage) -> None:
-        """To the user a number reaches, or to every member of a team (its extension or
-        number): the caller records an introduction first."""
+        """To the user a number or extension reaches, or to every member of a team (its
+        extension or number): the caller records an introduction first."""
         keyed = await self.keys.number(["sound:vm-extension"])
         target = await self.step.forward_target(self.tenant_id, keyed)
         if target is None:
@@ -900,18 +917,24 @@ class PhoneMenu:
         annotation = f"vm-{subjects.tenant_token(self.tenant_id)}-fwd-{uuid.uuid4().hex}"
         await self.keys.play(BEEP)
         await self.step.record_raw(self.call, annotation, ANNOTATION_MAX_S)
-        try:
-            done = await self.act(
-                message,
-                mailbox_pb2.MailboxActionRequest.ACTION_FORWARD,
-                forward_to_user_id=target.user_id,
-                forward_to_team_id=target.team_id,
-                annotation_recording=annotation,
-            )
-            ok = done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE
-        except Exception as exc:  # voicemail or the directory did not answer: say so
-            log.warning("mailbox_forward_failed", error=repr(exc))
-            ok = False
+        ok = False
+        for attempt in range(1, FORWARD_ATTEMPTS + 1):
+            try:
+                done = await self.act(
+                    message,
+                    mailbox_pb2.MailboxActionRequest.ACTION_FORWARD,
+                    timeout_s=FORWARD_TIMEOUT_S,
+                    forward_to_user_id=target.user_id,
+                    forward_to_team_id=target.team_id,
+                    annotation_recording=annotation,
+                )
+                ok = done.status == mailbox_pb2.MailboxActionReply.STATUS_DONE
+                break
+            except TimeoutError:  # nats' too: the same request again is safe
+                log.warning("mailbox_forward_timed_out", attempt=attempt)
+            except Exception as exc:  # voicemail or the directory refused: say so
+                log.warning("mailbox_forward_failed", error=repr(exc))
+                break
         log.info("mailbox_forward", team_id=target.team_id or None, forwarded=ok)
         await self.keys.play(["sound:vm-msgforwarded" if ok else "sound:vm-sorry"])
 
