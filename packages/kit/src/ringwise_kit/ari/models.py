@@ -9,7 +9,6 @@ costs a third of json.loads + model_validate with a Python timestamp parser.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -171,28 +170,6 @@ class BridgeDestroyed(AriEvent):
     bridge: Bridge
 
 
-EVENT_TYPES: dict[str, type[AriEvent]] = {
-    cls.__name__: cls
-    for cls in (
-        StasisStart,
-        StasisEnd,
-        ChannelStateChange,
-        ChannelDestroyed,
-        ChannelHangupRequest,
-        ChannelDtmfReceived,
-        Dial,
-        PlaybackStarted,
-        PlaybackFinished,
-        RecordingStarted,
-        RecordingFinished,
-        RecordingFailed,
-        ChannelEnteredBridge,
-        ChannelLeftBridge,
-        BridgeDestroyed,
-    )
-}
-
-
 KnownEvent = Annotated[
     StasisStart
     | StasisEnd
@@ -217,9 +194,20 @@ _KNOWN_EVENT: TypeAdapter[AriEvent] = TypeAdapter(
 )
 
 
+def _unknown_type(exc: ValidationError) -> bool:
+    """The union refused the event only for its type: one we do not model."""
+    return all(error["type"] == "union_tag_invalid" for error in exc.errors())
+
+
 def parse_event(data: dict[str, Any]) -> AriEvent:
-    model = EVENT_TYPES.get(str(data.get("type", "")), AriEvent)
-    return model.model_validate(data)
+    """One event as a dict; an unknown type as the base AriEvent."""
+    try:
+        event: AriEvent = _KNOWN_EVENT.validate_python(data)
+        return event
+    except ValidationError as exc:
+        if not _unknown_type(exc):
+            raise
+    return AriEvent.model_validate(data)
 
 
 def parse_event_json(text: str | bytes) -> AriEvent:
@@ -228,6 +216,6 @@ def parse_event_json(text: str | bytes) -> AriEvent:
         event: AriEvent = _KNOWN_EVENT.validate_json(text)
         return event
     except ValidationError as exc:
-        if any(error["type"] != "union_tag_invalid" for error in exc.errors()):
+        if not _unknown_type(exc):
             raise
-    return AriEvent.model_validate(json.loads(text))
+    return AriEvent.model_validate_json(text)
