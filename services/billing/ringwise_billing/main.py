@@ -126,6 +126,7 @@ def create_app(settings: BillingSettings | None = None) -> web.Application:
             batch_handler=lambda a: consumer.batch_handler(
                 a[wiring.BILLING_KEY].cdrs, a[wiring.BILLING_KEY].booker
             ),
+            linger_s=settings.billing_cdr_linger_s,
         )
     )
     http.add_routes(app)

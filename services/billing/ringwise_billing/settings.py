@@ -11,6 +11,10 @@ class BillingSettings(KitSettings, MongoSettings):
     service_name: str = "billing"
     http_port: int = 9103
     billing_db: str = "ringwise_billing"
+    # How long a short batch of CDRs waits for more before it is stored and booked: each
+    # batch costs a database write, a ledger write and a balance update whatever its size,
+    # so at tens of calls a second a quarter second makes batches of several CDRs.
+    billing_cdr_linger_s: float = 0.25
     # Credit authorisation (docs/billing.md).
     billing_max_call_s: int = 4 * 3600
     billing_quota_s: int = 600

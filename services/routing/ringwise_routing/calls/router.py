@@ -49,11 +49,12 @@ from ringwise_routing.provisioning.edge import PhonesViaEdge
 
 log = get_logger(__name__)
 
-# The only ARI events a call session waits for; the client does not even parse the others.
+# The only ARI events a call session waits for: Asterisk sends no others (the client's event
+# filter). A channel of ours leaves the app only by hanging up (nothing here continues one in
+# the dialplan), so its ChannelDestroyed alone says it is gone, with the cause; its
+# ChannelHangupRequest and StasisEnd just before it would be two more frames per channel.
 ROUTED_EVENT_TYPES = (
     "StasisStart",
-    "StasisEnd",
-    "ChannelHangupRequest",
     "ChannelDestroyed",
     "Dial",
     "PlaybackFinished",
