@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -182,8 +182,14 @@ async def publish_event_async(
         event.SerializeToString(),
         headers={MSG_ID_HEADER: msg_id, TYPE_HEADER: event.DESCRIPTOR.full_name},
     )
-    PUBLISHED.labels(_subject_kind(subject), "unknown").inc()
+    counter = _PUBLISHED_ASYNC.get(subject)
+    if counter is None:  # one child per subject, resolved once (labels() is not free)
+        counter = _PUBLISHED_ASYNC[subject] = PUBLISHED.labels(_subject_kind(subject), "unknown")
+    counter.inc()
     return future
+
+
+_PUBLISHED_ASYNC: dict[str, Any] = {}
 
 
 def message_type(msg: Msg) -> str:

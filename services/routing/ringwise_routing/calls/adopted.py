@@ -11,7 +11,6 @@ crashed): found in Redis (call_state.py) at reconcile.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,7 +31,7 @@ from ringwise_routing.calls import policy
 from ringwise_routing.calls.call_state import CallStateStore, StoredCall
 from ringwise_routing.calls.cdr import call_ended
 from ringwise_routing.calls.publisher import EventPublisher
-from ringwise_routing.calls.waiting import HANGUP_EVENTS
+from ringwise_routing.calls.waiting import HANGUP_EVENTS, EventInbox
 
 log = get_logger(__name__)
 
@@ -54,7 +53,7 @@ class AdoptedCall:
         self._ari = ari
         self._publisher = publisher
         self._store = store
-        self._events: asyncio.Queue[AriEvent] = asyncio.Queue()
+        self._events = EventInbox()
 
     def feed(self, event: AriEvent) -> None:
         self._events.put_nowait(event)

@@ -58,7 +58,13 @@ from ringwise_routing.calls.credit_client import AuthoriseReply, CreditClient
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.talk_time import TalkTime
 from ringwise_routing.calls.user_lookup import UserLookup
-from ringwise_routing.calls.waiting import HANGUP_EVENTS, CallerHungUp, channel_of, next_event
+from ringwise_routing.calls.waiting import (
+    HANGUP_EVENTS,
+    CallerHungUp,
+    EventInbox,
+    channel_of,
+    next_event,
+)
 from ringwise_routing.plans.engine import Reject
 from ringwise_routing.plans.model import RoutingProfile
 from ringwise_routing.plans.outbound import (
@@ -190,7 +196,7 @@ class OutboundSteps:
         self._s = services
         self._ari = services.ari
         self._register_channel = register_channel
-        self._events: asyncio.Queue[AriEvent] = asyncio.Queue()
+        self._events = EventInbox()
         self._callee_id: str | None = None
         self._callee_gone = False
         self._bridge_id: str | None = None

@@ -47,8 +47,7 @@ class EventPublisher:
         self._worker = asyncio.create_task(self._run(), name="event-publisher")
 
     def publish(self, event: OutboxEvent) -> None:
-        self._queue.put_nowait(event)
-        OUTBOX_DEPTH.set(self._queue.qsize())
+        self._queue.put_nowait(event)  # the depth gauge is set by the worker, per batch
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until the outbox is empty (at shutdown); False if events are left."""
@@ -73,6 +72,7 @@ class EventPublisher:
                 await asyncio.sleep(self._linger_s)
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
+            OUTBOX_DEPTH.set(self._queue.qsize() + len(batch))
             pending = batch
             backoff = 0.1
             while pending:

@@ -57,7 +57,13 @@ from ringwise_routing.calls.cdr import CallRecord, call_ended
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
 from ringwise_routing.calls.voicemail_step import Deposit, Keys
-from ringwise_routing.calls.waiting import HANGUP_EVENTS, CallerHungUp, channel_of, next_event
+from ringwise_routing.calls.waiting import (
+    HANGUP_EVENTS,
+    CallerHungUp,
+    EventInbox,
+    channel_of,
+    next_event,
+)
 from ringwise_routing.plans.engine import (
     CallPlan,
     Divert,
@@ -159,7 +165,7 @@ class CallSession:
         self._register_channel = register_channel
         self._voicemail = services.voicemail
         self._internal = internal
-        self._events: asyncio.Queue[AriEvent] = asyncio.Queue()
+        self._events = EventInbox()
         self._legs: dict[str, LegCall] = {}
         self._leg_count = 0
         self._bridge_id: str | None = None
