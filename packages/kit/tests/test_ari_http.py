@@ -201,3 +201,50 @@ async def test_a_burst_waits_for_connections_instead_of_opening_more(
         assert len(set(peers)) <= 3
     finally:
         await http.close()
+
+
+async def dribbling_server(responses: bytes) -> asyncio.Server:
+    """A raw server that answers any request with `responses`, one byte per write."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for index in range(len(responses)):
+            writer.write(responses[index : index + 1])
+            await writer.drain()
+            await asyncio.sleep(0)
+        await reader.read()  # until the client closes
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_responses_arriving_a_byte_at_a_time_are_put_together() -> None:
+    responses = (
+        b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"a": "b"}\n'
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'4\r\n{"m"\r\n6;ext=1\r\n: "x"}\r\n0\r\n\r\n'
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+    )
+    server = await dribbling_server(responses)
+    port = server.sockets[0].getsockname()[1]
+    http = KeepAliveHttp(f"http://127.0.0.1:{port}", {})
+    try:
+        results = await http.pipeline(
+            [("GET", "/a", None, None), ("GET", "/b", None, None), ("DELETE", "/c", None, None)]
+        )
+        assert results == [(200, b'{"a": "b"}\n'), (404, b'{"m": "x"}'), (204, b"")]
+    finally:
+        await http.close()
+        server.close()
+
+
+async def test_a_response_that_is_not_http_is_an_error_and_the_connection_is_dropped() -> None:
+    server = await dribbling_server(b"SSH-2.0-OpenSSH\r\n\r\n")
+    port = server.sockets[0].getsockname()[1]
+    http = KeepAliveHttp(f"http://127.0.0.1:{port}", {}, timeout_s=2.0)
+    try:
+        [result] = await http.pipeline([("GET", "/a", None, None)])
+        assert isinstance(result, HttpError) and "not an HTTP response" in str(result)
+    finally:
+        await http.close()
+        server.close()

@@ -11,7 +11,7 @@ Writes are behind the call, never in its way: save() and forget() only note the 
 latest state, and a flusher sends what was noted during a short linger (LINGER_S) in one
 pipelined round trip for every call at once. A call saved and forgotten within one linger
 never reaches Redis. The price: a crash within LINGER_S of a change leaves the state before
-it (a call bridged in the last few ms is ended as still ringing instead of being adopted).
+it (a call bridged in the last 20 ms is ended as still ringing instead of being adopted).
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ log = get_logger(__name__)
 
 KEY_PREFIX = "ringwise:routing:call:"
 TTL_S = 24 * 3600
-# How long a noted change may wait for others to share its round trip to Redis.
-LINGER_S = 0.005
+# How long a noted change may wait for others to share its round trip to Redis: long enough
+# that a call's route-time and answer-time saves, and other calls' changes, go together
+# (each round trip costs routing about as much Python as a whole ARI event).
+LINGER_S = 0.02
 
 
 @dataclass(frozen=True)
