@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from typing import cast
 from urllib.parse import quote_plus, urlsplit
 
 # Channel ids, app names, numbers, media ids: most values need no percent-encoding at all.
@@ -50,8 +51,8 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's is not an asyncio.Transport subclass: no isinstance).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
