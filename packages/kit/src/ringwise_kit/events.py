@@ -48,10 +48,14 @@ EVENT_SUFFIX: dict[type[Message], str] = {
 }
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def to_timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
+    """What Timestamp.FromDatetime(moment.astimezone(UTC)) gives, in integer arithmetic:
+    FromDatetime is pure Python, and every call event carries a timestamp or two."""
+    since = moment.astimezone(UTC) - _EPOCH
+    return Timestamp(seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def from_timestamp(stamp: Timestamp) -> datetime | None:
