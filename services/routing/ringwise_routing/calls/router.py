@@ -51,10 +51,13 @@ log = get_logger(__name__)
 
 # The only ARI events a call session waits for: Asterisk sends no others (the client's event
 # filter). A channel of ours leaves the app only by hanging up (nothing here continues one in
-# the dialplan), so its ChannelDestroyed alone says it is gone, with the cause; its
-# ChannelHangupRequest and StasisEnd just before it would be two more frames per channel.
+# the dialplan): its ChannelHangupRequest is the first sign, before anything the hang-up
+# stops (a voicemail recording's RecordingFinished: the deposit relies on that order), and
+# ChannelDestroyed the last (for a channel that never got a hang-up request). The StasisEnd
+# between them says nothing new, so Asterisk is not asked for it (one frame less a channel).
 ROUTED_EVENT_TYPES = (
     "StasisStart",
+    "ChannelHangupRequest",
     "ChannelDestroyed",
     "Dial",
     "PlaybackFinished",
