@@ -158,7 +158,7 @@ class AriClient:
         for handler in (*self._handlers.get(event.type, ()), *self._any_handlers):
             try:
                 result = handler(event)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     await result
             except Exception:
                 log.exception("ari_handler_failed", event_type=event.type)

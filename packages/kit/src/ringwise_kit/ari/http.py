@@ -25,6 +25,11 @@ import time
 from typing import cast
 from urllib.parse import quote_plus, urlsplit
 
+# The headers that frame a response (in the lower-cased head).
+_FRAMING_HEADERS = re.compile(
+    rb"\r\n(content-length|connection|transfer-encoding)[ \t]*:[ \t]*([^\r\n]*)"
+)
+
 # Channel ids, app names, numbers, media ids: most values need no percent-encoding at all.
 _NEEDS_NO_QUOTING = re.compile(r"[A-Za-z0-9_.~-]*\Z").match
 
@@ -272,22 +277,22 @@ def _parse_response(buffer: bytearray) -> tuple[int, bytes, bool, int] | None:
     head_end = buffer.find(b"\r\n\r\n")
     if head_end < 0:
         return None
-    lines = bytes(buffer[:head_end]).decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    if not version.startswith("HTTP/") or len(rest) < 3 or not rest[:3].isdigit():
-        raise ValueError(f"not an HTTP response: {lines[0][:80]!r}")
+    head = bytes(buffer[:head_end]).lower()
+    status_line, _, _ = head.partition(b"\r\n")
+    version, _, rest = status_line.partition(b" ")
+    if not version.startswith(b"http/") or len(rest) < 3 or not rest[:3].isdigit():
+        raise ValueError(f"not an HTTP response: {status_line[:80].decode('latin-1')!r}")
     status = int(rest[:3])
     length = 0
-    keep = version == "HTTP/1.1"
+    keep = version == b"http/1.1"
     chunked = False
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        name = name.strip().lower()
-        if name == "content-length":
+    # The three headers that frame a response, found by one C-level scan of the head.
+    for name, value in _FRAMING_HEADERS.findall(head):
+        if name == b"content-length":
             length = int(value)
-        elif name == "connection":
-            keep = value.strip().lower() != "close"
-        elif name == "transfer-encoding" and "chunked" in value.lower():
+        elif name == b"connection":
+            keep = value.strip() != b"close"
+        elif b"chunked" in value:
             chunked = True
     body_start = head_end + 4
     if chunked:
