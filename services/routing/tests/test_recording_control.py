@@ -1,4 +1,5 @@
-"""Recording control in routing: the keep feature code, and the events handed to the archive."""
+"""Recording control in routing: the keep feature code, the events handed to the archive, and
+which ARI events the router hands to a call."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from typing import Any, cast
 import pytest
 from nats.aio.msg import Msg
 from ringwise.events.v1 import recording_pb2
-from ringwise_kit.ari import AriEvent, LiveRecording, RecordingFailed, RecordingFinished
+from ringwise_kit.ari import (
+    AriEvent,
+    Channel,
+    Dial,
+    LiveRecording,
+    RecordingFailed,
+    RecordingFinished,
+)
 from ringwise_routing.calls.cdr import CallRecord
 from ringwise_routing.calls.recording import (
     CallRecording,
@@ -212,3 +220,16 @@ async def test_a_settings_change_notice_drops_only_that_tenants_cached_policies(
     assert (await policies.policy_for("acme", "alice")).mode == compliant
     assert (await policies.policy_for("globex", "bob")).mode == recording_pb2.RECORDING_MODE_NONE
     assert nats.asked == 3
+
+
+def test_dial_progress_reaches_the_call_but_the_start_of_a_dial_does_not() -> None:
+    router = CallRouter(cast(Any, Handlers()), cast(Any, None), cast(Any, None))
+    call = FedCall("c3")
+    router._register("c3-1", cast(CallSession, call))
+
+    def dial(status: str) -> Dial:
+        return Dial(type="Dial", timestamp=START, dialstatus=status, peer=Channel(id="c3-1"))
+
+    for status in ("", "RINGING", "ANSWER"):
+        router.on_event(dial(status))
+    assert [e.dialstatus for e in call.events if isinstance(e, Dial)] == ["RINGING", "ANSWER"]

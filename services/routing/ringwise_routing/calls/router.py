@@ -143,6 +143,10 @@ class CallRouter:
         return len(self._tasks)
 
     def on_event(self, event: AriEvent) -> None:
+        if isinstance(event, Dial) and not event.dialstatus:
+            # A dial has begun: no call waits for that (only for ringing, answer or a
+            # final status), so it wakes none of them.
+            return
         if isinstance(event, StasisStart) and event.args[:1] == ["inbound"]:
             self._start_call(event)
             return
