@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from ringwise.directory.v1 import resolve_pb2
 from ringwise.events.v1 import call_pb2
-from ringwise_dev.fixture import ALICE, CAROL
+from ringwise_dev.fixture import ALICE, CAROL, TENANT
 from ringwise_dev.platform import LocalPlatform
 from ringwise_dev.services import http_ok
 from ringwise_dev.sipp import PhoneKind
 from ringwise_dev.testing import StartPhone, cdrs_of, new_caller, stream_events, wait_cdrs
+from ringwise_kit import bus, subjects
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -21,6 +23,20 @@ async def answered_call_works(platform: LocalPlatform) -> None:
     assert result.final_codes() == [200]
     [cdr] = await wait_cdrs(platform, caller)
     assert cdr["disposition"] == "DISPOSITION_ANSWERED"
+
+
+async def cached_afresh(platform: LocalPlatform, number: str) -> None:
+    """Routing forgets the number as on a change (in memory and in Redis), so the next call
+    caches the directory's answer for the cache's whole TTL: an entry cached earlier in the
+    session can expire (300 s) while a test keeps the directory down."""
+    nc = await bus.connect(platform.infra.endpoints.nats_url, "e2e-resilience")
+    try:
+        change = resolve_pb2.NumberChanged(tenant_id=TENANT, number=number)
+        await nc.publish(subjects.number_changed(TENANT), change.SerializeToString())
+        await nc.flush()
+    finally:
+        await nc.drain()
+    await asyncio.sleep(0.5)  # routing drops the entry as the change arrives (milliseconds)
 
 
 async def wait_ready(platform: LocalPlatform, service: str, timeout_s: float = 20) -> None:
@@ -134,6 +150,7 @@ async def test_with_the_directory_down_callers_hear_a_retry_later_and_cached_num
     platform: LocalPlatform, start_phone: StartPhone
 ) -> None:
     await start_phone(PhoneKind.ANSWER, ALICE)
+    await cached_afresh(platform, ALICE.number)
     await answered_call_works(platform)  # Alice's number is now in routing's Redis cache
     directory = platform.services["directory"]
     await directory.stop()
