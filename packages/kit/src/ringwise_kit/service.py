@@ -128,11 +128,11 @@ def consumer_ctx(
     handler: Callable[[web.Application], bus.Handler] | None = None,
     *,
     batch_handler: Callable[[web.Application], bus.BatchHandler] | None = None,
-    linger_s: float | None = None,
+    linger_s: float = bus.DurableConsumer.linger_s,
 ) -> CleanupCtx:
     """Run a durable consumer for the app's lifetime; stop it (finishing in-flight) first.
-    handler / batch_handler build the consumer's handler from the started app; linger_s
-    (None: the consumer's default) is how long a short batch lets messages gather."""
+    handler / batch_handler build the consumer's handler from the started app; linger_s is
+    how long a short batch lets messages gather."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         consumer = bus.DurableConsumer(
@@ -140,9 +140,8 @@ def consumer_ctx(
             spec,
             handler=handler(app) if handler else None,
             batch_handler=batch_handler(app) if batch_handler else None,
+            linger_s=linger_s,
         )
-        if linger_s is not None:
-            consumer.linger_s = linger_s
         await consumer.start()
         app[READINESS_KEY].add(f"consumer:{spec.durable}", lambda: consumer.connected)
         log.info("consumer_started", consumer=spec.durable)
