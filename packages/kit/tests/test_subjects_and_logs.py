@@ -51,3 +51,25 @@ def test_log_lines_are_json_with_call_context_and_no_secrets(
     assert first["service"] == "routing"
     assert first["pin"] == "***"
     assert "call_id" not in second
+
+
+@pytest.mark.usefixtures("service_logging")
+def test_a_nested_call_binding_restores_the_outer_one_even_after_an_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("routing", "info")
+    log = get_logger("test")
+    with bind_call("call-1", tenant_id="acme"):
+        with pytest.raises(RuntimeError), bind_call("call-1", tenant_id="globex", leg="l2"):
+            log.info("inner")
+            raise RuntimeError("boom")
+        log.info("outer")
+    log.info("outside")
+    inner, outer, outside = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert (inner["tenant_id"], inner["leg"]) == ("globex", "l2")
+    assert outer["tenant_id"] == "acme"
+    assert outer["call_id"] == "call-1"
+    assert "leg" not in outer
+    assert outside["service"] == "routing"
+    assert "call_id" not in outside
+    assert "tenant_id" not in outside
