@@ -155,3 +155,50 @@ async def test_redis_down_loses_the_state_but_never_fails_the_call(infra: Infra)
     failures = [e for e in logs if e["event"] == "call_state_not_saved"]
     # The save, then the delete of a key that may have been written after all.
     assert [e["calls"] for e in failures] == [1, 1]
+
+
+async def test_a_hurried_save_goes_at_once_with_what_other_calls_noted(
+    redis: aioredis.Redis,
+) -> None:
+    # A call's first legs: its state must be in Redis before they are dialled, so the save
+    # does not linger (a linger this long would otherwise hold it for the whole test).
+    counting = CountingRedis(redis)
+    store = CallStateStore(counting, linger_s=30.0)  # type: ignore[arg-type]
+    other, ringing = a_call(), a_call()
+    store.save(other, "caller", [], None)
+    store.save(ringing, "caller", ["leg"], None, hurry=True)
+    await asyncio.wait_for(store.written(), 2.0)
+    assert counting.round_trips == 1
+    assert await stored(redis, other.call_id) is not None
+    assert await stored(redis, ringing.call_id) is not None
+    await store.written()  # nothing noted since: no round trip
+    assert counting.round_trips == 1
+
+
+async def test_written_waits_for_changes_noted_while_a_write_is_in_flight(
+    redis: aioredis.Redis,
+) -> None:
+    counting = CountingRedis(redis)
+    store = CallStateStore(counting, linger_s=30.0)  # type: ignore[arg-type]
+    first, second = a_call(), a_call()
+    store.save(first, "caller", ["leg"], None, hurry=True)  # on its way
+    store.save(second, "caller", ["leg"], None)  # must wait for it: one write at a time
+    await asyncio.wait_for(store.written(), 2.0)
+    assert counting.round_trips == 2
+    assert await stored(redis, second.call_id) is not None
+
+
+async def test_written_returns_when_what_it_waited_for_was_forgotten_unsent(
+    redis: aioredis.Redis,
+) -> None:
+    counting = CountingRedis(redis)
+    store = CallStateStore(counting, linger_s=30.0)  # type: ignore[arg-type]
+    first, brief = a_call(), a_call()
+    store.save(first, "caller", ["leg"], None, hurry=True)
+    store.save(brief, "caller", ["leg"], None)
+    waiting = asyncio.create_task(store.written())
+    await asyncio.sleep(0)
+    store.forget(brief.call_id)  # never sent: nothing left to write for it
+    await asyncio.wait_for(waiting, 2.0)
+    assert counting.round_trips == 1
+    assert await stored(redis, brief.call_id) is None

@@ -66,8 +66,9 @@ class ScriptedAsterisk:
 
     app = "ringwise"
 
-    def __init__(self) -> None:
+    def __init__(self, timeline: list[str]) -> None:
         self.session: CallSession | None = None
+        self.timeline = timeline  # shared with Published: what happened in which order
         self.dial_strings: dict[str, str] = {}
         self.dialled: list[str] = []  # channel ids, in dial order
         self.hung_up: list[str] = []
@@ -128,6 +129,7 @@ class ScriptedAsterisk:
 
     def _dial(self, channel_id: str) -> None:
         self.dialled.append(channel_id)
+        self.timeline.append(f"dial {self.dial_strings[channel_id]}")
         phone = self.dial_strings[channel_id]
         if phone == "unavailable":
             self._destroyed(channel_id, 20, 0.005)
@@ -180,11 +182,22 @@ class ScriptedAsterisk:
 
 
 class Published:
-    def __init__(self) -> None:
+    """Events are stored as soon as published; published() notes when a call waited."""
+
+    def __init__(self, timeline: list[str]) -> None:
         self.events: list[Any] = []
+        self.timeline = timeline
 
     def publish(self, event: Any) -> None:
         self.events.append(event)
+
+    def hurry(self) -> None:
+        pass
+
+    async def published(self, timeout_s: float) -> bool:
+        kinds = ",".join(type(e).__name__ for e in self.events)
+        self.timeline.append(f"recorded {kinds}")
+        return True
 
     def of(self, kind: type[Any]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -230,8 +243,9 @@ def profile(
 async def run_call(
     routing: RoutingProfile, phones: PhonesViaEdge | None = None
 ) -> tuple[ScriptedAsterisk, Published, CallSession, Callable[[str], str]]:
-    asterisk = ScriptedAsterisk()
-    published = Published()
+    timeline: list[str] = []
+    asterisk = ScriptedAsterisk(timeline)
+    published = Published(timeline)
     services = CallServices(
         ari=cast(Any, asterisk),
         directory=cast(Any, Directory()),
@@ -318,6 +332,19 @@ async def test_one_by_one_each_leg_rings_only_after_the_previous_one_ended() -> 
     asterisk, published, _, phone_of = await run_call(profile(phones, RingMode.SEQUENTIAL))
     assert [phone_of(c) for c in asterisk.dialled] == ["noanswer", "busy", "answer"]
     assert cdr(published).device_id == "mobile"
+
+
+async def test_no_phone_rings_before_the_call_and_its_routing_are_on_record() -> None:
+    # A routing crash while phones ring must leave the next instance a call to end, with its
+    # CDR: the first dial waits for the stored state and CallStarted / CallRouted; later
+    # ring groups of the same call do not wait again.
+    phones = {"desk": "noanswer", "mobile": "answer"}
+    asterisk, _, _, _ = await run_call(profile(phones, RingMode.SEQUENTIAL))
+    assert asterisk.timeline == [
+        "recorded CallStarted,CallRouted",
+        "dial noanswer",
+        "dial answer",
+    ]
 
 
 async def test_a_leg_that_refuses_the_screened_call_is_hung_up_and_the_plan_goes_on() -> None:

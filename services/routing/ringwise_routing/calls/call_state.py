@@ -12,6 +12,12 @@ latest state, and a flusher sends what was noted during a short linger (LINGER_S
 pipelined round trip for every call at once. A call saved and forgotten within one linger
 never reaches Redis. The price: a crash within LINGER_S of a change leaves the state before
 it (a call bridged in the last 20 ms is ended as still ringing instead of being adopted).
+
+One change may not wait: before a call's first leg is dialled its state must be in Redis,
+or a crash while phones ring would leave a call nobody can account for (no CDR at all). A
+save with hurry=True ends the linger at once (what other calls noted goes along), and
+written() waits for that round trip; the session starts it when it creates the legs and
+awaits it just before dialling them, so the round trip overlaps the legs entering Stasis.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from ringwise.events.v1 import call_pb2
 from ringwise_kit.logs import get_logger
 
 from ringwise_routing.calls.cdr import CallRecord
+from ringwise_routing.calls.publisher import EventPublisher
 
 log = get_logger(__name__)
 
@@ -37,6 +44,9 @@ TTL_S = 24 * 3600
 # that a call's route-time and answer-time saves, and other calls' changes, go together
 # (each round trip costs routing about as much Python as a whole ARI event).
 LINGER_S = 0.02
+# How long a call's first dial waits for its state and events to be stored: a Redis or NATS
+# that slow is failing, and the call goes on without (as it would through an outage).
+RECORDED_WAIT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -127,9 +137,14 @@ class CallStateStore:
         self._linger_s = linger_s
         # call id -> its latest encoded state, or None: delete it.
         self._pending: dict[str, str | None] = {}
+        # Resolved once what is pending now has been written (or failed): for written().
+        self._pending_written: asyncio.Future[None] | None = None
         # Calls whose key may exist in Redis (a forget of any other is a no-op).
         self._written: set[str] = set()
-        self._flusher: asyncio.Task[None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        # One round trip at a time, so a call's changes reach Redis in order.
+        self._writing: asyncio.Task[None] | None = None
+        self._hurry = False
 
     def save(
         self,
@@ -138,8 +153,13 @@ class CallStateStore:
         legs: list[str],
         bridge_id: str | None,
         asterisk_id: str = "",
+        *,
+        hurry: bool = False,
     ) -> None:
+        """Note the call's state; with hurry, send it (and all else noted) without lingering."""
         self._pending[record.call_id] = encode(record, caller_id, legs, bridge_id, asterisk_id)
+        if hurry:
+            self._hurry = True
         self._schedule()
 
     def forget(self, call_id: str) -> None:
@@ -149,25 +169,66 @@ class CallStateStore:
         else:
             self._pending.pop(call_id, None)
 
-    async def flush(self) -> None:
-        """Send everything noted so far (shutdown, tests); the flusher's own round trip."""
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.shield(self._flusher)
+    async def written(self) -> None:
+        """Wait until everything noted so far has been sent (a failed write counts: it was
+        logged, and the call goes on as after a crash just then)."""
         if self._pending:
-            await self._write(self._take())
+            if self._pending_written is None:
+                self._pending_written = asyncio.get_running_loop().create_future()
+            waiter = self._pending_written
+            self._hurry = True
+            self._schedule()
+            await asyncio.shield(waiter)
+        elif self._writing is not None:
+            await asyncio.shield(self._writing)
+
+    async def flush(self) -> None:
+        """Send everything noted so far (shutdown, tests)."""
+        await self.written()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.flush()
 
     def _schedule(self) -> None:
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_soon(), name="call-state-flush")
+        if self._writing is not None:
+            return  # the write in flight schedules the next when it ends
+        if not self._pending:
+            self._nothing_left_to_write()
+            return
+        if self._hurry:
+            if self._linger is not None:
+                self._linger.cancel()
+            self._start_write()
+        elif self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(self._linger_s, self._start_write)
 
-    async def _flush_soon(self) -> None:
-        while self._pending:
-            await asyncio.sleep(self._linger_s)
-            await self._write(self._take())
+    def _start_write(self) -> None:
+        self._linger = None
+        self._hurry = False
+        if not self._pending:  # all forgotten before they were ever sent
+            self._nothing_left_to_write()
+            return
+        batch = self._take()
+        done, self._pending_written = self._pending_written, None
+        self._writing = asyncio.create_task(self._write_batch(batch, done), name="call-state-write")
+
+    async def _write_batch(
+        self, batch: dict[str, str | None], done: asyncio.Future[None] | None
+    ) -> None:
+        try:
+            await self._write(batch)
+        finally:
+            self._writing = None
+            if done is not None and not done.done():
+                done.set_result(None)
+            self._schedule()
+
+    def _nothing_left_to_write(self) -> None:
+        self._hurry = False
+        waiter, self._pending_written = self._pending_written, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _take(self) -> dict[str, str | None]:
         batch, self._pending = self._pending, {}
@@ -199,3 +260,22 @@ class CallStateStore:
         # Their keys exist: forgetting them (adopted or ended calls) must delete them.
         self._written.update(stored.record.call_id for stored in found)
         return found
+
+
+async def recorded_before_ringing(
+    store: CallStateStore | None, publisher: EventPublisher, timeout_s: float = RECORDED_WAIT_S
+) -> bool:
+    """Wait until what a call noted so far (its state, its CallStarted / CallRouted) is
+    stored, at most timeout_s each; the caller hurried both when it created its legs, so this
+    usually returns at once. False (logged) when either was not stored in time."""
+    stored = True
+    if store is not None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await store.written()
+        except TimeoutError:
+            stored = False
+    published = await publisher.published(timeout_s)
+    if not (stored and published):
+        log.warning("call_not_recorded_before_ringing", state=stored, events=published)
+    return stored and published

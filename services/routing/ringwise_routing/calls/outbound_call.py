@@ -52,7 +52,7 @@ from ringwise_kit.logs import bind_call, get_logger
 from ringwise_kit.subjects import CALL_ANSWERED, CALL_ROUTED, CALL_STARTED
 
 from ringwise_routing.calls import feature_codes, policy
-from ringwise_routing.calls.call_state import CallStateStore
+from ringwise_routing.calls.call_state import CallStateStore, recorded_before_ringing
 from ringwise_routing.calls.cdr import CallRecord, call_ended
 from ringwise_routing.calls.credit_client import AuthoriseReply, CreditClient
 from ringwise_routing.calls.publisher import EventPublisher
@@ -531,7 +531,9 @@ class OutboundSteps:
         try:
             if isinstance(created, AriError):
                 raise created
-            self._save_state()
+            # On record before the far end rings (see CallSession._ring_together).
+            self._save_state(hurry=True)
+            self._s.publisher.hurry()
             entered = await self._wait_for(
                 lambda e: isinstance(e, StasisStart) and e.channel.id == callee_id,
                 CHANNEL_CREATE_TIMEOUT_S,
@@ -543,6 +545,7 @@ class OutboundSteps:
                 # far end plays before answering (its ringback, an announcement, a 183 with
                 # media) reaches the phone.
                 await self._join_bridge(callee_id)
+            await recorded_before_ringing(self._s.call_state, self._s.publisher)
             await self._ari.dial(callee_id, timeout_s=self._s.ring_timeout_s)
         except AriError as exc:
             log.warning("trunk_dial_failed", error=str(exc))
@@ -769,14 +772,14 @@ class OutboundSteps:
         if self._s.call_state is not None and self._callee_id is not None:
             self._s.call_state.forget(self.call_id)
 
-    def _save_state(self) -> None:
+    def _save_state(self, *, hurry: bool = False) -> None:
         """The trunk leg (and, once answered, the bridge) in Redis for a new instance."""
         store = self._s.call_state
         if store is None or self._callee_id is None:
             return
         # The bridge counts as a conversation (adopted after a restart) only once answered.
         bridge = self._bridge_id if self.record.answered_at is not None else None
-        store.save(self.record, self.caller_id, [self._callee_id], bridge)
+        store.save(self.record, self.caller_id, [self._callee_id], bridge, hurry=hurry)
 
     def _finish(self) -> None:
         record = self.record

@@ -6,6 +6,11 @@ NATS is away. After the first event of a batch it lingers a moment (linger_s) so
 call's next event (CallAnswered a few milliseconds after CallRouted, say) and other calls'
 events leave in the same write: every write costs a wake-up here and in NATS.
 
+Some events may not wait that long: a call's CallStarted and CallRouted must be stored before
+its first leg is dialled (a crash while phones ring must not leave the call half told).
+hurry() ends the linger at once, and published() waits, briefly, for the acks of everything
+queued so far; while NATS is away it does not wait at all (calls never stall on events).
+
 event_id is the Nats-Msg-Id, so a retry after an ack that got lost is de-duplicated by
 JetStream. A retried event may land after a later event of the same call;
 consumers key on the event kind, not on order.
@@ -42,15 +47,49 @@ class EventPublisher:
         self._queue: asyncio.Queue[OutboxEvent] = asyncio.Queue()
         self._max_backoff_s = max_backoff_s
         self._worker: asyncio.Task[None] | None = None
+        # Events ever queued, and ever acknowledged (in order: batches go one at a time).
+        self._queued = 0
+        self._acknowledged = 0
+        # published() callers: how many events must be acknowledged, and their wake-up.
+        self._waiters: list[tuple[int, asyncio.Future[bool]]] = []
+        self._linger_end: asyncio.Future[None] | None = None
+        self._hurry = False
+        self._failing = False
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run(), name="event-publisher")
 
     def publish(self, event: OutboxEvent) -> None:
+        self._queued += 1
         self._queue.put_nowait(event)  # the depth gauge is set by the worker, per batch
+
+    def hurry(self) -> None:
+        """Send what is queued without lingering (what is in flight already needs nothing)."""
+        if self._linger_end is not None and not self._linger_end.done():
+            self._linger_end.set_result(None)
+        elif not self._queue.empty():
+            self._hurry = True  # for the batch after the one in flight
+
+    async def published(self, timeout_s: float) -> bool:
+        """Wait until every event queued so far is acknowledged; False if that takes longer
+        than timeout_s or NATS is failing now (the events stay queued and are retried)."""
+        target = self._queued
+        if self._acknowledged >= target:
+            return True
+        if self._failing:
+            return False
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
+        self.hurry()
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await waiter
+        except TimeoutError:
+            return False
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until the outbox is empty (at shutdown); False if events are left."""
+        self.hurry()
         try:
             await asyncio.wait_for(self._queue.join(), timeout_s)
         except TimeoutError:
@@ -68,8 +107,9 @@ class EventPublisher:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            if self._linger_s > 0 and self._queue.empty():
-                await asyncio.sleep(self._linger_s)
+            if self._linger_s > 0 and self._queue.empty() and not self._hurry:
+                await self._linger()
+            self._hurry = False
             while not self._queue.empty() and len(batch) < MAX_BATCH:
                 batch.append(self._queue.get_nowait())
             OUTBOX_DEPTH.set(self._queue.qsize() + len(batch))
@@ -78,6 +118,8 @@ class EventPublisher:
             while pending:
                 pending = await self._publish(pending)
                 if pending:
+                    self._failing = True
+                    self._wake_waiters()
                     log.warning(
                         "event_publish_failed",
                         events=len(pending),
@@ -88,7 +130,36 @@ class EventPublisher:
                     backoff = min(backoff * 2, self._max_backoff_s)
             for _ in batch:
                 self._queue.task_done()
+            self._acknowledged += len(batch)
+            self._failing = False
+            self._wake_waiters()
             OUTBOX_DEPTH.set(self._queue.qsize())
+
+    async def _linger(self) -> None:
+        """Wait linger_s for more events, or less if hurried."""
+        loop = asyncio.get_running_loop()
+        self._linger_end = end = loop.create_future()
+        timer = loop.call_later(self._linger_s, _set_if_pending, end)
+        try:
+            await end
+        finally:
+            timer.cancel()
+            self._linger_end = None
+
+    def _wake_waiters(self) -> None:
+        """Answer the published() callers whose events are all acknowledged (True), or all
+        of them, False, while NATS is failing."""
+        waiting = []
+        for target, waiter in self._waiters:
+            if waiter.done():
+                continue  # timed out
+            if self._acknowledged >= target:
+                waiter.set_result(True)
+            elif self._failing:
+                waiter.set_result(False)
+            else:
+                waiting.append((target, waiter))
+        self._waiters = waiting
 
     async def _publish(self, events: list[OutboxEvent]) -> list[OutboxEvent]:
         """Publish all; return those not acknowledged."""
@@ -113,6 +184,11 @@ class EventPublisher:
             if not future.done():
                 future.cancel()
         return failed
+
+
+def _set_if_pending(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _acknowledged(future: asyncio.Future[PubAck]) -> bool:

@@ -53,6 +53,7 @@ from ringwise_kit.logs import bind_call, get_logger
 from ringwise_kit.subjects import CALL_ANSWERED, CALL_ROUTED, CALL_STARTED
 
 from ringwise_routing.calls import policy, recording
+from ringwise_routing.calls.call_state import recorded_before_ringing
 from ringwise_routing.calls.cdr import CallRecord, call_ended
 from ringwise_routing.calls.directory_client import NumberDirectory
 from ringwise_routing.calls.publisher import EventPublisher
@@ -183,6 +184,7 @@ class CallSession:
         self._last_status = "CHANUNAVAIL"  # of the last ring step; nobody rung = unreachable
         self._routed_at: float | None = None
         self._planned = False  # a user's plan ran: a CallMissed is due if nobody answered
+        self._recorded = False  # state and route events stored before the first dial
         self._rejected = False
         self._diverts = 0
         self.message_left = False  # voicemail_step sets it
@@ -542,7 +544,13 @@ class CallSession:
                 leg_call.status, leg_call.gone = "CHANUNAVAIL", True
             else:
                 ringing[leg_call.channel_id] = leg_call
-        self._save_state()
+        # The first legs: the call must be on record before a phone rings (a crash from now
+        # on is ended, with its CDR, by the next instance); started now, awaited before the
+        # dial, so Redis and NATS answer while the legs enter Stasis.
+        first_ring = not self._recorded
+        self._save_state(hurry=first_ring)
+        if first_ring:
+            self._publisher.hurry()
         # A new channel must be in our Stasis app before it can be dialled.
         entering = set(ringing)
         while entering:
@@ -561,6 +569,9 @@ class CallSession:
             log.warning("leg_never_entered_stasis", channel_id=channel_id)
             ringing.pop(channel_id).status = "CHANUNAVAIL"
             await self._ari.hangup(channel_id)
+        if first_ring:
+            await recorded_before_ringing(self._services.call_state, self._publisher)
+            self._recorded = True
         dials = await self._ari.run_all(
             *(
                 calls.dial(channel_id, caller=self.caller_id, timeout_s=leg_call.leg.timeout_s)
@@ -998,7 +1009,7 @@ class CallSession:
                 hangup_cause=record.hangup_cause,
             )
 
-    def _save_state(self, answered_leg: str | None = None) -> None:
+    def _save_state(self, answered_leg: str | None = None, *, hurry: bool = False) -> None:
         """The call's minimal state in Redis, so that a new routing instance can adopt it."""
         store = self._services.call_state
         if store is None:
@@ -1008,7 +1019,14 @@ class CallSession:
             if answered_leg
             else [leg.channel_id for leg in self._legs.values() if not leg.gone]
         )
-        store.save(self.record, self.caller_id, legs, self._bridge_id, self._start.asterisk_id)
+        store.save(
+            self.record,
+            self.caller_id,
+            legs,
+            self._bridge_id,
+            self._start.asterisk_id,
+            hurry=hurry,
+        )
 
 
 def missed_reason(record: CallRecord, *, rejected: bool) -> str:
