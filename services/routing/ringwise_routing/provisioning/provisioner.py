@@ -35,6 +35,14 @@ APPLIED = Counter("ringwise_routing_pjsip_applied_total", "PJSIP device applies"
 DEVICES = Gauge("ringwise_routing_pjsip_devices", "SIP devices applied at the last resync")
 
 
+class ResyncIncomplete(Exception):
+    """Asterisk failed to apply some devices (5xx); the others were applied."""
+
+    def __init__(self, failed: int) -> None:
+        super().__init__(f"{failed} devices not applied")
+        self.failed = failed
+
+
 class Provisioner:
     def __init__(
         self,
@@ -108,6 +116,10 @@ class Provisioner:
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError, bus.RemoteError):
                 self.last_resync_ok = False
                 log.warning("pjsip_resync_directory_unavailable", retry_in_s=retry_s)
+            except ResyncIncomplete as exc:
+                # E.g. Asterisk refused an endpoint while its channels were being torn down
+                # (500 "Allocation failed" right after a crash): try again soon.
+                log.warning("pjsip_resync_incomplete", failed=exc.failed, retry_in_s=retry_s)
             except Exception:
                 self.last_resync_ok = False
                 log.exception("pjsip_resync_failed", retry_in_s=retry_s)
@@ -189,17 +201,24 @@ class Provisioner:
         """Apply every device directory knows; remove the ones it no longer has."""
         async with self._resync_lock:
             seen: set[str] = set()
+            failed = 0
             async for device in self.devices():
                 seen.add(device.sip_username)
                 try:
                     await self.apply(device)
-                except (AriError, ValueError):
+                except (AriError, ValueError) as exc:
+                    # Asterisk's own failures pass; a device it refuses (4xx) or we cannot
+                    # render waits for its next change.
+                    if isinstance(exc, AriError) and exc.status >= 500:
+                        failed += 1
                     log.exception("pjsip_apply_failed", device_id=device.device_id)
             applied = await self.redis.smembers(APPLIED_SET)
             stale = {m.decode() if isinstance(m, bytes) else str(m) for m in applied} - seen
             for username in stale:
                 await self.remove(username)
             DEVICES.set(len(seen))
-            self.last_resync_ok = True
-            log.info("pjsip_resync_done", devices=len(seen), removed=len(stale))
+            self.last_resync_ok = not failed
+            log.info("pjsip_resync_done", devices=len(seen), removed=len(stale), failed=failed)
+            if failed:
+                raise ResyncIncomplete(failed)
             return len(seen)
