@@ -5,13 +5,19 @@
 Both are started once per test session; data and logs go to .run/test in the clone (kept
 after the run, so a CI failure can be read). Tests that kill or restart a component must
 leave it running again.
+
+A failing test on the platform gets the log lines written while it ran (the services'
+warnings and errors, routing's call lines, Asterisk's warnings) in its report: CI prints
+only pytest's output.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -60,3 +66,71 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     is up, its own services share those queue groups and would answer some of their requests.
     """
     items.sort(key=lambda item: "platform" in getattr(item, "fixturenames", ()))
+
+
+# Where each platform log ended when a test's call phase began.
+_LOG_OFFSETS = pytest.StashKey[dict[Path, int]]()
+EXCERPT_LINES = 60
+EXCERPT_LINE_CHARS = 400
+
+
+def _platform_logs(platform: LocalPlatform) -> list[Path]:
+    logs = sorted((platform.data_dir / "logs").glob("*.log"))
+    return [*logs, platform.asterisk.messages_log_path]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _worth_showing(path: Path, line: str) -> bool:
+    if path.suffix != ".log":  # Asterisk's messages: its warnings and errors
+        return "WARNING[" in line or "ERROR[" in line
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return bool(line.strip()) and not line.startswith("===")  # a traceback, say
+    if not isinstance(entry, dict):
+        return False
+    if entry.get("level") in ("warning", "error", "critical"):
+        return True
+    return path.stem == "routing" and "call_id" in entry
+
+
+def log_excerpt(offsets: dict[Path, int]) -> str:
+    """The lines worth showing that each log got since `offsets`, the newest last."""
+    shown: list[str] = []
+    for path, offset in offsets.items():
+        try:
+            with path.open("rb") as log:
+                log.seek(offset)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            continue
+        lines = [line for line in text.splitlines() if _worth_showing(path, line)]
+        name = "asterisk" if path.suffix != ".log" else path.stem
+        shown += [f"{name}: {line[:EXCERPT_LINE_CHARS]}" for line in lines[-EXCERPT_LINES:]]
+    return "\n".join(shown[-EXCERPT_LINES:])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    platform = getattr(item, "funcargs", {}).get("platform")
+    if isinstance(platform, LocalPlatform):
+        item.stash[_LOG_OFFSETS] = {path: _size(path) for path in _platform_logs(platform)}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when != "call" or not report.failed or _LOG_OFFSETS not in item.stash:
+        return
+    excerpt = log_excerpt(item.stash[_LOG_OFFSETS])
+    if excerpt:
+        report.sections.append(("platform logs during the test", excerpt))
