@@ -112,8 +112,24 @@ def log_excerpt(offsets: dict[Path, int]) -> str:
             continue
         lines = [line for line in text.splitlines() if _worth_showing(path, line)]
         name = "asterisk" if path.suffix != ".log" else path.stem
-        shown += [f"{name}: {line[:EXCERPT_LINE_CHARS]}" for line in lines[-EXCERPT_LINES:]]
+        shown += [
+            f"{name}: {_readable(line)[:EXCERPT_LINE_CHARS]}" for line in lines[-EXCERPT_LINES:]
+        ]
     return "\n".join(shown[-EXCERPT_LINES:])
+
+
+def _readable(line: str) -> str:
+    """A JSON log line as `time level event key=value ...`; anything else as it is."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(entry, dict):
+        return line
+    time = str(entry.pop("timestamp", ""))[11:23]
+    head = f"{time} {entry.pop('level', '')} {entry.pop('event', '')}"
+    entry.pop("service", None)
+    return " ".join([head, *(f"{key}={value}" for key, value in entry.items())])
 
 
 @pytest.hookimpl(tryfirst=True)
