@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,7 +15,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from ringwise_dev.asterisk import AsteriskInstance
-from ringwise_dev.ports import HARNESS_TEST_PORTS
+from ringwise_dev.ports import HARNESS_TEST_PORTS, HOST, PSTN_HOST
 from ringwise_dev.sipp import STATIC_TRUNK_HOST, PhoneKind, SippWorkspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -217,3 +218,56 @@ async def test_noanswer_phone_is_cancelled(sipp: SippWorkspace, ari: Ari) -> Non
         assert seen.cancelled and seen.final_code == 487
     finally:
         await phone.stop()
+
+
+def _stray_then_invite(host: str, port: int, method: str) -> tuple[list[str], list[str]]:
+    """Send `method` for a call the sipp never saw, then a new INVITE; the status lines of
+    what came back to each."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(1.0)
+        local = sock.getsockname()[1]
+
+        def send(method: str, to_tag: str) -> list[str]:
+            request = (
+                f"{method} sip:x@{host}:{port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{local};rport;branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+                f"From: <sip:+441632960001@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
+                f"To: <sip:+15550100@{host}>{to_tag}\r\n"
+                f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 7 {method}\r\n"
+                f"Contact: <sip:caller@127.0.0.1:{local}>\r\nMax-Forwards: 70\r\n"
+                "Content-Length: 0\r\n\r\n"
+            )
+            sock.sendto(request.encode(), (host, port))
+            got: list[str] = []
+            with contextlib.suppress(TimeoutError):
+                while len(got) < 2:
+                    got.append(sock.recv(4096).decode().split("\r\n", 1)[0])
+            return got
+
+        return send(method, ";tag=gone-call"), send("INVITE", "")
+
+
+@pytest.mark.parametrize("method", ["BYE", "INFO"])
+async def test_answering_phones_and_the_far_end_survive_a_request_of_a_call_they_never_saw(
+    sipp: SippWorkspace, method: str
+) -> None:
+    # Asterisk retransmits a BYE for 32 s to a sipp that was stopped mid-call; the next sipp
+    # on that port gets it. sipp 3.8 died of it (SIGSEGV) and the next test's call to that
+    # port went unanswered.
+    answering = [PhoneKind.ANSWER, PhoneKind.ANSWER_AND_HANGUP, PhoneKind.ANSWER_KEY]
+    answering.append(PhoneKind.KEEP_RECORDING)
+    started = [
+        (await sipp.start_phone(kind, PORTS.phones + 10 + n, ring_ms=0), HOST)
+        for n, kind in enumerate(answering)
+    ]
+    started.append((await sipp.start_far_end(PORTS.phones + 20, ring_ms=0), PSTN_HOST))
+    try:
+        for phone, host in started:
+            stray, invite = await asyncio.to_thread(_stray_then_invite, host, phone.port, method)
+            assert stray == ["SIP/2.0 200 OK"], (phone.kind, stray)
+            assert "SIP/2.0 200 OK" in invite, (phone.kind, invite)
+            assert phone.process.running, phone.kind
+    finally:
+        for phone, _ in started:
+            await phone.stop()
