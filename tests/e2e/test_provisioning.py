@@ -13,10 +13,12 @@ import time
 
 import aiohttp
 import pytest
+from ringwise.directory.v1 import devices_pb2
 from ringwise_dev.gateway_client import new_tenant
 from ringwise_dev.platform import LocalPlatform
 from ringwise_dev.sipp import PhoneKind
 from ringwise_dev.testing import new_caller, register_until, wait_cdrs
+from ringwise_routing.provisioning.pjsip import PjsipOptions, apply_calls, delete_calls
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -90,3 +92,33 @@ async def test_admin_provisions_a_phone_that_registers_rings_and_is_refused_once
         assert took_s < 5
     finally:
         await answering.stop()
+
+
+async def test_asterisk_accepts_routing_re_applying_a_device_it_has(
+    platform: LocalPlatform,
+) -> None:
+    """Every resync (each ARI connect, every 5 minutes) re-applies devices Asterisk already
+    has: the same PUTs must replace them, not fail (an endpoint with set_var could not be)."""
+    device = devices_pb2.SipDevice(
+        tenant_id="acme",
+        device_id="d_reapplied",
+        sip_username=f"rwreapply{int(time.time() * 1000) % 100000:05d}",
+        md5_cred="0" * 32,
+        realm="asterisk",
+        kind="phone",
+        max_contacts=1,
+    )
+    requests = apply_calls(device, PjsipOptions(rewrite_contact=False))
+    asterisk = platform.asterisk
+    async with aiohttp.ClientSession(headers=asterisk.ari_auth_headers()) as client:
+        try:
+            for attempt in ("create", "replace"):
+                for request in requests:
+                    async with client.put(
+                        f"{asterisk.ari_url}/ari{request.path}", json=request.body
+                    ) as resp:
+                        assert resp.status == 200, (attempt, request.path, await resp.text())
+        finally:
+            for request in delete_calls(device.sip_username):
+                async with client.delete(f"{asterisk.ari_url}/ari{request.path}"):
+                    pass

@@ -1,6 +1,6 @@
 """The PJSIP resync loop (provisioning/provisioner.py): a device Asterisk failed to apply
-(5xx, e.g. "Allocation failed" while a crashed instance's channels were torn down) is tried
-again soon, not at the next period; one Asterisk refuses (4xx) waits for its next change."""
+(5xx) is tried again soon, not at the next period, and an ARI reconnect during that backoff
+is not kept waiting; one Asterisk refuses (4xx) waits for its next change."""
 
 from __future__ import annotations
 
@@ -120,3 +120,28 @@ async def test_a_device_asterisk_refuses_is_not_retried_until_the_next_period() 
     assert provisioner.last_resync_ok
     assert not [e for e in logs if e["event"] == "pjsip_resync_incomplete"]
     assert [e["device_id"] for e in logs if e["event"] == "pjsip_apply_failed"] == ["dev2"]
+
+
+async def test_an_ari_reconnect_during_the_backoff_resyncs_at_once() -> None:
+    # Asterisk restarted (it has no devices at all) while the loop waits to retry.
+    asterisk = Asterisk(status=500, failures=1)
+    provisioner = Provisioner(
+        cast(Any, Directory()),
+        cast(Any, Redis()),
+        cast(Any, asterisk),
+        PjsipOptions(),
+        resync_s=3600.0,
+    )
+    await provisioner._request_resync()
+    loop = asyncio.create_task(provisioner._resync_loop())
+    try:
+        await asyncio.sleep(0.3)  # the first resync failed: waiting 1 s to retry
+        assert asterisk.applied == ["rw1"]
+        asterisk.failures = 2  # fails rw2 again, then applies it
+        await provisioner._request_resync()
+        await asyncio.sleep(0.3)
+        assert asterisk.applied == ["rw1", "rw1"]  # resynced at once, not after the 1 s
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop

@@ -51,7 +51,9 @@ def endpoint_fields(device: devices_pb2.SipDevice, options: PjsipOptions) -> dic
         "100rel": "no",
         "timers": "no",
         "allow_subscribe": "yes",
-        "set_var": f"RINGWISE_TENANT={device.tenant_id}",
+        # No set_var: Asterisk 22 cannot replace an endpoint that has one (it re-reads the
+        # variable as an option of its own name, fails, and answers the PUT 500 "Allocation
+        # failed"), and routing finds a device's tenant through the directory anyway.
     }
     if device.kind != TRUNK:
         fields["auth"] = name

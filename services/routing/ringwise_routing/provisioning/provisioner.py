@@ -117,16 +117,17 @@ class Provisioner:
                 self.last_resync_ok = False
                 log.warning("pjsip_resync_directory_unavailable", retry_in_s=retry_s)
             except ResyncIncomplete as exc:
-                # E.g. Asterisk refused an endpoint while its channels were being torn down
-                # (500 "Allocation failed" right after a crash): try again soon.
+                # Asterisk failed some devices (5xx): try again soon.
                 log.warning("pjsip_resync_incomplete", failed=exc.failed, retry_in_s=retry_s)
             except Exception:
                 self.last_resync_ok = False
                 log.exception("pjsip_resync_failed", retry_in_s=retry_s)
             else:
                 continue
-            # Try again soon rather than at the next period, backing off up to a minute.
-            await asyncio.sleep(retry_s)
+            # Try again soon rather than at the next period, backing off up to a minute; an ARI
+            # reconnect (Asterisk restarted: it has no devices at all) does not wait for that.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resync_wanted.wait(), retry_s)
             retry_s = min(retry_s * 2, 60.0)
             self._resync_wanted.set()
 
