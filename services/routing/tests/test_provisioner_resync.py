@@ -85,14 +85,18 @@ class Asterisk:
         return results
 
 
-async def resync_for(asterisk: Asterisk, seconds: float) -> Provisioner:
-    provisioner = Provisioner(
+def provisioner_for(asterisk: Asterisk) -> Provisioner:
+    return Provisioner(
         cast(Any, Directory()),
         cast(Any, Redis()),
         cast(Any, asterisk),
         PjsipOptions(),
         resync_s=3600.0,
     )
+
+
+async def resync_for(asterisk: Asterisk, seconds: float) -> Provisioner:
+    provisioner = provisioner_for(asterisk)
     await provisioner._request_resync()  # as at ARI connect
     loop = asyncio.create_task(provisioner._resync_loop())
     await asyncio.sleep(seconds)
@@ -125,13 +129,7 @@ async def test_a_device_asterisk_refuses_is_not_retried_until_the_next_period() 
 async def test_an_ari_reconnect_during_the_backoff_resyncs_at_once() -> None:
     # Asterisk restarted (it has no devices at all) while the loop waits to retry.
     asterisk = Asterisk(status=500, failures=1)
-    provisioner = Provisioner(
-        cast(Any, Directory()),
-        cast(Any, Redis()),
-        cast(Any, asterisk),
-        PjsipOptions(),
-        resync_s=3600.0,
-    )
+    provisioner = provisioner_for(asterisk)
     await provisioner._request_resync()
     loop = asyncio.create_task(provisioner._resync_loop())
     try:
