@@ -86,18 +86,27 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _worth_showing(path: Path, line: str) -> bool:
-    if path.suffix != ".log":  # Asterisk's messages: its warnings and errors
-        return "WARNING[" in line or "ERROR[" in line
+def _shown(path: Path, line: str) -> str | None:
+    """How a log line appears in the excerpt, or None if it is not worth showing: Asterisk's
+    warnings and errors; the services' warnings and errors and routing's call lines (JSON, as
+    `time level event key=value ...`); a service's other output (a traceback, say)."""
+    if path.suffix != ".log":  # Asterisk's messages
+        return line if "WARNING[" in line or "ERROR[" in line else None
     try:
         entry = json.loads(line)
     except ValueError:
-        return bool(line.strip()) and not line.startswith("===")  # a traceback, say
+        return line if line.strip() and not line.startswith("===") else None
     if not isinstance(entry, dict):
-        return False
-    if entry.get("level") in ("warning", "error", "critical"):
-        return True
-    return path.stem == "routing" and "call_id" in entry
+        return None
+    level = entry.pop("level", "")
+    if level not in ("warning", "error", "critical") and not (
+        path.stem == "routing" and "call_id" in entry
+    ):
+        return None
+    time = str(entry.pop("timestamp", ""))[11:23]
+    entry.pop("service", None)
+    head = f"{time} {level} {entry.pop('event', '')}"
+    return " ".join([head, *(f"{key}={value}" for key, value in entry.items())])
 
 
 def log_excerpt(offsets: dict[Path, int]) -> str:
@@ -110,26 +119,10 @@ def log_excerpt(offsets: dict[Path, int]) -> str:
                 text = log.read().decode(errors="replace")
         except OSError:
             continue
-        lines = [line for line in text.splitlines() if _worth_showing(path, line)]
+        lines = [out for line in text.splitlines() if (out := _shown(path, line)) is not None]
         name = "asterisk" if path.suffix != ".log" else path.stem
-        shown += [
-            f"{name}: {_readable(line)[:EXCERPT_LINE_CHARS]}" for line in lines[-EXCERPT_LINES:]
-        ]
+        shown += [f"{name}: {line[:EXCERPT_LINE_CHARS]}" for line in lines[-EXCERPT_LINES:]]
     return "\n".join(shown[-EXCERPT_LINES:])
-
-
-def _readable(line: str) -> str:
-    """A JSON log line as `time level event key=value ...`; anything else as it is."""
-    try:
-        entry = json.loads(line)
-    except ValueError:
-        return line
-    if not isinstance(entry, dict):
-        return line
-    time = str(entry.pop("timestamp", ""))[11:23]
-    head = f"{time} {entry.pop('level', '')} {entry.pop('event', '')}"
-    entry.pop("service", None)
-    return " ".join([head, *(f"{key}={value}" for key, value in entry.items())])
 
 
 @pytest.hookimpl(tryfirst=True)

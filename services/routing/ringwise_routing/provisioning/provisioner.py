@@ -208,8 +208,8 @@ class Provisioner:
                 try:
                     await self.apply(device)
                 except (AriError, ValueError) as exc:
-                    # Asterisk's own failures pass; a device it refuses (4xx) or we cannot
-                    # render waits for its next change.
+                    # Asterisk failing (5xx) makes the resync incomplete and retried soon; a
+                    # device it refuses (4xx) or we cannot render waits for its next change.
                     if isinstance(exc, AriError) and exc.status >= 500:
                         failed += 1
                     log.exception("pjsip_apply_failed", device_id=device.device_id)
