@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -73,3 +75,36 @@ def test_a_nested_call_binding_restores_the_outer_one_even_after_an_error(
     assert outside["service"] == "routing"
     assert "call_id" not in outside
     assert "tenant_id" not in outside
+
+
+class _RecordedWrites(io.StringIO):
+    """An unbuffered stdout that remembers what each write() call was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+@pytest.mark.usefixtures("service_logging")
+def test_every_log_line_reaches_stdout_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One write per line: one system call each with unbuffered stdout (as in the images),
+    and a line from another thread's stdlib logger cannot split a structlog line in two."""
+    stdout = _RecordedWrites()
+    monkeypatch.setattr("sys.stdout", stdout)
+    configure_logging("routing", "info")
+    with bind_call("call-1", tenant_id="acme"):
+        get_logger("test").info("routed", user="alice")
+    worker = threading.Thread(target=lambda: logging.getLogger("pymongo").warning("slow"))
+    worker.start()
+    worker.join()
+    structured, stdlib = stdout.writes
+    assert structured.endswith("\n")
+    assert structured.count("\n") == 1
+    assert json.loads(structured)["event"] == "routed"
+    assert stdlib.endswith("\n")
+    assert stdlib.count("\n") == 1
+    assert json.loads(stdlib)["event"] == "slow"

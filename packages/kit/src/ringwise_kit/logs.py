@@ -40,7 +40,10 @@ def configure_logging(service: str, level: str = "info") -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # WriteLogger writes a line and its newline in one write(); PrintLogger's print() makes
+        # two, so with unbuffered stdout a line cost two system calls and a stdlib line from
+        # another thread (its handler has its own lock) could land between them.
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)
