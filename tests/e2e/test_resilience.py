@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+from datetime import UTC, datetime
 
+import aiohttp
 import pytest
 from ringwise.directory.v1 import resolve_pb2
 from ringwise.events.v1 import call_pb2
@@ -111,6 +115,60 @@ async def test_a_call_ringing_when_routing_crashes_is_not_left_ringing(
     [on_phone] = await phone.wait_calls(1)
     assert on_phone.cancelled
     await answered_call_works(platform)
+
+
+async def caller_in_stasis(platform: LocalPlatform, caller: str, timeout_s: float = 10) -> None:
+    """Wait until Asterisk has the caller's channel in our Stasis app (routing has, or is
+    about to have, its StasisStart)."""
+    asterisk = platform.asterisk
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with aiohttp.ClientSession(headers=asterisk.ari_auth_headers()) as session:
+        while True:
+            async with session.get(f"{asterisk.ari_url}/ari/channels") as resp:
+                assert resp.status == 200
+                channels = await resp.json()
+            if any(
+                c["caller"]["number"] == caller and c["dialplan"]["app_name"] == "Stasis"
+                for c in channels
+            ):
+                return
+            assert asyncio.get_running_loop().time() < deadline, "the call never reached Stasis"
+            await asyncio.sleep(0.02)
+
+
+async def test_a_caller_whose_routing_crashed_before_anything_rang_is_routed_afresh(
+    platform: LocalPlatform, start_phone: StartPhone
+) -> None:
+    """Routing dies while it looks up the number (the directory, stopped, holds the reply
+    for up to its 1 s time-out): nothing rang and the call's state was never stored. The
+    restarted routing finds the caller waiting and routes the call as if it had just come."""
+    phone = await start_phone(PhoneKind.ANSWER, ALICE)
+    await cached_afresh(platform, ALICE.number)  # so the lookup goes to the directory
+    directory, routing = platform.services["directory"], platform.services["routing"]
+    assert directory.pid is not None
+    caller = new_caller()
+    os.kill(directory.pid, signal.SIGSTOP)
+    try:
+        call = asyncio.create_task(
+            platform.sipp.call(ALICE.number, caller=caller, hold_ms=1000, timeout_s=40)
+        )
+        await caller_in_stasis(platform, caller)
+        routing.kill()
+        crashed_at = datetime.now(UTC)
+    finally:
+        os.kill(directory.pid, signal.SIGCONT)
+    await routing.start_and_wait()
+    result = await call
+    assert result.final_codes() == [200], result.output_tail
+    [on_phone] = await phone.wait_calls(1)
+    assert on_phone.answered
+    [cdr] = await wait_cdrs(platform, caller)
+    assert cdr["disposition"] == "DISPOSITION_ANSWERED"
+    assert cdr["hangup_by"] == "caller"
+    # The call started when the caller's channel did, before the crash.
+    assert datetime.fromisoformat(cdr["started_at"]) < crashed_at
+    await asyncio.sleep(1)
+    assert len(await cdrs_of(platform, caller)) == 1
 
 
 async def test_billing_killed_while_200_calls_end_stores_every_cdr_exactly_once(

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Protocol
 
 from prometheus_client import Gauge
@@ -22,6 +24,7 @@ from ringwise.directory.v1 import resolve_pb2
 from ringwise_kit.ari import (
     AriClient,
     AriEvent,
+    Channel,
     Dial,
     PlaybackFinished,
     RecordingFailed,
@@ -69,6 +72,20 @@ ROUTED_EVENT_TYPES = (
 )
 
 ACTIVE_CALLS = Gauge("ringwise_routing_active_calls", "Calls being handled by this instance")
+
+# Callers of calls this instance ended lately: their hang-up may still be under way when a
+# reconnect lists the channels, and such a channel must not be routed again.
+ENDED_CALLERS_KEPT = 4096
+
+
+def _unrouted_caller_args(channel: Channel, app: str) -> list[str] | None:
+    """The Stasis args of an inbound caller still waiting, unanswered, in our app (a call
+    whose routing never got as far as storing its state); None for any other channel."""
+    name, _, args = channel.dialplan.app_data.partition(",")
+    if channel.dialplan.app_name != "Stasis" or name != app or channel.state != "Ring":
+        return None
+    parsed = args.split(",")
+    return parsed if parsed[:1] == ["inbound"] else None
 
 
 def _event_channel(event: AriEvent) -> str | None:
@@ -134,6 +151,7 @@ class CallRouter:
         )
         self._by_channel: dict[str, Tracked] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ended_callers: deque[str] = deque(maxlen=ENDED_CALLERS_KEPT)
         for event_type in ROUTED_EVENT_TYPES:
             ari.on(event_type, self.on_event)
         ari.on_connected(self.reconcile)
@@ -148,7 +166,10 @@ class CallRouter:
             # final status), so it wakes none of them.
             return
         if isinstance(event, StasisStart) and event.args[:1] == ["inbound"]:
-            self._start_call(event)
+            # Tracked already: reconcile() listed the caller before this event came, and
+            # routed it afresh.
+            if event.channel.id not in self._by_channel:
+                self._start_call(event)
             return
         if isinstance(event, StasisStart) and event.args[:1] == ["outbound"]:
             self._start_outbound(event)
@@ -252,6 +273,7 @@ class CallRouter:
 
         def done(finished: asyncio.Task[None]) -> None:
             self._tasks.discard(finished)
+            self._ended_callers.append(session.caller_id)
             for channel_id in session.channels:
                 if self._by_channel.get(channel_id) is session:
                     del self._by_channel[channel_id]
@@ -265,6 +287,10 @@ class CallRouter:
         - A call we track whose caller channel is gone ended during the outage: finish it.
         - A call an earlier instance left in Redis: adopted if still bridged (its CDR is
           published when it ends), else ended now (calls/adopted.py).
+        - An inbound caller nobody owns, still waiting unanswered: its routing ended (a crash,
+          a shutdown, or it entered Stasis while the link was down) before the call's state
+          was stored, so nothing rang and nothing was published yet: it is routed afresh,
+          as if its StasisStart came now (the CDR keeps the channel's creation time).
         - Any other channel in our app that nobody owns: hung up if it is not bridged, so
           nothing rings forever; a bridged one is left to end by itself.
         """
@@ -276,41 +302,68 @@ class CallRouter:
                 session.gone_during_outage()
         bridges = await self._ari.list_bridges()
         bridged = {cid for bridge in bridges if len(bridge.channels) > 1 for cid in bridge.channels}
-        await self._take_over_stored_calls(present, bridged)
-        orphans = [
-            channel
-            for channel in channels
-            if channel.id not in self._by_channel
-            and channel.dialplan.app_name == "Stasis"
-            and channel.dialplan.app_data.split(",", 1)[0] == self._ari.app
-        ]
-        for channel in orphans:
-            if channel.id in bridged:
-                log.warning("orphan_bridged_channel_left_up", channel_id=channel.id)
-                continue
-            log.warning("orphan_channel_hung_up", channel_id=channel.id, state=channel.state)
-            await self._ari.hangup(channel.id, reason_code=policy.CAUSE_PLATFORM_FAILURE)
-        log.info("ari_reconciled", channels=len(channels), orphans=len(orphans))
-
-    async def _take_over_stored_calls(self, present: set[str], bridged: set[str]) -> None:
-        store = self._call_state
-        if store is None:
-            return
-        try:
-            stored_calls = await store.all()
-        except Exception as exc:
-            log.error("call_state_unreadable", error=repr(exc))
-            return
         try:
             info = await self._ari.asterisk_info()
             here = str(info.get("system", {}).get("entity_id", ""))
         except Exception as exc:
             log.warning("asterisk_id_unknown", error=repr(exc))
             here = ""
+        taken_over = await self._take_over_stored_calls(present, bridged, here)
+        orphans = [
+            channel
+            for channel in channels
+            if channel.id not in self._by_channel
+            and channel.id not in taken_over
+            and channel.dialplan.app_name == "Stasis"
+            and channel.dialplan.app_data.split(",", 1)[0] == self._ari.app
+        ]
+        ended = set(self._ended_callers)
+        routed_afresh = 0
+        for channel in orphans:
+            if channel.id in bridged:
+                log.warning("orphan_bridged_channel_left_up", channel_id=channel.id)
+                continue
+            args = _unrouted_caller_args(channel, self._ari.app)
+            if args is not None and channel.id not in ended:
+                log.warning("orphan_call_routed_afresh", channel_id=channel.id)
+                routed_afresh += 1
+                self._start_call(
+                    StasisStart(
+                        timestamp=datetime.now(UTC),
+                        application=self._ari.app,
+                        asterisk_id=here,
+                        args=args,
+                        channel=channel,
+                    )
+                )
+                continue
+            log.warning("orphan_channel_hung_up", channel_id=channel.id, state=channel.state)
+            await self._ari.hangup(channel.id, reason_code=policy.CAUSE_PLATFORM_FAILURE)
+        log.info(
+            "ari_reconciled",
+            channels=len(channels),
+            orphans=len(orphans),
+            routed_afresh=routed_afresh,
+        )
+
+    async def _take_over_stored_calls(
+        self, present: set[str], bridged: set[str], here: str
+    ) -> set[str]:
+        """Adopt or end the calls earlier instances left in Redis; the channels they held."""
+        store = self._call_state
+        if store is None:
+            return set()
+        try:
+            stored_calls = await store.all()
+        except Exception as exc:
+            log.error("call_state_unreadable", error=repr(exc))
+            return set()
         ours = {s.call_id for s in self._by_channel.values()}
+        taken_over: set[str] = set()
         for stored in stored_calls:
             if stored.record.call_id in ours or not on_this_asterisk(stored, here):
                 continue
+            taken_over.update(stored.channels)
             if adoptable(stored, present, bridged.__contains__):
                 self._track(AdoptedCall(stored, self._ari, self._publisher, store))
                 continue
@@ -318,6 +371,7 @@ class CallRouter:
                 await end_orphaned(stored, present, self._ari, self._publisher, store)
             except Exception:
                 log.exception("orphaned_call_not_ended", call_id=stored.record.call_id)
+        return taken_over
 
     async def drain(self, timeout_s: float) -> None:
         """At shutdown, give calls in progress a moment to finish their current step."""
