@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from ringwise.directory.v1 import resolve_pb2
 from ringwise_kit.ari import (
     AriClient,
@@ -72,6 +72,12 @@ ROUTED_EVENT_TYPES = (
 )
 
 ACTIVE_CALLS = Gauge("ringwise_routing_active_calls", "Calls being handled by this instance")
+# Anything but zero means an instance stopped with calls in flight, or lost its Asterisk.
+ORPHANS = Counter(
+    "ringwise_routing_orphans_total",
+    "Calls and channels found without an owner at an ARI (re)connect, by what became of them",
+    ["outcome"],
+)
 
 # Callers of calls this instance ended lately: their hang-up may still be under way when a
 # reconnect lists the channels, and such a channel must not be routed again.
@@ -322,11 +328,13 @@ class CallRouter:
         for channel in orphans:
             if channel.id in bridged:
                 log.warning("orphan_bridged_channel_left_up", channel_id=channel.id)
+                ORPHANS.labels("left_bridged").inc()
                 continue
             args = _unrouted_caller_args(channel, self._ari.app)
             if args is not None and channel.id not in ended:
                 log.warning("orphan_call_routed_afresh", channel_id=channel.id)
                 routed_afresh += 1
+                ORPHANS.labels("routed_afresh").inc()
                 self._start_call(
                     StasisStart(
                         timestamp=datetime.now(UTC),
@@ -338,6 +346,7 @@ class CallRouter:
                 )
                 continue
             log.warning("orphan_channel_hung_up", channel_id=channel.id, state=channel.state)
+            ORPHANS.labels("hung_up").inc()
             await self._ari.hangup(channel.id, reason_code=policy.CAUSE_PLATFORM_FAILURE)
         log.info(
             "ari_reconciled",
@@ -366,9 +375,11 @@ class CallRouter:
             taken_over.update(stored.channels)
             if adoptable(stored, present, bridged.__contains__):
                 self._track(AdoptedCall(stored, self._ari, self._publisher, store))
+                ORPHANS.labels("adopted").inc()
                 continue
             try:
                 await end_orphaned(stored, present, self._ari, self._publisher, store)
+                ORPHANS.labels("ended").inc()
             except Exception:
                 log.exception("orphaned_call_not_ended", call_id=stored.record.call_id)
         return taken_over
