@@ -84,14 +84,11 @@ ORPHANS = Counter(
 ENDED_CALLERS_KEPT = 4096
 
 
-def _unrouted_caller_args(channel: Channel, app: str) -> list[str] | None:
-    """The Stasis args of an inbound caller still waiting, unanswered, in our app (a call
-    whose routing never got as far as storing its state); None for any other channel."""
-    name, _, args = channel.dialplan.app_data.partition(",")
-    if channel.dialplan.app_name != "Stasis" or name != app or channel.state != "Ring":
-        return None
-    parsed = args.split(",")
-    return parsed if parsed[:1] == ["inbound"] else None
+def _unrouted_caller_args(orphan: Channel) -> list[str] | None:
+    """The Stasis args of an orphan of our app that is an inbound caller still waiting,
+    unanswered (a call whose routing never got as far as storing its state); else None."""
+    args = orphan.dialplan.app_data.split(",")[1:]
+    return args if orphan.state == "Ring" and args[:1] == ["inbound"] else None
 
 
 def _event_channel(event: AriEvent) -> str | None:
@@ -330,7 +327,7 @@ class CallRouter:
                 log.warning("orphan_bridged_channel_left_up", channel_id=channel.id)
                 ORPHANS.labels("left_bridged").inc()
                 continue
-            args = _unrouted_caller_args(channel, self._ari.app)
+            args = _unrouted_caller_args(channel)
             if args is not None and channel.id not in ended:
                 log.warning("orphan_call_routed_afresh", channel_id=channel.id)
                 routed_afresh += 1
